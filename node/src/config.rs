@@ -1,0 +1,168 @@
+//! Node configuration: a TOML file (see `deploy/hotlake.toml`) overridden by command-line
+//! flags. Every limit is here, named with its unit last.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Complete node configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: u64,
+    /// Directory holding the node's RocksDB.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub grpc_addr: String,
+    /// HTTP listen address (line protocol, JSON queries, health, metrics).
+    pub http_addr: String,
+    /// Number of shards on the ring, fixed when the data directory is created.
+    pub shard_count: u32,
+    /// Tag whose value is the device key of a series; series without it use their series key.
+    pub device_tag: String,
+    /// Tenant used when a request names none.
+    pub default_tenant: String,
+    /// Engine and memory settings.
+    pub storage: StorageConfig,
+    /// Limits on requests.
+    pub limits: Limits,
+    /// Per-tenant settings.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("hotlake-data"),
+            grpc_addr: "127.0.0.1:7101".into(),
+            http_addr: "127.0.0.1:7181".into(),
+            shard_count: 64,
+            device_tag: "device_id".into(),
+            default_tenant: "default".into(),
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// Engine and memory settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A shard flushes its memtable when it holds this many bytes.
+    pub shard_memtable_bytes_max: u64,
+    /// All memtables of the node together; above it the largest is flushed.
+    pub node_memtable_bytes_max: u64,
+    /// Above this, writes are refused with a retryable `overloaded` error until flushes catch up.
+    pub node_memtable_bytes_hard_max: u64,
+    /// A memtable older than this is flushed even if small.
+    pub memtable_age_ms_max: u64,
+    /// Width of the aligned time window a block may span.
+    pub block_window_ms: u64,
+    /// RocksDB shared block cache.
+    pub block_cache_bytes: u64,
+    /// RocksDB memtables (write buffers) of all column families together.
+    pub rocksdb_write_buffer_bytes: u64,
+    /// How often retention is enforced.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            shard_memtable_bytes_max: 32 << 20,
+            node_memtable_bytes_max: 1 << 30,
+            node_memtable_bytes_hard_max: 2 << 30,
+            memtable_age_ms_max: 10 * 60 * 1000,
+            block_window_ms: 6 * 3600 * 1000,
+            block_cache_bytes: 256 << 20,
+            rocksdb_write_buffer_bytes: 128 << 20,
+            retention_check_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Limits on requests. Each exceeded limit is a clear error naming the key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Request body (after gzip decompression) bytes.
+    pub body_bytes_max: u64,
+    /// Lines per line-protocol request.
+    pub lines_per_request_max: u64,
+    /// Fields per line.
+    pub fields_per_line_max: u64,
+    /// Tags per line.
+    pub tags_per_line_max: u64,
+    /// Bytes of a measurement, tag key or field key.
+    pub key_bytes_max: u64,
+    /// Bytes of a tag value.
+    pub tag_value_bytes_max: u64,
+    /// Bytes of a string field value.
+    pub string_value_bytes_max: u64,
+    /// Series per tenant on this node.
+    pub series_per_tenant_max: u64,
+    /// Points a query may read.
+    pub query_points_max: u64,
+    /// Rows a query may return.
+    pub query_rows_max: u64,
+    /// Time range a query may span, in seconds.
+    pub query_range_s_max: u64,
+    /// Buckets a grouped query may produce per group.
+    pub query_buckets_max: u64,
+    /// Seconds a query may run.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: 64 << 20,
+            lines_per_request_max: 500_000,
+            fields_per_line_max: 1_000,
+            tags_per_line_max: 256,
+            key_bytes_max: 256,
+            tag_value_bytes_max: 1024,
+            string_value_bytes_max: 64 << 10,
+            series_per_tenant_max: 10_000_000,
+            query_points_max: 500_000_000,
+            query_rows_max: 1_000_000,
+            query_range_s_max: 10 * 366 * 86_400,
+            query_buckets_max: 100_000,
+            query_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Per-tenant settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Keep points this long (seconds); 0 keeps them forever.
+    pub retention_s: u64,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
+    }
+
+    /// Checks values that would make the node misbehave.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.shard_count >= 1 && self.shard_count <= 4096, "shard_count must be 1..=4096, got {}", self.shard_count);
+        anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
+        anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
+        anyhow::ensure!(
+            self.storage.node_memtable_bytes_hard_max >= self.storage.node_memtable_bytes_max,
+            "storage.node_memtable_bytes_hard_max must be >= storage.node_memtable_bytes_max"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The node's error type at module boundaries. The gRPC and HTTP layers map it to status codes
+//! in one place each (`server::grpc::to_status`, `server::http::to_response`).
+
+use crate::raft::NodeId;
+use crate::storage::{ShardId, StorageError};
+
+/// Errors a request can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong; retrying it unchanged fails again.
+    #[error("{message}")]
+    InvalidArgument {
+        /// What is wrong.
+        message: String,
+        /// One entry per offending line, field or value.
+        details: Vec<String>,
+    },
+    /// A configured limit was exceeded; the message names the config key.
+    #[error("{message} (limit {limit})")]
+    LimitExceeded {
+        /// The config key of the limit.
+        limit: &'static str,
+        /// What exceeded it.
+        message: String,
+    },
+    /// This node does not lead the shard.
+    #[error("shard {shard} is not led by this node (leader: {leader:?})")]
+    NotLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The current leader, when known.
+        leader: Option<NodeId>,
+    },
+    /// Memtables are over their hard limit; retry after a short wait.
+    #[error("node overloaded: {0}; retry shortly")]
+    Overloaded(String),
+    /// The shard or node cannot serve right now; retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request ran out of time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Part of a write was rejected while the rest was written.
+    #[error("{written_points} points written; rejected: {}", rejected.join("; "))]
+    PartialWrite {
+        /// Points that were written and acknowledged.
+        written_points: u64,
+        /// Why the rest was rejected.
+        rejected: Vec<String>,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A stable, machine-readable kind (also the `kind` label of `hotlake_errors_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::LimitExceeded { .. } => "limit_exceeded",
+            Error::NotLeader { .. } => "not_leader",
+            Error::Overloaded(_) => "overloaded",
+            Error::Unavailable(_) => "unavailable",
+            Error::Timeout(_) => "timeout",
+            Error::PartialWrite { .. } => "partial_write",
+            Error::Storage(_) => "storage",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Shorthand for an invalid argument without details.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument { message: message.into(), details: Vec::new() }
+    }
+}
+
+/// Result with the node's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

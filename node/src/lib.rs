@@ -1,0 +1,28 @@
+//! A Hotlake node: routes device telemetry to shards, replicates each shard's log with Raft,
+//! keeps the live tail in memtables and history in compressed blocks, and answers queries by
+//! merging both.
+//!
+//! ```text
+//!   HTTP line protocol / gRPC ─► server ─► node (router) ─ring─► shard group (openraft)
+//!                                               │                   │ apply
+//!   query ─► server ─► node (coordinator) ─scatter─► engine::shard ◄┘ memtable ─flush─► blocks
+//!                                               ◄─gather── query::exec (partials) ─► merge
+//! ```
+//!
+//! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod node;
+pub mod query;
+pub mod raft;
+pub mod ring;
+pub mod rt;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,167 @@
+//! `hotlake`: runs a Hotlake node.
+//!
+//! ```text
+//! hotlake serve [--config FILE] [--data-dir DIR] [--grpc-addr ADDR] [--http-addr ADDR] ...
+//! hotlake config                     # print the default configuration as TOML
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hotlake_node::config::Config;
+use hotlake_node::node::Node;
+
+/// Hotlake: a distributed time-series database for device telemetry.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node until SIGINT or SIGTERM; on either it stops taking writes, flushes every shard
+    /// and exits.
+    ///
+    /// Example: hotlake serve --data-dir /var/lib/hotlake --http-addr 127.0.0.1:7181
+    Serve(ServeArgs),
+    /// Print the default configuration (a commented sample is deploy/hotlake.toml).
+    Config,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags given here override it.
+    #[arg(long, env = "HOTLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the node's data (created if missing).
+    #[arg(long, env = "HOTLAKE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7101].
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// HTTP listen address [default: 127.0.0.1:7181].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// This node's id [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Shards on the ring; only used when the data directory is created [default: 64].
+    #[arg(long)]
+    shard_count: Option<u32>,
+    /// Flush a shard's memtable at this size in bytes [default: 33554432].
+    #[arg(long)]
+    shard_memtable_bytes_max: Option<u64>,
+    /// Log filter, e.g. `info` or `hotlake_node=debug` [default: info].
+    #[arg(long, env = "HOTLAKE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(a) = &args.grpc_addr {
+        config.grpc_addr = a.clone();
+    }
+    if let Some(a) = &args.http_addr {
+        config.http_addr = a.clone();
+    }
+    if let Some(n) = args.node_id {
+        config.node_id = n;
+    }
+    if let Some(n) = args.shard_count {
+        config.shard_count = n;
+    }
+    if let Some(n) = args.shard_memtable_bytes_max {
+        config.storage.shard_memtable_bytes_max = n;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    let grpc_addr: SocketAddr = config.grpc_addr.parse().with_context(|| format!("grpc_addr {:?}", config.grpc_addr))?;
+    let http_addr: SocketAddr = config.http_addr.parse().with_context(|| format!("http_addr {:?}", config.http_addr))?;
+    let rocks_options = hotlake_node::storage::RocksOptions {
+        block_cache_bytes: config.storage.block_cache_bytes as usize,
+        write_buffer_bytes: config.storage.rocksdb_write_buffer_bytes as usize,
+        ..Default::default()
+    };
+    let engine = hotlake_node::storage::RocksEngine::open(&config.data_dir, &rocks_options)
+        .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
+    let node = Node::open(config.clone(), Arc::new(engine)).await?;
+    node.start_background();
+
+    let http_listener =
+        tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("bind HTTP on {http_addr}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = tokio::spawn(hotlake_node::server::serve_grpc(node.clone(), grpc_addr, wait_stop(stop_rx.clone())));
+    let http = tokio::spawn(hotlake_node::server::serve_http(node.clone(), http_listener, wait_stop(stop_rx)));
+    println!(
+        "hotlake node {} ready\n  HTTP  http://{}   (line protocol: POST /write?db=NAME, queries: POST /api/v1/query)\n  gRPC  http://{}\n  data  {}",
+        config.node_id,
+        http_addr,
+        grpc_addr,
+        config.data_dir.display()
+    );
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down: flushing memtables"),
+        r = grpc => { r??; anyhow::bail!("gRPC server stopped unexpectedly") }
+    }
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    node.shutdown().await.context("flush on shutdown")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            runtime.block_on(serve(args))
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Partial aggregates: computed by each shard next to its data, merged by the coordinator.
+//! Mean travels as sum + count, standard deviation as Welford's (count, mean, M2), percentiles
+//! as a mergeable DDSketch. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use sketches_ddsketch::{Config as SketchConfig, DDSketch};
+
+use super::{AggKind, Fill, Query, ResultGroup};
+use crate::engine::codec::{Block, ColumnValues};
+use crate::engine::read::value_at;
+use crate::model::{FieldValue, TimestampNs};
+
+/// Running aggregate of one field in one (group, bucket).
+#[derive(Clone, Debug)]
+pub struct FieldAgg {
+    count: u64,
+    numeric: u64,
+    sum: f64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    first: Option<(TimestampNs, FieldValue)>,
+    last: Option<(TimestampNs, FieldValue)>,
+    sketch: Option<Box<DDSketch>>,
+}
+
+impl FieldAgg {
+    fn new(with_sketch: bool) -> Self {
+        FieldAgg {
+            count: 0,
+            numeric: 0,
+            sum: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            first: None,
+            last: None,
+            sketch: with_sketch.then(|| Box::new(DDSketch::new(SketchConfig::defaults()))),
+        }
+    }
+
+    #[inline]
+    fn add_f64(&mut self, v: f64) {
+        self.numeric += 1;
+        self.sum += v;
+        let delta = v - self.mean;
+        self.mean += delta / self.numeric as f64;
+        self.m2 += delta * (v - self.mean);
+        if v < self.min {
+            self.min = v;
+        }
+        if v > self.max {
+            self.max = v;
+        }
+        if let Some(s) = &mut self.sketch {
+            s.add(v);
+        }
+    }
+
+    fn add(&mut self, ts: TimestampNs, v: FieldValue) {
+        self.count += 1;
+        if let Some(x) = v.as_f64() {
+            if !matches!(v, FieldValue::Bool(_)) {
+                self.add_f64(x);
+            }
+        }
+        if self.first.as_ref().is_none_or(|(t, _)| ts < *t) {
+            self.first = Some((ts, v.clone()));
+        }
+        if self.last.as_ref().is_none_or(|(t, _)| ts >= *t) {
+            self.last = Some((ts, v));
+        }
+    }
+
+    /// Merges another partial of the same field and bucket.
+    pub fn merge(&mut self, o: FieldAgg) {
+        if o.numeric > 0 {
+            let n = self.numeric + o.numeric;
+            let delta = o.mean - self.mean;
+            self.m2 += o.m2 + delta * delta * (self.numeric as f64 * o.numeric as f64) / n as f64;
+            self.mean += delta * o.numeric as f64 / n as f64;
+            self.numeric = n;
+            self.sum += o.sum;
+            self.min = self.min.min(o.min);
+            self.max = self.max.max(o.max);
+        }
+        self.count += o.count;
+        if let Some((t, v)) = o.first {
+            if self.first.as_ref().is_none_or(|(st, _)| t < *st) {
+                self.first = Some((t, v));
+            }
+        }
+        if let Some((t, v)) = o.last {
+            if self.last.as_ref().is_none_or(|(st, _)| t > *st) {
+                self.last = Some((t, v));
+            }
+        }
+        if let (Some(a), Some(b)) = (&mut self.sketch, o.sketch) {
+            // Sketches built with the same config always merge.
+            let _ = a.merge(&b);
+        }
+    }
+
+    /// The final value of one aggregate.
+    pub fn finish(&self, kind: AggKind, percentile: f64) -> Option<FieldValue> {
+        let numeric = self.numeric > 0;
+        match kind {
+            AggKind::Count => Some(FieldValue::I64(self.count as i64)),
+            AggKind::Sum => numeric.then_some(FieldValue::F64(self.sum)),
+            AggKind::Min => numeric.then_some(FieldValue::F64(self.min)),
+            AggKind::Max => numeric.then_some(FieldValue::F64(self.max)),
+            AggKind::Mean => numeric.then(|| FieldValue::F64(self.sum / self.numeric as f64)),
+            AggKind::First => self.first.as_ref().map(|(_, v)| v.clone()),
+            AggKind::Last => self.last.as_ref().map(|(_, v)| v.clone()),
+            AggKind::Stddev => {
+                (self.numeric > 1).then(|| FieldValue::F64((self.m2 / (self.numeric - 1) as f64).sqrt()))
+            }
+            AggKind::Percentile => {
+                let s = self.sketch.as_ref()?;
+                s.quantile(percentile / 100.0).ok().flatten().map(FieldValue::F64)
+            }
+        }
+    }
+}
+
+/// A shard's (or the merged) partial aggregates: group → bucket start → one slot per field.
+#[derive(Clone, Debug, Default)]
+pub struct PartialAggregates {
+    /// Fields, in column order.
+    pub fields: Vec<String>,
+    /// Group-by tag values → bucket start → per-field aggregate.
+    pub groups: BTreeMap<Vec<String>, BTreeMap<TimestampNs, Vec<Option<FieldAgg>>>>,
+    with_sketch: bool,
+}
+
+/// Bucket start of `ts`: epoch-aligned buckets of `bucket_ns`, or the query start for a single
+/// bucket.
+#[inline]
+pub fn bucket_of(ts: TimestampNs, bucket_ns: i64, start_ns: TimestampNs) -> TimestampNs {
+    if bucket_ns == 0 {
+        start_ns
+    } else {
+        ts.div_euclid(bucket_ns) * bucket_ns
+    }
+}
+
+impl PartialAggregates {
+    /// Empty partials for `fields`.
+    pub fn new(fields: Vec<String>, with_sketch: bool) -> Self {
+        PartialAggregates { fields, groups: BTreeMap::new(), with_sketch }
+    }
+
+    /// Adds a series' merged block to `group`.
+    pub fn add_block(&mut self, group: &[String], block: &Block, q: &Query) {
+        let nfields = self.fields.len();
+        let with_sketch = self.with_sketch;
+        let buckets = match self.groups.get_mut(group) {
+            Some(b) => b,
+            None => self.groups.entry(group.to_vec()).or_default(),
+        };
+        for col in &block.columns {
+            let Some(fi) = self.fields.iter().position(|f| *f == col.name) else { continue };
+            // Fast path: a float column with every row present, the common telemetry shape.
+            if let (ColumnValues::F64(values), None) = (&col.values, &col.present) {
+                let mut i = 0;
+                while i < values.len() {
+                    let b = bucket_of(block.timestamps[i], q.bucket_ns, q.start_ns);
+                    // Extent of this bucket's run of rows.
+                    let j = if q.bucket_ns == 0 {
+                        values.len()
+                    } else {
+                        let end = b.saturating_add(q.bucket_ns);
+                        i + block.timestamps[i..].partition_point(|&t| t < end)
+                    };
+                    let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
+                    let agg = slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch));
+                    agg.count += (j - i) as u64;
+                    for &v in &values[i..j] {
+                        agg.add_f64(v);
+                    }
+                    let (t0, tn) = (block.timestamps[i], block.timestamps[j - 1]);
+                    if agg.first.as_ref().is_none_or(|(t, _)| t0 < *t) {
+                        agg.first = Some((t0, FieldValue::F64(values[i])));
+                    }
+                    if agg.last.as_ref().is_none_or(|(t, _)| tn >= *t) {
+                        agg.last = Some((tn, FieldValue::F64(values[j - 1])));
+                    }
+                    i = j;
+                }
+                continue;
+            }
+            let mut vi = 0;
+            for (row, &ts) in block.timestamps.iter().enumerate() {
+                if col.present.as_ref().is_some_and(|p| !p[row]) {
+                    continue;
+                }
+                let v = value_at(&col.values, vi);
+                vi += 1;
+                let b = bucket_of(ts, q.bucket_ns, q.start_ns);
+                let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
+                slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch)).add(ts, v);
+            }
+        }
+    }
+
+    /// The same partials with slots moved to match `fields` (a superset of the current ones).
+    pub fn realign(self, fields: &[String]) -> PartialAggregates {
+        let positions: Vec<usize> = self
+            .fields
+            .iter()
+            .map(|f| fields.iter().position(|x| x == f).expect("realign to a superset"))
+            .collect();
+        let mut groups = BTreeMap::new();
+        for (g, buckets) in self.groups {
+            let mut nb = BTreeMap::new();
+            for (b, slots) in buckets {
+                let mut aligned: Vec<Option<FieldAgg>> = vec![None; fields.len()];
+                for (i, slot) in slots.into_iter().enumerate() {
+                    aligned[positions[i]] = slot;
+                }
+                nb.insert(b, aligned);
+            }
+            groups.insert(g, nb);
+        }
+        PartialAggregates { fields: fields.to_vec(), groups, with_sketch: self.with_sketch }
+    }
+
+    /// Merges another shard's partials (same fields).
+    pub fn merge(&mut self, other: PartialAggregates) {
+        debug_assert_eq!(self.fields, other.fields);
+        for (group, buckets) in other.groups {
+            let mine = self.groups.entry(group).or_default();
+            for (b, slots) in buckets {
+                match mine.get_mut(&b) {
+                    None => {
+                        mine.insert(b, slots);
+                    }
+                    Some(existing) => {
+                        for (e, s) in existing.iter_mut().zip(slots) {
+                            match (e.as_mut(), s) {
+                                (Some(e), Some(s)) => e.merge(s),
+                                (None, Some(s)) => *e = Some(s),
+                                (_, None) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Final result groups, with fill, order and limit applied.
+    pub fn finish(self, q: &Query) -> Vec<ResultGroup> {
+        let columns: Vec<String> = self
+            .fields
+            .iter()
+            .flat_map(|f| q.aggregates.iter().map(move |a| format!("{}({f})", a.name())))
+            .collect();
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (group, buckets) in self.groups {
+            let finish_slots = |slots: &Vec<Option<FieldAgg>>| -> Vec<Option<FieldValue>> {
+                slots
+                    .iter()
+                    .flat_map(|s| {
+                        q.aggregates.iter().map(move |a| s.as_ref().and_then(|agg| agg.finish(*a, q.percentile)))
+                    })
+                    .collect()
+            };
+            let mut rows: Vec<(TimestampNs, Vec<Option<FieldValue>>)> = Vec::new();
+            if q.fill == Fill::None || q.bucket_ns == 0 {
+                for (b, slots) in &buckets {
+                    rows.push((*b, finish_slots(slots)));
+                }
+            } else {
+                let mut b = bucket_of(q.start_ns, q.bucket_ns, q.start_ns);
+                let mut previous: Option<Vec<Option<FieldValue>>> = None;
+                while b < q.end_ns {
+                    let row = match buckets.get(&b) {
+                        Some(slots) => finish_slots(slots),
+                        None => match q.fill {
+                            Fill::Previous => previous.clone().unwrap_or_else(|| vec![None; columns.len()]),
+                            Fill::Value(v) => vec![Some(FieldValue::F64(v)); columns.len()],
+                            _ => vec![None; columns.len()],
+                        },
+                    };
+                    previous = Some(row.clone());
+                    rows.push((b, row));
+                    b = match b.checked_add(q.bucket_ns) {
+                        Some(n) => n,
+                        None => break,
+                    };
+                }
+            }
+            if q.descending {
+                rows.reverse();
+            }
+            if q.limit > 0 {
+                rows.truncate(q.limit);
+            }
+            let tags = q.group_by.iter().cloned().zip(group).collect();
+            out.push(ResultGroup { tags, columns: columns.clone(), rows });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_partials_equal_one_pass_over_all_values() {
+        let values: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 10.0).collect();
+        let mut whole = FieldAgg::new(true);
+        for (i, &v) in values.iter().enumerate() {
+            whole.add(i as i64, FieldValue::F64(v));
+        }
+        let mut parts = FieldAgg::new(true);
+        for chunk in values.chunks(137).enumerate() {
+            let mut p = FieldAgg::new(true);
+            for (j, &v) in chunk.1.iter().enumerate() {
+                p.add((chunk.0 * 137 + j) as i64, FieldValue::F64(v));
+            }
+            parts.merge(p);
+        }
+        for kind in [AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Max, AggKind::First, AggKind::Last] {
+            assert_eq!(whole.finish(kind, 50.0), parts.finish(kind, 50.0), "{kind:?}");
+        }
+        let (Some(FieldValue::F64(a)), Some(FieldValue::F64(b))) =
+            (whole.finish(AggKind::Stddev, 0.0), parts.finish(AggKind::Stddev, 0.0))
+        else {
+            panic!("stddev missing")
+        };
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        let Some(FieldValue::F64(p50)) = parts.finish(AggKind::Percentile, 50.0) else { panic!() };
+        assert!((p50 - 50.0).abs() < 1.0, "p50 {p50}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Query execution on one shard (next to the data) and the coordinator's merge of shard
+//! answers.
+
+use super::aggregate::PartialAggregates;
+use super::plan::select_series;
+use super::{LastQuery, LastRow, Query, QueryResult, ResultGroup};
+use crate::config::Limits;
+use crate::engine::read::{read_series, value_at};
+use crate::engine::shard::ShardData;
+use crate::error::{Error, Result};
+use crate::model::FieldValue;
+
+/// What a shard returns for a query.
+#[derive(Debug)]
+pub enum ShardAnswer {
+    /// Raw rows, one group per series.
+    Raw(Vec<ResultGroup>),
+    /// Partial aggregates.
+    Aggregates(PartialAggregates),
+}
+
+/// A shard's answer and how many points it read.
+#[derive(Debug)]
+pub struct ShardResult {
+    /// The answer.
+    pub answer: ShardAnswer,
+    /// Points read.
+    pub points_scanned: u64,
+}
+
+/// Runs `q` on one shard. `points_budget` is what is left of `limits.query_points_max`.
+pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget: u64) -> Result<ShardResult> {
+    // Take the view before reading the index so every series the view can see is selected.
+    let view = shard.read_view();
+    let (series, cutoff, all_fields) = {
+        let inner = shard.read();
+        let ids = select_series(&inner.index, &q.tenant, &q.measurement, &q.predicates);
+        let series: Vec<(u32, Vec<(String, String)>)> = ids.iter().map(|&id| (id, inner.index.get(id).tags())).collect();
+        let mut all_fields: Vec<String> = Vec::new();
+        if q.fields.is_empty() {
+            for &id in &ids {
+                for (f, _) in &inner.index.get(id).types {
+                    let name = inner.index.field_name(*f);
+                    if !all_fields.iter().any(|x| x == name) {
+                        all_fields.push(name.to_string());
+                    }
+                }
+            }
+            all_fields.sort();
+        }
+        (series, inner.retention_cutoff(&q.tenant), all_fields)
+    };
+    let fields: Vec<String> = if q.fields.is_empty() { all_fields } else { q.fields.clone() };
+    let start = q.start_ns.max(cutoff);
+    let mut scanned = 0u64;
+    let check_budget = |scanned: u64| -> Result<()> {
+        if scanned > points_budget {
+            return Err(Error::LimitExceeded {
+                limit: "limits.query_points_max",
+                message: format!("query reads more than {} points", limits.query_points_max),
+            });
+        }
+        Ok(())
+    };
+    if q.aggregates.is_empty() {
+        let mut groups = Vec::new();
+        let mut rows_total = 0usize;
+        for (sid, tags) in series {
+            let block = read_series(shard, &view, sid, start, q.end_ns, Some(&fields))?;
+            if block.timestamps.is_empty() {
+                continue;
+            }
+            scanned += block.timestamps.len() as u64 * block.columns.len().max(1) as u64;
+            check_budget(scanned)?;
+            let columns: Vec<String> = fields.iter().filter(|f| block.columns.iter().any(|c| &c.name == *f)).cloned().collect();
+            let mut rows: Vec<(i64, Vec<Option<FieldValue>>)> =
+                block.timestamps.iter().map(|&t| (t, Vec::with_capacity(columns.len()))).collect();
+            for name in &columns {
+                let col = block.columns.iter().find(|c| &c.name == name).expect("filtered above");
+                let mut vi = 0;
+                for (row, r) in rows.iter_mut().enumerate() {
+                    if col.present.as_ref().is_none_or(|p| p[row]) {
+                        r.1.push(Some(value_at(&col.values, vi)));
+                        vi += 1;
+                    } else {
+                        r.1.push(None);
+                    }
+                }
+            }
+            if q.descending {
+                rows.reverse();
+            }
+            if q.limit > 0 {
+                rows.truncate(q.limit);
+            }
+            rows_total += rows.len();
+            if rows_total as u64 > limits.query_rows_max {
+                return Err(Error::LimitExceeded {
+                    limit: "limits.query_rows_max",
+                    message: format!("query returns more than {} rows; add a limit or aggregate", limits.query_rows_max),
+                });
+            }
+            groups.push(ResultGroup { tags, columns, rows });
+        }
+        return Ok(ShardResult { answer: ShardAnswer::Raw(groups), points_scanned: scanned });
+    }
+    let with_sketch = q.aggregates.contains(&super::AggKind::Percentile);
+    let mut partial = PartialAggregates::new(fields.clone(), with_sketch);
+    for (sid, tags) in series {
+        let block = read_series(shard, &view, sid, start, q.end_ns, Some(&fields))?;
+        if block.timestamps.is_empty() {
+            continue;
+        }
+        scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
+        check_budget(scanned)?;
+        let group: Vec<String> = q
+            .group_by
+            .iter()
+            .map(|k| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()).unwrap_or_default())
+            .collect();
+        partial.add_block(&group, &block, q);
+    }
+    Ok(ShardResult { answer: ShardAnswer::Aggregates(partial), points_scanned: scanned })
+}
+
+/// Merges shard answers into the final result.
+pub fn merge_answers(q: &Query, answers: Vec<ShardResult>) -> QueryResult {
+    let points_scanned = answers.iter().map(|a| a.points_scanned).sum();
+    if q.aggregates.is_empty() {
+        let mut groups: Vec<ResultGroup> = Vec::new();
+        for a in answers {
+            if let ShardAnswer::Raw(g) = a.answer {
+                groups.extend(g);
+            }
+        }
+        groups.sort_by(|a, b| a.tags.cmp(&b.tags));
+        return QueryResult { groups, points_scanned };
+    }
+    let mut merged: Option<PartialAggregates> = None;
+    for a in answers {
+        if let ShardAnswer::Aggregates(p) = a.answer {
+            match &mut merged {
+                None => merged = Some(p),
+                Some(m) if m.fields == p.fields => m.merge(p),
+                Some(m) => {
+                    // Shards derived different field lists (a query without explicit fields):
+                    // align both on the union, by name.
+                    let mut union = m.fields.clone();
+                    for f in &p.fields {
+                        if !union.contains(f) {
+                            union.push(f.clone());
+                        }
+                    }
+                    union.sort();
+                    let mine = std::mem::take(m).realign(&union);
+                    *m = mine;
+                    m.merge(p.realign(&union));
+                }
+            }
+        }
+    }
+    let groups = merged.map(|m| m.finish(q)).unwrap_or_default();
+    QueryResult { groups, points_scanned }
+}
+
+/// Answers `Last` on one shard from the series index (no history is read).
+pub fn last_on_shard(shard: &ShardData, q: &LastQuery) -> Vec<LastRow> {
+    let inner = shard.read();
+    let ids = select_series(&inner.index, &q.tenant, &q.measurement, &q.predicates);
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let s = inner.index.get(id);
+        let mut values: Vec<(String, i64, FieldValue)> = s
+            .last
+            .iter()
+            .map(|l| (inner.index.field_name(l.field).to_string(), l.timestamp_ns, l.value.clone()))
+            .filter(|(name, _, _)| q.fields.is_empty() || q.fields.contains(name))
+            .collect();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        if values.is_empty() {
+            continue;
+        }
+        rows.push(LastRow { device: s.device.to_string(), tags: s.tags(), values });
+    }
+    rows
+}

@@ -1,0 +1,154 @@
+//! The Raft log store of one shard group, over the shard's log space.
+//!
+//! Entries are bincode-encoded under `[0x01] index`. Appends go through the engine's
+//! group-committed log writer and openraft is told they are durable only from its completion
+//! callback. The vote is written synced; `committed` and `purged` are buffered, because losing
+//! them only makes a restart re-apply or re-read a little more.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, OptionalSend, RaftLogReader, Vote};
+
+use super::{read_err, write_err, LogId, NodeId, RaftStorageError, TypeConfig};
+use crate::storage::{keys, Durability, Engine, ShardId, Space, WriteBatch};
+
+/// Log store of one shard group. Cloning shares the same log.
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Engine,
+    shard: ShardId,
+}
+
+impl LogStore {
+    /// The log store of `shard` (its spaces must exist).
+    pub fn new(engine: Engine, shard: ShardId) -> Self {
+        LogStore { engine, shard }
+    }
+
+    fn space(&self) -> Space {
+        Space::Log(self.shard)
+    }
+
+    fn get_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, RaftStorageError> {
+        match self.engine.get(self.space(), &keys::log_state(name)).map_err(read_err)? {
+            Some(bytes) => Ok(Some(bincode::deserialize(&bytes).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_state<T: serde::Serialize>(&self, name: &str, value: &T, d: Durability) -> Result<(), RaftStorageError> {
+        let mut b = WriteBatch::new();
+        b.put(self.space(), keys::log_state(name), bincode::serialize(value).map_err(write_err)?);
+        self.engine.write(b, d).map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, RaftStorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => match i.checked_add(1) {
+                Some(e) => keys::log_entry(e).to_vec(),
+                None => vec![keys::LOG_ENTRY + 1],
+            },
+            Bound::Excluded(&i) => keys::log_entry(i).to_vec(),
+            Bound::Unbounded => vec![keys::LOG_ENTRY + 1],
+        };
+        let mut out = Vec::new();
+        let mut failure = None;
+        self.engine
+            .scan(self.space(), &keys::log_entry(start), &to, &mut |_, v| match bincode::deserialize(v) {
+                Ok(e) => {
+                    out.push(e);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(read_err(e));
+                    false
+                }
+            })
+            .map_err(read_err)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let last_purged: Option<LogId> = self.get_state("purged")?;
+        let last = self
+            .engine
+            .last_in_range(self.space(), &[keys::LOG_ENTRY], &[keys::LOG_ENTRY + 1])
+            .map_err(read_err)?;
+        let last_log_id = match last {
+            Some((_, v)) => Some(bincode::deserialize::<Entry<TypeConfig>>(&v).map_err(read_err)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
+        self.put_state("vote", vote, Durability::Sync)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {
+        self.get_state("vote")
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        self.put_state("committed", &committed, Durability::Buffered)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
+        Ok(self.get_state::<Option<LogId>>("committed")?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            let bytes = bincode::serialize(&entry).map_err(write_err)?;
+            batch.put(self.space(), keys::log_entry(entry.log_id.index).to_vec(), bytes);
+        }
+        self.engine.write_log(
+            batch,
+            Box::new(move |result| {
+                callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
+            }),
+        );
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let mut b = WriteBatch::new();
+        b.delete_range(self.space(), keys::log_entry(log_id.index).to_vec(), vec![keys::LOG_ENTRY + 1]);
+        self.engine.write(b, Durability::Buffered).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let mut b = WriteBatch::new();
+        b.put(self.space(), keys::log_state("purged"), bincode::serialize(&log_id).map_err(write_err)?);
+        b.delete_range(self.space(), keys::log_entry(0).to_vec(), keys::log_entry(log_id.index + 1).to_vec());
+        self.engine.write(b, Durability::Buffered).map_err(write_err)
+    }
+}

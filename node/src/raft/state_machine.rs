@@ -1,0 +1,128 @@
+//! The Raft state machine of one shard group: applies committed commands to the shard's data.
+//!
+//! A snapshot is the shard's flushed state. Building one flushes the memtable: the cut is taken
+//! in apply order (`get_snapshot_builder`) and the blocks are written by the builder, off the
+//! apply path. The log below a snapshot is then purged by openraft.
+
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+use super::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig};
+use crate::engine::batch::ApplyOutcome;
+use crate::engine::shard::{FlushCut, FlushedState, ShardData, ShardSnapshot};
+use crate::metrics::Metrics;
+
+/// State machine of one shard group.
+#[derive(Clone)]
+pub struct StateMachine {
+    shard: Arc<ShardData>,
+    metrics: Arc<Metrics>,
+}
+
+impl StateMachine {
+    /// The state machine over `shard`.
+    pub fn new(shard: Arc<ShardData>, metrics: Arc<Metrics>) -> Self {
+        StateMachine { shard, metrics }
+    }
+}
+
+fn snapshot_meta(state: &FlushedState) -> SnapshotMeta<NodeId, BasicNode> {
+    let snapshot_id = match state.applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.flush_seq),
+        None => format!("--{}", state.flush_seq),
+    };
+    SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id }
+}
+
+/// Flushes one memtable cut; openraft calls it off the apply path.
+pub struct Flusher {
+    shard: Arc<ShardData>,
+    cut: Option<FlushCut>,
+    metrics: Arc<Metrics>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Flusher {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let cut = self.cut.take().expect("a flusher builds once");
+        let started = crate::clock::Stopwatch::start();
+        let state = self.shard.flush(cut).map_err(write_err)?;
+        self.metrics.flushes.inc();
+        self.metrics.flush_seconds.observe(started.elapsed_secs());
+        Ok(Snapshot {
+            meta: snapshot_meta(&state),
+            snapshot: Box::new(ShardSnapshot::of_engine(self.shard.engine().clone(), self.shard.id)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Flusher;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        let inner = self.shard.read();
+        Ok((inner.applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, RaftStorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            match entry.payload {
+                EntryPayload::Blank => {
+                    self.shard.apply_meta(entry.log_id, None);
+                    out.push(ApplyOutcome::default());
+                }
+                EntryPayload::Membership(m) => {
+                    self.shard.apply_meta(entry.log_id, Some(StoredMembership::new(Some(entry.log_id), m)));
+                    out.push(ApplyOutcome::default());
+                }
+                EntryPayload::Normal(cmd) => {
+                    let outcome = self.shard.apply(entry.log_id, &cmd).map_err(write_err)?;
+                    self.metrics.points_applied.add(outcome.points);
+                    out.push(outcome);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Flusher { shard: self.shard.clone(), cut: Some(self.shard.freeze()), metrics: self.metrics.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<ShardSnapshot>, RaftStorageError> {
+        Ok(Box::new(ShardSnapshot::empty()))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<ShardSnapshot>,
+    ) -> Result<(), RaftStorageError> {
+        let pairs = snapshot.materialize().map_err(read_err)?;
+        let state = self.shard.install(pairs).map_err(write_err)?;
+        if state.applied != meta.last_log_id {
+            return Err(read_err(format!(
+                "snapshot content is at {:?} but its meta says {:?}",
+                state.applied, meta.last_log_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let state = self.shard.read().flushed.clone();
+        if state.flush_seq == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(&state),
+            snapshot: Box::new(ShardSnapshot::of_engine(self.shard.engine().clone(), self.shard.id)),
+        }))
+    }
+}

@@ -1,0 +1,45 @@
+//! openraft's storage test suite against our log store and state machine, on both engines.
+
+use std::sync::Arc;
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::{RaftStorageError, TypeConfig};
+use crate::engine::shard::{ShardData, ShardOptions};
+use crate::metrics::Metrics;
+use crate::storage::{Engine, MemEngine, ShardId};
+
+fn parts(engine: Engine) -> Result<(LogStore, StateMachine), RaftStorageError> {
+    let shard = ShardId(3);
+    let data = Arc::new(ShardData::open(engine.clone(), shard, ShardOptions::default()).map_err(super::read_err)?);
+    Ok((LogStore::new(engine, shard), StateMachine::new(data, Arc::new(Metrics::default()))))
+}
+
+#[test]
+fn mem_engine_passes_openraft_suite() {
+    struct B;
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for B {
+        async fn build(&self) -> Result<((), LogStore, StateMachine), RaftStorageError> {
+            let (ls, sm) = parts(Arc::new(MemEngine::new()))?;
+            Ok(((), ls, sm))
+        }
+    }
+    Suite::test_all(B).unwrap();
+}
+
+#[cfg(not(madsim))]
+#[test]
+fn rocks_engine_passes_openraft_suite() {
+    struct B;
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for B {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), RaftStorageError> {
+            let dir = tempfile::tempdir().map_err(super::write_err)?;
+            let engine = crate::storage::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;
+            let (ls, sm) = parts(Arc::new(engine))?;
+            Ok((dir, ls, sm))
+        }
+    }
+    Suite::test_all(B).unwrap();
+}

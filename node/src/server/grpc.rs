@@ -1,0 +1,371 @@
+//! The gRPC service `hotlake.v1.Hotlake`: proto ↔ node conversion and error mapping.
+//!
+//! Invariant: only the server layer converts proto types.
+
+use std::sync::Arc;
+
+use hotlake_proto::v1 as pb;
+use hotlake_proto::v1::hotlake_server::Hotlake;
+use regex::Regex;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use crate::error::Error;
+use crate::model::{series_key, FieldValue};
+use crate::node::{Node, WriteSummary};
+use crate::query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
+use crate::storage::ShardId;
+
+/// The gRPC service over a node.
+pub struct GrpcService {
+    node: Arc<Node>,
+}
+
+impl GrpcService {
+    /// A service answering for `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        GrpcService { node }
+    }
+}
+
+/// Maps a node error to a gRPC status with a stable `hotlake-error-kind`.
+pub fn to_status(e: Error) -> Status {
+    let code = match &e {
+        Error::InvalidArgument { .. } | Error::PartialWrite { .. } => tonic::Code::InvalidArgument,
+        Error::LimitExceeded { .. } | Error::Overloaded(_) => tonic::Code::ResourceExhausted,
+        Error::NotLeader { .. } | Error::Unavailable(_) => tonic::Code::Unavailable,
+        Error::Timeout(_) => tonic::Code::DeadlineExceeded,
+        Error::Storage(_) | Error::Internal(_) => tonic::Code::Internal,
+    };
+    let mut message = e.to_string();
+    if let Error::InvalidArgument { details, .. } = &e {
+        for d in details.iter().take(100) {
+            message.push_str("\n  ");
+            message.push_str(d);
+        }
+        if details.len() > 100 {
+            message.push_str(&format!("\n  ... and {} more", details.len() - 100));
+        }
+    }
+    let mut status = Status::new(code, message);
+    if let Ok(v) = e.kind().parse() {
+        status.metadata_mut().insert("hotlake-error-kind", v);
+    }
+    if let Error::NotLeader { leader: Some(l), .. } = &e {
+        if let Ok(v) = l.to_string().parse() {
+            status.metadata_mut().insert("hotlake-leader", v);
+        }
+    }
+    status
+}
+
+fn invalid(details: Vec<String>) -> Error {
+    Error::InvalidArgument {
+        message: format!("write rejected: {} problem(s) in the batch; nothing was written", details.len()),
+        details,
+    }
+}
+
+/// Converts a columnar write request into per-shard batches, checking every invariant the
+/// engine relies on. Any problem rejects the whole request.
+pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Vec<(ShardId, ShardWrite)>, Error> {
+    let tenant = node.tenant(&req.tenant).to_string();
+    let limits = &node.config().limits;
+    let device_tag = &node.config().device_tag;
+    let ring = node.ring();
+    let mut problems = Vec::new();
+    let mut by_shard: std::collections::BTreeMap<ShardId, ShardWrite> = Default::default();
+    let mut points = 0u64;
+    for (si, s) in req.series.into_iter().enumerate() {
+        let at = |what: String| format!("series[{si}] ({}): {what}", s.measurement);
+        if s.measurement.is_empty() {
+            problems.push(at("measurement is empty".into()));
+            continue;
+        }
+        if s.measurement.len() as u64 > limits.key_bytes_max {
+            problems.push(at(format!("measurement longer than {} bytes (limits.key_bytes_max)", limits.key_bytes_max)));
+            continue;
+        }
+        let mut tags: Vec<(String, String)> = s.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+        tags.sort();
+        if let Some(w) = tags.windows(2).find(|w| w[0].0 == w[1].0) {
+            problems.push(at(format!("tag {:?} given twice", w[0].0)));
+            continue;
+        }
+        if tags.len() as u64 > limits.tags_per_line_max {
+            problems.push(at(format!("{} tags, more than limits.tags_per_line_max", tags.len())));
+            continue;
+        }
+        if let Some((k, _)) = tags.iter().find(|(k, _)| k.is_empty() || k.len() as u64 > limits.key_bytes_max) {
+            problems.push(at(format!("tag key {k:?} is empty or longer than limits.key_bytes_max")));
+            continue;
+        }
+        if let Some((k, _)) = tags.iter().find(|(_, v)| v.is_empty() || v.len() as u64 > limits.tag_value_bytes_max) {
+            problems.push(at(format!("value of tag {k:?} is empty or longer than limits.tag_value_bytes_max")));
+            continue;
+        }
+        let rows = s.timestamps_ns.len();
+        if rows == 0 {
+            problems.push(at("no timestamps".into()));
+            continue;
+        }
+        if s.fields.is_empty() || s.fields.len() as u64 > limits.fields_per_line_max {
+            problems.push(at(format!("{} fields; need 1..=limits.fields_per_line_max", s.fields.len())));
+            continue;
+        }
+        let mut columns = Vec::with_capacity(s.fields.len());
+        let mut names = std::collections::HashSet::new();
+        for f in s.fields {
+            if f.name.is_empty() || f.name.len() as u64 > limits.key_bytes_max {
+                problems.push(at(format!("field name {:?} is empty or longer than limits.key_bytes_max", f.name)));
+                continue;
+            }
+            if !names.insert(f.name.clone()) {
+                problems.push(at(format!("field {:?} given twice", f.name)));
+                continue;
+            }
+            let values = match f.values {
+                Some(pb::field_column::Values::F64(v)) => {
+                    if let Some(x) = v.values.iter().find(|x| !x.is_finite()) {
+                        problems.push(at(format!("field {:?}: {x} is not a finite number", f.name)));
+                        continue;
+                    }
+                    Values::F64(v.values)
+                }
+                Some(pb::field_column::Values::I64(v)) => Values::I64(v.values),
+                Some(pb::field_column::Values::U64(v)) => Values::U64(v.values),
+                Some(pb::field_column::Values::Bool(v)) => Values::Bool(v.values),
+                Some(pb::field_column::Values::String(v)) => {
+                    if v.values.iter().any(|x| x.len() as u64 > limits.string_value_bytes_max) {
+                        problems.push(at(format!("field {:?}: a string is longer than limits.string_value_bytes_max", f.name)));
+                        continue;
+                    }
+                    Values::Str(v.values)
+                }
+                None => {
+                    problems.push(at(format!("field {:?} has no values", f.name)));
+                    continue;
+                }
+            };
+            let absent = f.absent_rows;
+            if absent.windows(2).any(|w| w[0] >= w[1]) || absent.last().is_some_and(|&r| r as usize >= rows) {
+                problems.push(at(format!("field {:?}: absent_rows must be ascending row indexes below {rows}", f.name)));
+                continue;
+            }
+            if values.len() + absent.len() != rows {
+                problems.push(at(format!(
+                    "field {:?}: {} values + {} absent rows != {rows} timestamps",
+                    f.name,
+                    values.len(),
+                    absent.len()
+                )));
+                continue;
+            }
+            if values.is_empty() {
+                continue;
+            }
+            columns.push(ColumnWrite { field: f.name, absent_rows: absent, values });
+        }
+        if columns.is_empty() {
+            continue;
+        }
+        let key = series_key(&s.measurement, &tags);
+        let device = tags.iter().find(|(k, _)| k == device_tag).map(|(_, v)| v.clone()).unwrap_or_else(|| key.clone());
+        let shard = ring.shard_of(&tenant, &device);
+        points += rows as u64;
+        by_shard
+            .entry(shard)
+            .or_insert_with(|| ShardWrite { tenant: tenant.clone(), series: Vec::new() })
+            .series
+            .push(SeriesWrite { key, device, timestamps: s.timestamps_ns, columns });
+    }
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    if points > limits.lines_per_request_max {
+        return Err(Error::LimitExceeded {
+            limit: "limits.lines_per_request_max",
+            message: format!("request carries {points} points"),
+        });
+    }
+    Ok(by_shard.into_iter().collect())
+}
+
+fn summary_to_response(summary: WriteSummary) -> Result<pb::WriteResponse, Error> {
+    if !summary.rejected.is_empty() {
+        return Err(Error::PartialWrite { written_points: summary.points, rejected: summary.rejected });
+    }
+    Ok(pb::WriteResponse { values_written: summary.values, points_written: summary.points })
+}
+
+fn predicate_from_proto(p: pb::TagPredicate) -> Result<TagPredicate, Error> {
+    use pb::tag_predicate::Op;
+    let one = |p: &pb::TagPredicate| -> Result<String, Error> {
+        match p.values.as_slice() {
+            [v] => Ok(v.clone()),
+            _ => Err(Error::invalid(format!("predicate on tag {:?} needs exactly one value", p.key))),
+        }
+    };
+    let regex = |s: String| Regex::new(&s).map_err(|e| Error::invalid(format!("bad regex {s:?}: {e}")));
+    let op = match Op::try_from(p.op).unwrap_or(Op::Unspecified) {
+        Op::Eq => TagOp::Eq(one(&p)?),
+        Op::Neq => TagOp::Neq(one(&p)?),
+        Op::In => TagOp::In(p.values.clone()),
+        Op::Regex => TagOp::Regex(regex(one(&p)?)?),
+        Op::NotRegex => TagOp::NotRegex(regex(one(&p)?)?),
+        Op::Unspecified => return Err(Error::invalid(format!("predicate on tag {:?} has no operator", p.key))),
+    };
+    if p.key.is_empty() {
+        return Err(Error::invalid("predicate tag key is empty"));
+    }
+    Ok(TagPredicate { key: p.key, op })
+}
+
+/// Converts a proto query.
+pub fn query_from_proto(r: pb::QueryRequest) -> Result<Query, Error> {
+    let predicates = r.predicates.into_iter().map(predicate_from_proto).collect::<Result<Vec<_>, _>>()?;
+    let mut aggregates = Vec::new();
+    for a in &r.aggregates {
+        let kind = match pb::Aggregate::try_from(*a).unwrap_or(pb::Aggregate::Unspecified) {
+            pb::Aggregate::Count => AggKind::Count,
+            pb::Aggregate::Sum => AggKind::Sum,
+            pb::Aggregate::Min => AggKind::Min,
+            pb::Aggregate::Max => AggKind::Max,
+            pb::Aggregate::Mean => AggKind::Mean,
+            pb::Aggregate::First => AggKind::First,
+            pb::Aggregate::Last => AggKind::Last,
+            pb::Aggregate::Stddev => AggKind::Stddev,
+            pb::Aggregate::Percentile => AggKind::Percentile,
+            pb::Aggregate::Unspecified => return Err(Error::invalid(format!("unknown aggregate {a}"))),
+        };
+        aggregates.push(kind);
+    }
+    let fill = match pb::Fill::try_from(r.fill).unwrap_or(pb::Fill::None) {
+        pb::Fill::None => Fill::None,
+        pb::Fill::Null => Fill::Null,
+        pb::Fill::Previous => Fill::Previous,
+        pb::Fill::Value => Fill::Value(r.fill_value),
+    };
+    Ok(Query {
+        tenant: r.tenant,
+        measurement: r.measurement,
+        fields: r.fields,
+        predicates,
+        start_ns: r.start_ns,
+        end_ns: r.end_ns,
+        aggregates,
+        percentile: r.percentile,
+        bucket_ns: r.bucket_ns,
+        group_by: r.group_by_tags,
+        fill,
+        descending: r.descending,
+        limit: r.limit as usize,
+    })
+}
+
+/// Converts a value to proto.
+pub fn value_to_proto(v: Option<FieldValue>) -> pb::Value {
+    use pb::value::Kind;
+    pb::Value {
+        kind: v.map(|v| match v {
+            FieldValue::F64(x) => Kind::F64(x),
+            FieldValue::I64(x) => Kind::I64(x),
+            FieldValue::U64(x) => Kind::U64(x),
+            FieldValue::Bool(x) => Kind::Bool(x),
+            FieldValue::Str(x) => Kind::String(x),
+        }),
+    }
+}
+
+fn tags_to_proto(tags: Vec<(String, String)>) -> Vec<pb::Tag> {
+    tags.into_iter().map(|(key, value)| pb::Tag { key, value }).collect()
+}
+
+#[tonic::async_trait]
+impl Hotlake for GrpcService {
+    async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let batches = write_request_to_batches(&self.node, request.into_inner()).map_err(to_status)?;
+        let summary = self.node.write_batches(batches).await.map_err(to_status)?;
+        summary_to_response(summary).map(Response::new).map_err(to_status)
+    }
+
+    async fn write_stream(
+        &self,
+        request: Request<Streaming<pb::WriteRequest>>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut total = WriteSummary::default();
+        while let Some(req) = stream.message().await? {
+            let batches = write_request_to_batches(&self.node, req).map_err(to_status)?;
+            let s = self.node.write_batches(batches).await.map_err(to_status)?;
+            total.points += s.points;
+            total.values += s.values;
+            total.rejected.extend(s.rejected);
+        }
+        summary_to_response(total).map(Response::new).map_err(to_status)
+    }
+
+    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+        let q = query_from_proto(request.into_inner()).map_err(to_status)?;
+        let result = self.node.query(q).await.map_err(to_status)?;
+        Ok(Response::new(pb::QueryResponse {
+            points_scanned: result.points_scanned,
+            groups: result
+                .groups
+                .into_iter()
+                .map(|g| pb::ResultGroup {
+                    tags: tags_to_proto(g.tags),
+                    columns: g.columns,
+                    rows: g
+                        .rows
+                        .into_iter()
+                        .map(|(t, vs)| pb::Row { timestamp_ns: t, values: vs.into_iter().map(value_to_proto).collect() })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn last(&self, request: Request<pb::LastRequest>) -> Result<Response<pb::LastResponse>, Status> {
+        let r = request.into_inner();
+        let predicates =
+            r.predicates.into_iter().map(predicate_from_proto).collect::<Result<Vec<_>, _>>().map_err(to_status)?;
+        let q = LastQuery { tenant: r.tenant, measurement: r.measurement, fields: r.fields, predicates };
+        let rows = self.node.last(q).await.map_err(to_status)?;
+        Ok(Response::new(pb::LastResponse {
+            rows: rows
+                .into_iter()
+                .map(|row| pb::LastRow {
+                    device: row.device,
+                    tags: tags_to_proto(row.tags),
+                    values: row
+                        .values
+                        .into_iter()
+                        .map(|(field, ts, v)| pb::LastValue {
+                            field,
+                            timestamp_ns: ts,
+                            value: Some(value_to_proto(Some(v))),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        let h = self.node.health();
+        Ok(Response::new(pb::HealthResponse {
+            node_id: h.node_id,
+            shards: h.shards,
+            shards_with_leader: h.shards_with_leader,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+/// The tonic server type for the service. Its generated type differs between production and
+/// simulation builds, so callers only ever see this function.
+pub fn service(node: Arc<Node>) -> hotlake_proto::v1::hotlake_server::HotlakeServer<GrpcService> {
+    hotlake_proto::v1::hotlake_server::HotlakeServer::new(GrpcService::new(node))
+        .max_decoding_message_size(256 << 20)
+}

@@ -1,0 +1,205 @@
+//! The HTTP API: InfluxDB line-protocol writes, JSON queries, health and metrics.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /write?db=&precision=` | InfluxDB 1.x write |
+//! | `POST /api/v2/write?bucket=&org=&precision=` | InfluxDB 2.x write |
+//! | `POST /api/v1/query` | JSON query (see `server::json`) |
+//! | `POST /api/v1/last` | latest values per device |
+//! | `GET /health` | 200 when every shard has a leader, 503 otherwise |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Writes follow InfluxDB: good lines are written, bad lines are reported; the reply is 204 when
+//! every line was written and 400 with a JSON body listing each bad line otherwise. The
+//! `Authorization` header is accepted and not checked yet.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::json::{last_json, result_json, ErrorBody, ErrorInfo, JsonLast, JsonQuery};
+use crate::error::Error;
+use crate::ingest::line_protocol::Precision;
+use crate::node::Node;
+
+/// Maps a node error to an HTTP response with a JSON body.
+pub fn to_response(e: Error) -> Response {
+    let status = match &e {
+        Error::InvalidArgument { .. } | Error::PartialWrite { .. } => StatusCode::BAD_REQUEST,
+        Error::LimitExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::NotLeader { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let details = match &e {
+        Error::InvalidArgument { details, .. } => details.iter().map(|d| json!(d)).collect(),
+        Error::PartialWrite { rejected, .. } => rejected.iter().map(|d| json!(d)).collect(),
+        _ => Vec::new(),
+    };
+    let body = ErrorBody { error: ErrorInfo { kind: e.kind().to_string(), message: e.to_string(), details } };
+    (status, Json(body)).into_response()
+}
+
+/// The HTTP router over a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let body_max = node.config().limits.body_bytes_max as usize;
+    Router::new()
+        .route("/write", post(write_v1))
+        .route("/api/v2/write", post(write_v2))
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/last", post(last))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(node)
+}
+
+async fn write_v1(
+    State(node): State<Arc<Node>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = params.get("db").cloned().unwrap_or_default();
+    write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
+}
+
+async fn write_v2(
+    State(node): State<Arc<Node>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = params.get("bucket").cloned().unwrap_or_default();
+    write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
+}
+
+/// Decompresses a gzip body, refusing to inflate past `max` bytes.
+fn gunzip(body: &[u8], max: u64) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut reader = flate2::read::GzDecoder::new(body).take(max + 1);
+    reader.read_to_end(&mut out).map_err(|e| Error::invalid(format!("body is not valid gzip: {e}")))?;
+    if out.len() as u64 > max {
+        return Err(Error::LimitExceeded {
+            limit: "limits.body_bytes_max",
+            message: format!("decompressed body is larger than {max} bytes"),
+        });
+    }
+    Ok(out)
+}
+
+async fn write(node: Arc<Node>, tenant: String, precision: Option<&str>, headers: HeaderMap, body: Bytes) -> Response {
+    let precision = match precision.map(Precision::parse).transpose() {
+        Ok(p) => p.unwrap_or(Precision::Nanoseconds),
+        Err(e) => return to_response(Error::invalid(e)),
+    };
+    let gzip = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let raw: Vec<u8>;
+    let bytes: &[u8] = if gzip {
+        match gunzip(&body, node.config().limits.body_bytes_max) {
+            Ok(b) => {
+                raw = b;
+                &raw
+            }
+            Err(e) => return to_response(e),
+        }
+    } else {
+        &body
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            return to_response(Error::invalid(format!(
+                "body is not UTF-8: invalid byte at offset {} (line {line}); nothing was written",
+                e.valid_up_to()
+            )));
+        }
+    };
+    match node.write_lines(&tenant, text, precision, crate::clock::now_ns()).await {
+        Ok((summary, line_errors)) => {
+            if line_errors.is_empty() && summary.rejected.is_empty() {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let mut details: Vec<serde_json::Value> = line_errors
+                .iter()
+                .take(1000)
+                .map(|e| json!({"line": e.line, "column": e.column, "reason": e.reason}))
+                .collect();
+            details.extend(summary.rejected.iter().map(|r| json!({"reason": r})));
+            let body = json!({
+                "error": {
+                    "kind": "partial_write",
+                    "message": format!(
+                        "partial write: {} points written, {} lines rejected",
+                        summary.points,
+                        line_errors.len()
+                    ),
+                    "points_written": summary.points,
+                    "lines_rejected": line_errors.len(),
+                    "details": details,
+                }
+            });
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        Err(e) => to_response(e),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::invalid(format!("request body is not a valid query: {e} (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+async fn query(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let q = match parse_json::<JsonQuery>(&body).and_then(|q| q.into_query()) {
+        Ok(q) => q,
+        Err(e) => return to_response(e),
+    };
+    match node.query(q).await {
+        Ok(r) => Json(result_json(&r)).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+async fn last(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let q = match parse_json::<JsonLast>(&body).and_then(|q| q.into_query()) {
+        Ok(q) => q,
+        Err(e) => return to_response(e),
+    };
+    match node.last(q).await {
+        Ok(rows) => Json(last_json(&rows)).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let h = node.health();
+    let ok = h.shards_with_leader == h.shards;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "node_id": h.node_id,
+        "shards": h.shards,
+        "shards_with_leader": h.shards_with_leader,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+}

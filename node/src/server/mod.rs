@@ -1,0 +1,36 @@
+//! The node's servers: gRPC (`hotlake.v1`) and HTTP (line protocol, JSON queries, health,
+//! metrics). The HTTP server is not part of simulation builds.
+//!
+//! Invariant: only the server layer converts proto and JSON types to the node's types.
+
+pub mod grpc;
+#[cfg(not(madsim))]
+pub mod http;
+pub mod json;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::node::Node;
+
+/// Serves gRPC on `addr` until `shutdown` completes.
+pub async fn serve_grpc(node: Arc<Node>, addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(grpc::service(node))
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .with_context(|| format!("gRPC server on {addr}"))
+}
+
+/// Serves HTTP on an already bound listener until `shutdown` completes.
+#[cfg(not(madsim))]
+pub async fn serve_http(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, http::router(node)).with_graceful_shutdown(shutdown).await.context("HTTP server")
+}

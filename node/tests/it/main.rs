@@ -1,0 +1,6 @@
+//! Integration tests against the real `hotlake` binary: HTTP API behaviour and kill -9 crash
+//! recovery.
+
+mod crash;
+mod http_api;
+mod support;

@@ -1,0 +1,124 @@
+//! Starting and stopping real `hotlake` processes on loopback.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running node process.
+pub struct NodeProcess {
+    child: Option<Child>,
+    pub http: String,
+    pub grpc: String,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+impl NodeProcess {
+    /// Starts a node on fresh loopback ports with `data_dir`, waiting until it is healthy.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let mut n = NodeProcess {
+            child: None,
+            http: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http-addr")
+            .arg(&self.http)
+            .arg("--grpc-addr")
+            .arg(&self.grpc)
+            .args(&self.extra)
+            .env("HOTLAKE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hotlake");
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(60));
+    }
+
+    /// Waits until `/health` answers 200.
+    pub fn wait_healthy(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let c = client();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("hotlake exited early with {status}");
+            }
+            if let Ok(r) = c.get(format!("http://{}/health", self.http)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "node at {} not healthy in time", self.http);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no chance to flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id().to_string();
+            Command::new("kill").arg("-TERM").arg(&pid).status().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(status.success(), "hotlake exited with {status} on SIGTERM");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "hotlake did not stop on SIGTERM");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts the process again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the node first");
+        self.spawn();
+    }
+
+    pub fn write(&self, db: &str, body: &str) -> reqwest::blocking::Response {
+        client().post(format!("http://{}/write?db={db}", self.http)).body(body.to_string()).send().unwrap()
+    }
+
+    pub fn query(&self, body: Value) -> (u16, Value) {
+        let r = client().post(format!("http://{}/api/v1/query", self.http)).json(&body).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,14 @@
+//! Hotlake's public gRPC contract, package `hotlake.v1`, as generated Rust types.
+//!
+//! ```text
+//!  hotlake.proto ──(build.rs, vendored protoc)──► hotlake::v1::{messages, hotlake_client, hotlake_server}
+//! ```
+//!
+//! Other crates never name the generated server type directly: the node wraps it behind one
+//! function because its shape differs between production and simulation builds.
+#![allow(missing_docs, clippy::all)]
+
+/// Generated code for `hotlake.v1`.
+pub mod v1 {
+    tonic::include_proto!("hotlake.v1");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Checks for what building Hotlake needs beyond Rust, installs it when it can (root with
+# apt-get), and otherwise says exactly what is missing. Sourced by scripts/run and scripts/test.
+set -euo pipefail
+
+hotlake_ensure_deps() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found. Install Rust from https://rustup.rs and run this again." >&2
+        exit 1
+    fi
+    local missing=()
+    command -v clang >/dev/null 2>&1 || missing+=(clang)
+    # RocksDB's bindings are generated with libclang at build time.
+    if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+        missing+=(libclang-dev)
+    fi
+    command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "installing ${missing[*]} (needed to build RocksDB)..." >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+        echo "installing ${missing[*]} with sudo (needed to build RocksDB)..." >&2
+        sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "error: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}) and run this again." >&2
+        exit 1
+    fi
+}
+
+# Build caches live outside the clone so repeated runs (and CI on the same machine) reuse them.
+# Simulation builds (--cfg madsim) need a target directory of their own.
+export HOTLAKE_TARGET_BASE="${HOTLAKE_TARGET_BASE:-$HOME/.cache/hotlake-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOTLAKE_TARGET_BASE/main}"
+export HOTLAKE_SIM_TARGET_DIR="${HOTLAKE_SIM_TARGET_DIR:-$HOTLAKE_TARGET_BASE/sim}"

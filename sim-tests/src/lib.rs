@@ -1,0 +1,14 @@
+//! Deterministic simulation of Hotlake nodes under madsim.
+//!
+//! ```text
+//!  madsim runtime (one thread, simulated clock, network and randomness from the seed)
+//!    ├─ node host 10.0.0.1: hotlake_node::Node on MemEngine, gRPC via madsim-tonic
+//!    └─ client host 10.0.1.1: writers and readers recording what was acknowledged
+//! ```
+//!
+//! Build and run with `RUSTFLAGS="--cfg madsim"` and a target directory of its own (see
+//! `scripts/test`). Every test prints its seed; `MADSIM_TEST_SEED=N` replays it.
+#![warn(missing_docs)]
+
+#[cfg(madsim)]
+pub mod harness;
