@@ -147,9 +147,10 @@ impl Node {
 
     async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<()> {
         for g in &self.groups {
+            let me = self.config.node_id;
             g.raft
                 .wait(Some(timeout))
-                .metrics(|m| m.current_leader.is_some() && m.last_applied >= m.committed_log_id(), "shard ready")
+                .metrics(|m| m.current_leader == Some(me), "shard ready")
                 .await
                 .map_err(|e| anyhow::anyhow!("shard {} did not become ready: {e}", g.id))?;
         }
@@ -481,17 +482,27 @@ impl Node {
     pub async fn flush_shard(&self, group: &ShardGroup, timeout: Duration) -> Result<()> {
         let applied = group.raft.metrics().borrow().last_applied;
         let Some(applied) = applied else { return Ok(()) };
-        if group.raft.metrics().borrow().snapshot >= Some(applied) && group.data.read().memtable_bytes() == 0 {
+        let flushed = |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.snapshot.is_some_and(|s| s.index >= applied.index);
+        if flushed(&group.raft.metrics().borrow()) {
             return Ok(());
         }
-        group.raft.trigger().snapshot().await.map_err(|e| Error::Unavailable(e.to_string()))?;
-        group
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied.index), "flush")
-            .await
-            .map_err(|e| Error::Timeout(format!("flush of shard {}: {e}", group.id)))?;
-        *group.dirty_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A trigger that arrives while another flush is being built is dropped by openraft, so
+        // trigger again until a flush covering `applied` is persisted.
+        loop {
+            group.raft.trigger().snapshot().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+            let waited = group.raft.wait(Some(Duration::from_secs(2))).metrics(flushed, "flush").await;
+            if waited.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("flush of shard {} did not finish in {timeout:?}", group.id)));
+            }
+        }
+        let mut dirty = group.dirty_since.lock().unwrap_or_else(|p| p.into_inner());
+        if group.data.read().memtable_bytes() == 0 {
+            *dirty = None;
+        }
         Ok(())
     }
 
@@ -596,7 +607,7 @@ impl Node {
     /// replicas with the same content regardless of how it was flushed.
     pub fn shard_digest(&self, shard: ShardId) -> Result<u64> {
         let group = self.group(shard)?;
-        crate::engine::digest::shard_digest(&group.data)
+        Ok(crate::engine::digest::shard_digest(&group.data)?)
     }
 
     /// Raw key count of a shard's spaces, for diagnostics.

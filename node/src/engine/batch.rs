@@ -5,20 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{FieldType, FieldValue, TimestampNs};
 
-/// Values of one column, only for rows where the field is present.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Values {
-    /// Floats.
-    F64(Vec<f64>),
-    /// Signed integers.
-    I64(Vec<i64>),
-    /// Unsigned integers.
-    U64(Vec<u64>),
-    /// Booleans.
-    Bool(Vec<bool>),
-    /// Strings.
-    Str(Vec<String>),
-}
+/// Values of one column, only for rows where the field is present. The same type the block
+/// codec stores, so a batch column becomes a block column without conversion.
+pub use super::codec::ColumnValues as Values;
 
 impl Values {
     /// An empty column of `ty`.
@@ -32,34 +21,7 @@ impl Values {
         }
     }
 
-    /// The column's type.
-    pub fn field_type(&self) -> FieldType {
-        match self {
-            Values::F64(_) => FieldType::F64,
-            Values::I64(_) => FieldType::I64,
-            Values::U64(_) => FieldType::U64,
-            Values::Bool(_) => FieldType::Bool,
-            Values::Str(_) => FieldType::Str,
-        }
-    }
-
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            Values::F64(v) => v.len(),
-            Values::I64(v) => v.len(),
-            Values::U64(v) => v.len(),
-            Values::Bool(v) => v.len(),
-            Values::Str(v) => v.len(),
-        }
-    }
-
-    /// True when there are no values.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The `i`-th value.
+    /// The `i`-th value (an index into present values).
     pub fn get(&self, i: usize) -> FieldValue {
         match self {
             Values::F64(v) => FieldValue::F64(v[i]),

@@ -349,12 +349,12 @@ impl Memtable {
         for col in keep.columns {
             let field: FieldId = col.name.parse().expect("names are ids here");
             let rows = keep.timestamps.len();
-            let mut cb = ColumnBuffer { field, present: Vec::new(), values: Dense::new(col.values_type(), 0) };
+            let mut cb = ColumnBuffer { field, present: Vec::new(), values: Dense::new(col.values.field_type(), 0) };
             let absent: Vec<u32> = match &col.present {
                 None => Vec::new(),
                 Some(p) => p.iter().enumerate().filter(|(_, &x)| !x).map(|(i, _)| i as u32).collect(),
             };
-            cb.values.extend(rows, &absent, &Values::from(col.values));
+            cb.values.extend(rows, &absent, &col.values);
             cb.grow_bitmap(rows);
             let mut a = absent.iter().peekable();
             for row in 0..rows as u32 {

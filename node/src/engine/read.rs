@@ -227,13 +227,7 @@ fn column_cells(block: &Block, col: &Column) -> Vec<Option<FieldValue>> {
 
 /// The `i`-th value of a column.
 pub fn value_at(values: &ColumnValues, i: usize) -> FieldValue {
-    match values {
-        ColumnValues::F64(v) => FieldValue::F64(v[i]),
-        ColumnValues::I64(v) => FieldValue::I64(v[i]),
-        ColumnValues::U64(v) => FieldValue::U64(v[i]),
-        ColumnValues::Bool(v) => FieldValue::Bool(v[i]),
-        ColumnValues::Str(v) => FieldValue::Str(v[i].clone()),
-    }
+    values.get(i)
 }
 
 /// General merge for overlapping sources.

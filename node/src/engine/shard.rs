@@ -42,9 +42,10 @@ impl Default for ShardOptions {
     }
 }
 
-/// Start of the aligned window containing `ts`.
+/// Start of the aligned window containing `ts` (clamped to `i64::MIN` for the first, partial
+/// window of the time line).
 pub fn window_start(ts: TimestampNs, window_ns: i64) -> TimestampNs {
-    ts.div_euclid(window_ns) * window_ns
+    ts.checked_sub(ts.rem_euclid(window_ns)).unwrap_or(TimestampNs::MIN)
 }
 
 /// What a flush persists beside the blocks: enough to restart without the purged log.

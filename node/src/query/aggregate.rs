@@ -12,7 +12,7 @@ use crate::engine::read::value_at;
 use crate::model::{FieldValue, TimestampNs};
 
 /// Running aggregate of one field in one (group, bucket).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FieldAgg {
     count: u64,
     numeric: u64,
@@ -24,6 +24,18 @@ pub struct FieldAgg {
     first: Option<(TimestampNs, FieldValue)>,
     last: Option<(TimestampNs, FieldValue)>,
     sketch: Option<Box<DDSketch>>,
+}
+
+impl std::fmt::Debug for FieldAgg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldAgg")
+            .field("count", &self.count)
+            .field("sum", &self.sum)
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .field("sketch", &self.sketch.is_some())
+            .finish()
+    }
 }
 
 impl FieldAgg {
@@ -143,7 +155,7 @@ pub fn bucket_of(ts: TimestampNs, bucket_ns: i64, start_ns: TimestampNs) -> Time
     if bucket_ns == 0 {
         start_ns
     } else {
-        ts.div_euclid(bucket_ns) * bucket_ns
+        crate::engine::shard::window_start(ts, bucket_ns)
     }
 }
 

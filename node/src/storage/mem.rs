@@ -265,6 +265,10 @@ impl KvEngine for MemEngine {
     fn sync(&self) -> Result<(), StorageError> {
         self.write_inner(WriteBatch::new(), Durability::Sync)
     }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -203,6 +203,9 @@ pub trait KvEngine: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Makes every buffered write durable.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Writes in-memory state to files and compacts them, so that `size_bytes` reflects data
+    /// actually kept (benchmarks and operators measuring footprint).
+    fn compact(&self) -> Result<(), StorageError>;
 }
 
 /// A shared engine handle.

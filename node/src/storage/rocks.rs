@@ -241,6 +241,19 @@ impl KvEngine for RocksEngine {
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(io)
     }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        let mut names = vec![Space::NodeMeta.name()];
+        for shard in self.shards() {
+            names.extend(Space::of_shard(shard).iter().map(|s| s.name()));
+        }
+        for name in names {
+            let Some(cf) = self.db.cf_handle(&name) else { continue };
+            self.db.flush_cf(&cf).map_err(io)?;
+            self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for RocksEngine {
@@ -293,32 +306,53 @@ impl LogWriter {
                 }
             }
             let result = Self::write_group(&db, &group);
-            for w in group {
-                let r = match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(StorageError::Io(e.clone())),
-                };
-                (w.done)(r);
+            for (w, r) in group.into_iter().zip(result) {
+                (w.done)(r.map_err(StorageError::Io));
             }
         }
     }
 
-    fn write_group(db: &DB, group: &[LogWrite]) -> Result<(), String> {
+    /// Writes a group with one fsync. A write naming a missing space (a shard dropped while
+    /// its append was queued) fails alone; the others still go in.
+    fn write_group(db: &DB, group: &[LogWrite]) -> Vec<Result<(), String>> {
         let mut wb = rocksdb::WriteBatch::default();
+        let mut results: Vec<Result<(), String>> = Vec::with_capacity(group.len());
         for w in group {
-            for op in w.batch.ops() {
+            let handles: Result<Vec<_>, StorageError> = w
+                .batch
+                .ops()
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Put(s, ..) | WriteOp::Delete(s, _) | WriteOp::DeleteRange(s, ..) => cf(db, *s),
+                })
+                .collect();
+            let handles = match handles {
+                Ok(h) => h,
+                Err(e) => {
+                    results.push(Err(e.to_string()));
+                    continue;
+                }
+            };
+            for (op, handle) in w.batch.ops().iter().zip(&handles) {
                 match op {
-                    WriteOp::Put(s, k, v) => wb.put_cf(&cf(db, *s).map_err(|e| e.to_string())?, k, v),
-                    WriteOp::Delete(s, k) => wb.delete_cf(&cf(db, *s).map_err(|e| e.to_string())?, k),
-                    WriteOp::DeleteRange(s, f, t) => {
-                        wb.delete_range_cf(&cf(db, *s).map_err(|e| e.to_string())?, f, t)
-                    }
+                    WriteOp::Put(_, k, v) => wb.put_cf(handle, k, v),
+                    WriteOp::Delete(_, k) => wb.delete_cf(handle, k),
+                    WriteOp::DeleteRange(_, f, t) => wb.delete_range_cf(handle, f, t),
                 }
             }
+            results.push(Ok(()));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        db.write_opt(wb, &wo).map_err(|e| e.into_string())
+        if let Err(e) = db.write_opt(wb, &wo) {
+            let msg = e.into_string();
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(msg.clone());
+                }
+            }
+        }
+        results
     }
 
     fn stop(&self) {

@@ -44,7 +44,6 @@ fn kill9_during_writes_loses_no_acknowledged_point() {
     let mut node = NodeProcess::start(dir.path(), &["--shard-count", "8", "--shard-memtable-bytes-max", "65536"]);
     let next = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut sent_max = 0u64;
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..3)
@@ -79,7 +78,7 @@ fn kill9_during_writes_loses_no_acknowledged_point() {
         for w in writers {
             w.join().unwrap();
         }
-        sent_max = next.load(Ordering::SeqCst);
+        let sent_max = next.load(Ordering::SeqCst);
         node.restart();
         let stored = read_all(&node);
         let acked_ranges = acked.lock().unwrap().clone();

@@ -1,0 +1,69 @@
+//! Scan + aggregate (sum, min, max of one field) over flushed blocks in RocksDB, in values per
+//! second, through the same per-shard query path the server uses.
+//! Run: cargo bench -p hotlake-node --bench scan
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hotlake_client::tsbs::{TsbsConfig, TsbsGenerator};
+use hotlake_node::config::Limits;
+use hotlake_node::engine::batch::ShardCommand;
+use hotlake_node::engine::shard::{ShardData, ShardOptions};
+use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
+use hotlake_node::ingest::BatchBuilder;
+use hotlake_node::query::exec::run_on_shard;
+use hotlake_node::query::{AggKind, Fill, Query};
+use hotlake_node::ring::Ring;
+use hotlake_node::storage::{RocksEngine, RocksOptions, ShardId};
+use openraft::{CommittedLeaderId, LogId};
+
+const TRUCKS: usize = 100;
+const EPOCHS: usize = 20_000;
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap());
+    let shard = ShardData::open(engine, ShardId(0), ShardOptions::default()).unwrap();
+    let mut generator = TsbsGenerator::new(TsbsConfig { trucks: TRUCKS, ..Default::default() });
+    let mut index = 0u64;
+    for _ in 0..EPOCHS / 500 {
+        let mut body = String::new();
+        generator.fill_lines(TRUCKS * 2 * 500, &mut body);
+        let mut builder = BatchBuilder::new(Ring::new(1), "bench", "name");
+        parse_body(&body, Precision::Nanoseconds, &LineLimits::default(), |_, l| {
+            builder.add_point(&l.measurement, &l.tags, &l.fields, l.timestamp_ns.unwrap()).unwrap();
+        });
+        for (_, w) in builder.finish() {
+            index += 1;
+            shard.apply(LogId::new(CommittedLeaderId::new(1, 1), index), &ShardCommand::Write(w)).unwrap();
+        }
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+    }
+    let q = Query {
+        tenant: "bench".into(),
+        measurement: "readings".into(),
+        fields: vec!["velocity".into()],
+        predicates: vec![],
+        start_ns: i64::MIN + 1,
+        end_ns: i64::MAX,
+        aggregates: vec![AggKind::Sum, AggKind::Min, AggKind::Max],
+        percentile: 50.0,
+        bucket_ns: 0,
+        group_by: vec![],
+        fill: Fill::None,
+        descending: false,
+        limit: 0,
+    };
+    let limits = Limits::default();
+    let values = run_on_shard(&shard, &q, &limits, u64::MAX).unwrap().points_scanned;
+    assert_eq!(values, (TRUCKS * EPOCHS) as u64, "every velocity value is scanned");
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Elements(values));
+    g.sample_size(20);
+    g.bench_function("sum_min_max_one_field_flushed", |b| b.iter(|| run_on_shard(&shard, &q, &limits, u64::MAX).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
