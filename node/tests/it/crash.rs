@@ -23,7 +23,7 @@ fn point(n: u64) -> (String, i64, i64) {
 fn read_all(node: &NodeProcess) -> BTreeMap<(String, i64), i64> {
     let (status, v) = node.query(json!({
         "tenant": "crash", "measurement": "crash", "fields": ["v"],
-        "start": 0, "end": i64::MAX,
+        "start": BASE_TS, "end": BASE_TS + 1_000_000_000_000_000,
     }));
     assert_eq!(status, 200, "query failed: {v}");
     let mut out = BTreeMap::new();
