@@ -59,12 +59,8 @@ pub enum ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
-        let kind = s
-            .metadata()
-            .get("hotlake-error-kind")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("unknown")
-            .to_string();
+        let kind =
+            s.metadata().get("hotlake-error-kind").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_string();
         let message = s.message().to_string();
         match s.code() {
             tonic::Code::Unavailable | tonic::Code::ResourceExhausted if kind != "limit_exceeded" => {
@@ -141,7 +137,10 @@ impl Client {
     /// Connects to a node's gRPC address, e.g. `http://127.0.0.1:7101`.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
         let channel = Channel::from_shared(addr.to_string())
-            .map_err(|e| ClientError::Rejected { kind: "invalid_argument".into(), message: format!("bad address {addr:?}: {e}") })?
+            .map_err(|e| ClientError::Rejected {
+                kind: "invalid_argument".into(),
+                message: format!("bad address {addr:?}: {e}"),
+            })?
             .connect()
             .await
             .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
@@ -149,7 +148,11 @@ impl Client {
     }
 
     /// Writes series; returns after every point is committed.
-    pub async fn write(&mut self, tenant: &str, series: Vec<proto::SeriesPoints>) -> Result<proto::WriteResponse, ClientError> {
+    pub async fn write(
+        &mut self,
+        tenant: &str,
+        series: Vec<proto::SeriesPoints>,
+    ) -> Result<proto::WriteResponse, ClientError> {
         let req = proto::WriteRequest { tenant: tenant.into(), series };
         Ok(self.inner.write(req).await?.into_inner())
     }

@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 
 /// Command-line client for Hotlake.
 #[derive(Parser)]
-#[command(version, about, after_help = "Exit codes: 0 ok, 1 rejected by the server, 2 usage, 3 unreachable/unavailable.")]
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 rejected by the server, 2 usage, 3 unreachable/unavailable."
+)]
 struct Cli {
     /// The node's HTTP address.
     #[arg(long, global = true, env = "HOTLAKE_HTTP", default_value = "127.0.0.1:7181")]
@@ -141,19 +145,15 @@ fn time_json(s: &str) -> Value {
 }
 
 fn client(timeout_s: u64) -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(timeout_s))
-        .build()
-        .expect("HTTP client builds")
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(timeout_s)).build().expect("HTTP client builds")
 }
 
 fn post_json(cli: &Cli, path: &str, body: &Value) -> Result<Value, Failure> {
     let url = format!("http://{}{}", cli.http, path);
-    let resp = client(cli.timeout_s)
-        .post(&url)
-        .json(body)
-        .send()
-        .map_err(|e| Failure::Unreachable(format!("{url}: {e}. Is the node running? Check --http / HOTLAKE_HTTP.")))?;
+    let resp =
+        client(cli.timeout_s).post(&url).json(body).send().map_err(|e| {
+            Failure::Unreachable(format!("{url}: {e}. Is the node running? Check --http / HOTLAKE_HTTP."))
+        })?;
     let status = resp.status();
     let value: Value = resp.json().map_err(|e| Failure::Unreachable(format!("{url}: bad response: {e}")))?;
     if status.is_success() {
@@ -222,7 +222,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let _ = writeln!(
                 out,
                 "node {}: {} ({}/{} shards have a leader, version {})",
-                v["node_id"], v["status"].as_str().unwrap_or("?"), v["shards_with_leader"], v["shards"], v["version"].as_str().unwrap_or("?")
+                v["node_id"],
+                v["status"].as_str().unwrap_or("?"),
+                v["shards_with_leader"],
+                v["shards"],
+                v["version"].as_str().unwrap_or("?")
             );
             if !ok {
                 return Err(Failure::Unreachable("node is degraded".into()));
@@ -231,16 +235,23 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Write { db, file, precision, batch_lines } => {
             let reader: Box<dyn Read> = match file.as_deref() {
                 None | Some("-") => Box::new(std::io::stdin()),
-                Some(path) => Box::new(std::fs::File::open(path).map_err(|e| Failure::Usage(format!("open {path}: {e}")))?),
+                Some(path) => {
+                    Box::new(std::fs::File::open(path).map_err(|e| Failure::Usage(format!("open {path}: {e}")))?)
+                }
             };
-            let total_bytes = file.as_deref().filter(|f| *f != "-").and_then(|f| std::fs::metadata(f).ok()).map(|m| m.len());
+            let total_bytes =
+                file.as_deref().filter(|f| *f != "-").and_then(|f| std::fs::metadata(f).ok()).map(|m| m.len());
             let http = client(cli.timeout_s);
             let url = format!("http://{}/write?db={}&precision={}", cli.http, db, precision);
             let started = Instant::now();
             let (mut lines_sent, mut bytes_read, mut rejected) = (0u64, 0u64, 0u64);
             let mut batch = String::new();
             let mut n = 0usize;
-            let mut send = |batch: &mut String, n: &mut usize, lines_sent: &mut u64, bytes_read: u64| -> Result<(), Failure> {
+            let mut send = |batch: &mut String,
+                            n: &mut usize,
+                            lines_sent: &mut u64,
+                            bytes_read: u64|
+             -> Result<(), Failure> {
                 if *n == 0 {
                     return Ok(());
                 }
@@ -259,7 +270,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     }
                 } else if !status.is_success() {
                     let body = resp.text().unwrap_or_default();
-                    return Err(if status.is_server_error() { Failure::Unreachable(body) } else { Failure::Rejected(body) });
+                    return Err(if status.is_server_error() {
+                        Failure::Unreachable(body)
+                    } else {
+                        Failure::Rejected(body)
+                    });
                 }
                 *lines_sent += *n as u64;
                 *n = 0;
@@ -291,12 +306,32 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             }
             send(&mut batch, &mut n, &mut lines_sent, bytes_read)?;
             eprintln!();
-            let _ = writeln!(out, "{} lines sent, {} rejected, {:.1} s", lines_sent, rejected, started.elapsed().as_secs_f64());
+            let _ = writeln!(
+                out,
+                "{} lines sent, {} rejected, {:.1} s",
+                lines_sent,
+                rejected,
+                started.elapsed().as_secs_f64()
+            );
             if rejected > 0 {
                 return Err(Failure::Rejected(format!("{rejected} lines were rejected")));
             }
         }
-        Command::Query { measurement, db, fields, filters, start, end, aggregates, percentile, bucket, group_by, limit, desc, output } => {
+        Command::Query {
+            measurement,
+            db,
+            fields,
+            filters,
+            start,
+            end,
+            aggregates,
+            percentile,
+            bucket,
+            group_by,
+            limit,
+            desc,
+            output,
+        } => {
             let mut body = json!({
                 "tenant": db, "measurement": measurement, "fields": fields,
                 "where": filters.iter().map(|f| parse_filter(f)).collect::<Result<Vec<_>, _>>()?,

@@ -32,15 +32,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Field names of the `readings` measurement, in line protocol order.
-pub const READINGS_FIELDS: [&str; 7] = [
-    "latitude",
-    "longitude",
-    "elevation",
-    "velocity",
-    "heading",
-    "grade",
-    "fuel_consumption",
-];
+pub const READINGS_FIELDS: [&str; 7] =
+    ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
 
 /// Field names of the `diagnostics` measurement, in line protocol order.
 pub const DIAGNOSTICS_FIELDS: [&str; 3] = ["fuel_state", "current_load", "status"];
@@ -62,11 +55,8 @@ const DRIVERS: [&str; 6] = ["Derek", "Rodney", "Albert", "Andy", "Seth", "Trish"
 const DEVICE_VERSIONS: [&str; 4] = ["v1.0", "v1.5", "v2.0", "v2.3"];
 /// Truck models with their load capacity, fuel capacity and nominal fuel
 /// consumption; the model decides all three so queries can group on either.
-const MODELS: [(&str, &str, &str, &str); 3] = [
-    ("F-150", "2000", "200", "15"),
-    ("G-2000", "5000", "300", "19"),
-    ("H-2", "1500", "150", "12"),
-];
+const MODELS: [(&str, &str, &str, &str); 3] =
+    [("F-150", "2000", "200", "15"), ("G-2000", "5000", "300", "19"), ("H-2", "1500", "150", "12")];
 
 /// Decimals printed for each `readings` field (same order as
 /// [`READINGS_FIELDS`]).
@@ -126,13 +116,7 @@ impl Default for TsbsConfig {
     /// 100 trucks, seed 1, starting 2016-01-01T00:00:00Z, 10 s interval, no
     /// disorder.
     fn default() -> Self {
-        TsbsConfig {
-            trucks: 100,
-            seed: 1,
-            start_s: 1_451_606_400,
-            interval_s: 10,
-            disorder: Disorder::None,
-        }
+        TsbsConfig { trucks: 100, seed: 1, start_s: 1_451_606_400, interval_s: 10, disorder: Disorder::None }
     }
 }
 
@@ -224,19 +208,12 @@ impl TsbsGenerator {
     /// Creates a generator; all per-truck tags and starting values are drawn
     /// here from `config.seed`.
     pub fn new(config: TsbsConfig) -> Self {
-        let trucks = (0..config.trucks)
-            .map(|i| Truck::new(config.seed, i))
-            .collect();
+        let trucks = (0..config.trucks).map(|i| Truck::new(config.seed, i)).collect();
         let disorder = match config.disorder {
             Disorder::None => None,
             Disorder::Tsbs => Some(DisorderState::new(config.seed)),
         };
-        TsbsGenerator {
-            config,
-            trucks,
-            epoch: 0,
-            disorder,
-        }
+        TsbsGenerator { config, trucks, epoch: 0, disorder }
     }
 
     /// Next epoch's rows (2 per truck, before disorder) — with disorder, the
@@ -537,12 +514,7 @@ impl Truck {
         ];
         let readings = std::array::from_fn(|i| {
             let (step, min, max) = READINGS_WALKS[i];
-            Walk {
-                value: starts[i],
-                step,
-                min,
-                max,
-            }
+            Walk { value: starts[i], step, min, max }
         });
         let current_load = uniform(&mut rng, 0.0, MAX_LOAD);
         let mut tags = String::new();
@@ -568,9 +540,7 @@ impl Truck {
     /// first epoch shows the starting values.
     fn sample(&mut self) -> Sample {
         let sample = Sample {
-            readings: std::array::from_fn(|i| {
-                truncate_scaled(self.readings[i].value, READINGS_DECIMALS[i])
-            }),
+            readings: std::array::from_fn(|i| truncate_scaled(self.readings[i].value, READINGS_DECIMALS[i])),
             fuel_state: truncate_scaled(self.fuel_state, FUEL_STATE_DECIMALS),
             current_load: truncate_scaled(self.current_load, CURRENT_LOAD_DECIMALS),
             status: self.status.round() as i64,
@@ -585,8 +555,7 @@ impl Truck {
         for walk in &mut self.readings {
             walk.advance(&mut self.rng);
         }
-        self.fuel_state =
-            (self.fuel_state - uniform(&mut self.rng, 0.0, FUEL_BURN_MAX)).clamp(0.0, 1.0);
+        self.fuel_state = (self.fuel_state - uniform(&mut self.rng, 0.0, FUEL_BURN_MAX)).clamp(0.0, 1.0);
         if self.fuel_state <= 0.0 {
             // Refuelled.
             self.fuel_state = 1.0;
@@ -598,11 +567,7 @@ impl Truck {
     }
 
     fn tags(&self) -> Vec<(&'static str, String)> {
-        TAG_KEYS
-            .iter()
-            .copied()
-            .zip(self.tag_values.iter().cloned())
-            .collect()
+        TAG_KEYS.iter().copied().zip(self.tag_values.iter().cloned()).collect()
     }
 }
 
@@ -614,25 +579,14 @@ impl Sample {
             .zip(self.readings)
             .map(|((name, dp), n)| (*name, Field::F64(n as f64 / pow10(dp).0)))
             .collect();
-        rows.push(Row {
-            measurement: "readings",
-            tags: truck.tags(),
-            timestamp_ns,
-            fields: readings,
-        });
+        rows.push(Row { measurement: "readings", tags: truck.tags(), timestamp_ns, fields: readings });
         rows.push(Row {
             measurement: "diagnostics",
             tags: truck.tags(),
             timestamp_ns,
             fields: vec![
-                (
-                    DIAGNOSTICS_FIELDS[0],
-                    Field::F64(self.fuel_state as f64 / pow10(FUEL_STATE_DECIMALS).0),
-                ),
-                (
-                    DIAGNOSTICS_FIELDS[1],
-                    Field::F64(self.current_load as f64 / pow10(CURRENT_LOAD_DECIMALS).0),
-                ),
+                (DIAGNOSTICS_FIELDS[0], Field::F64(self.fuel_state as f64 / pow10(FUEL_STATE_DECIMALS).0)),
+                (DIAGNOSTICS_FIELDS[1], Field::F64(self.current_load as f64 / pow10(CURRENT_LOAD_DECIMALS).0)),
                 (DIAGNOSTICS_FIELDS[2], Field::I64(self.status)),
             ],
         });
@@ -642,12 +596,7 @@ impl Sample {
     /// `" <timestamp_ns>\n"`.
     fn write_lines(&self, truck: &Truck, suffix: &str, out: &mut String) {
         out.push_str(&truck.readings_prefix);
-        for (i, ((name, dp), n)) in READINGS_FIELDS
-            .iter()
-            .zip(READINGS_DECIMALS)
-            .zip(self.readings)
-            .enumerate()
-        {
+        for (i, ((name, dp), n)) in READINGS_FIELDS.iter().zip(READINGS_DECIMALS).zip(self.readings).enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -698,13 +647,7 @@ impl DisorderState {
     fn new(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(DISORDER_STREAM);
-        DisorderState {
-            rng,
-            pending: Vec::new(),
-            held: Vec::new(),
-            batch_index: 0,
-            stats: DisorderStats::default(),
-        }
+        DisorderState { rng, pending: Vec::new(), held: Vec::new(), batch_index: 0, stats: DisorderStats::default() }
     }
 
     /// Queues `rows` and disorders every complete batch; a partial batch
@@ -759,9 +702,8 @@ impl DisorderState {
         // Release what was held for this batch, after its own rows, in the
         // order it was held.
         if self.held.iter().any(|(due, _)| *due <= index) {
-            let (released, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-                .into_iter()
-                .partition(|(due, _)| *due <= index);
+            let (released, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.held).into_iter().partition(|(due, _)| *due <= index);
             self.held = kept;
             out.extend(released.into_iter().map(|(_, row)| row));
         }
@@ -794,12 +736,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(trucks: usize, seed: u64, disorder: Disorder) -> TsbsConfig {
-        TsbsConfig {
-            trucks,
-            seed,
-            disorder,
-            ..TsbsConfig::default()
-        }
+        TsbsConfig { trucks, seed, disorder, ..TsbsConfig::default() }
     }
 
     fn lines_of(config: TsbsConfig, epochs: usize) -> String {
@@ -823,11 +760,7 @@ mod tests {
 
     fn parse<'a>(line: &'a str) -> Line<'a> {
         let mut parts = line.split(' ');
-        let (series, fields, ts) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
+        let (series, fields, ts) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
         assert!(parts.next().is_none(), "extra section in {line:?}");
         let mut series = series.split(',');
         let measurement = series.next().unwrap();
@@ -854,9 +787,7 @@ mod tests {
 
     /// FNV-1a, for pinning large outputs in one number.
     fn fnv1a(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
     }
 
     /// Output for the default config is pinned (first lines verbatim, 100
@@ -890,10 +821,7 @@ mod tests {
     fn truck_stream_independent_of_fleet_size() {
         let small = lines_of(config(1, 3, Disorder::None), 20);
         let large = lines_of(config(5, 3, Disorder::None), 20);
-        let truck0: Vec<&str> = large
-            .lines()
-            .filter(|l| l.contains(",name=truck_0,"))
-            .collect();
+        let truck0: Vec<&str> = large.lines().filter(|l| l.contains(",name=truck_0,")).collect();
         assert_eq!(small.lines().collect::<Vec<_>>(), truck0);
     }
 
@@ -908,15 +836,11 @@ mod tests {
             let rows = g.next_epoch();
             for (i, (_, v)) in rows[0].fields.iter().enumerate() {
                 let (_, min, max) = READINGS_WALKS[i];
-                let Field::F64(v) = v else {
-                    panic!("float field")
-                };
+                let Field::F64(v) = v else { panic!("float field") };
                 assert!((min..=max).contains(v), "{} = {v}", READINGS_FIELDS[i]);
             }
             let f = &rows[1].fields;
-            let (Field::F64(fuel), Field::F64(load), Field::I64(status)) =
-                (&f[0].1, &f[1].1, &f[2].1)
-            else {
+            let (Field::F64(fuel), Field::F64(load), Field::I64(status)) = (&f[0].1, &f[1].1, &f[2].1) else {
                 panic!("diagnostics types")
             };
             assert!((0.0..=1.0).contains(fuel), "fuel_state {fuel}");
@@ -927,10 +851,7 @@ mod tests {
             last_fuel = *fuel;
         }
         assert!(refuelled, "fuel never refilled in 100k ticks");
-        assert!(
-            status_seen.iter().all(|s| *s),
-            "status range {status_seen:?}"
-        );
+        assert!(status_seen.iter().all(|s| *s), "status range {status_seen:?}");
     }
 
     /// Printed floats carry exactly their field's decimals; ints end in `i`.
@@ -982,11 +903,7 @@ mod tests {
         let g = TsbsGenerator::new(config(300, 2, Disorder::None));
         let mut models_seen = 0;
         for (model, load, fuel, consumption) in MODELS {
-            let trucks: Vec<_> = g
-                .trucks
-                .iter()
-                .filter(|t| t.tag_values[3] == model)
-                .collect();
+            let trucks: Vec<_> = g.trucks.iter().filter(|t| t.tag_values[3] == model).collect();
             models_seen += usize::from(!trucks.is_empty());
             for t in trucks {
                 assert_eq!(t.tag_values[5..], [load, fuel, consumption]);
@@ -1021,13 +938,7 @@ mod tests {
     #[test]
     fn timestamps_are_interval_multiples() {
         for disorder in [Disorder::None, Disorder::Tsbs] {
-            let cfg = TsbsConfig {
-                trucks: 7,
-                start_s: 1_000,
-                interval_s: 30,
-                disorder,
-                seed: 9,
-            };
+            let cfg = TsbsConfig { trucks: 7, start_s: 1_000, interval_s: 30, disorder, seed: 9 };
             let out = lines_of(cfg.clone(), 300);
             let mut seen: HashMap<(String, &str), Vec<i64>> = HashMap::new();
             for line in out.lines() {
@@ -1119,47 +1030,19 @@ mod tests {
         let batches = s.batches as f64;
         let entries = s.entries as f64;
         let entry_batches = 1.0 - P_BATCH_DROPPED - P_BATCH_HELD;
-        within(
-            "batches dropped",
-            s.batches_dropped as f64 / batches,
-            P_BATCH_DROPPED,
-        );
-        within(
-            "batches held",
-            s.batches_held as f64 / batches,
-            P_BATCH_HELD,
-        );
-        within(
-            "entries missing",
-            s.entries_missing as f64 / entries,
-            P_ENTRY_MISSING * entry_batches,
-        );
-        within(
-            "entries held",
-            s.entries_held as f64 / entries,
-            P_ENTRY_HELD * entry_batches,
-        );
+        within("batches dropped", s.batches_dropped as f64 / batches, P_BATCH_DROPPED);
+        within("batches held", s.batches_held as f64 / batches, P_BATCH_HELD);
+        within("entries missing", s.entries_missing as f64 / entries, P_ENTRY_MISSING * entry_batches);
+        within("entries held", s.entries_held as f64 / entries, P_ENTRY_HELD * entry_batches);
         assert_eq!(s.rows_emptied, 0, "no measurement has a single field");
 
         // What a consumer sees.
         let generated = 2.0 * g.epoch as f64;
         let lost = 1.0 - emitted as f64 / generated;
-        within(
-            "rows lost",
-            lost,
-            P_BATCH_DROPPED + entry_batches * P_ENTRY_MISSING,
-        );
+        within("rows lost", lost, P_BATCH_DROPPED + entry_batches * P_ENTRY_MISSING);
         let held = P_BATCH_HELD + entry_batches * P_ENTRY_HELD;
-        within(
-            "rows late",
-            late as f64 / emitted as f64,
-            held / (1.0 - lost),
-        );
-        within(
-            "field nulled",
-            short_fields as f64 / emitted as f64,
-            P_FIELD_NULL,
-        );
+        within("rows late", late as f64 / emitted as f64, held / (1.0 - lost));
+        within("field nulled", short_fields as f64 / emitted as f64, P_FIELD_NULL);
         within("tag nulled", short_tags as f64 / emitted as f64, P_TAG_NULL);
     }
 
@@ -1202,10 +1085,7 @@ mod tests {
         for _ in 0..100_000 {
             let x = unit(&mut rng) + f64::MIN_POSITIVE;
             let (ours, std) = (ln_portable(x), x.ln());
-            assert!(
-                (ours - std).abs() <= 4.0 * f64::EPSILON * std.abs().max(1.0),
-                "{x}"
-            );
+            assert!((ours - std).abs() <= 4.0 * f64::EPSILON * std.abs().max(1.0), "{x}");
         }
     }
 

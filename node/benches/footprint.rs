@@ -97,7 +97,11 @@ async fn memory_per_series(series: usize) {
     println!("  RSS per active series  {:.0} bytes", (after.saturating_sub(before)) as f64 / series as f64);
     node.flush_all().await.unwrap();
     let flushed = rss_bytes();
-    println!("  after flushing memtables: RSS {} MiB, {:.0} bytes per series (allocator may keep freed pages)", flushed >> 20, (flushed.saturating_sub(before)) as f64 / series as f64);
+    println!(
+        "  after flushing memtables: RSS {} MiB, {:.0} bytes per series (allocator may keep freed pages)",
+        flushed >> 20,
+        (flushed.saturating_sub(before)) as f64 / series as f64
+    );
     node.shutdown().await.unwrap();
 }
 

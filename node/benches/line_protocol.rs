@@ -7,7 +7,8 @@ use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
 
 fn bench(c: &mut Criterion) {
     let mut body = String::new();
-    let (lines, _) = TsbsGenerator::new(TsbsConfig { trucks: 1000, ..Default::default() }).fill_lines(20_000, &mut body);
+    let (lines, _) =
+        TsbsGenerator::new(TsbsConfig { trucks: 1000, ..Default::default() }).fill_lines(20_000, &mut body);
     let limits = LineLimits::default();
     let mut g = c.benchmark_group("line_protocol");
     g.throughput(Throughput::Elements(lines as u64));

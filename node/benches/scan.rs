@@ -61,7 +61,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Elements(values));
     g.sample_size(20);
-    g.bench_function("sum_min_max_one_field_flushed", |b| b.iter(|| run_on_shard(&shard, &q, &limits, u64::MAX).unwrap()));
+    g.bench_function("sum_min_max_one_field_flushed", |b| {
+        b.iter(|| run_on_shard(&shard, &q, &limits, u64::MAX).unwrap())
+    });
     g.finish();
 }
 

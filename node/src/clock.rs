@@ -20,8 +20,6 @@ impl Stopwatch {
 /// Wall-clock time in nanoseconds since the Unix epoch, for points written without a timestamp
 /// and for retention cutoffs.
 pub fn now_ns() -> TimestampNs {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     d.as_nanos().min(i64::MAX as u128) as i64
 }

@@ -156,7 +156,11 @@ impl Config {
 
     /// Checks values that would make the node misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.shard_count >= 1 && self.shard_count <= 4096, "shard_count must be 1..=4096, got {}", self.shard_count);
+        anyhow::ensure!(
+            self.shard_count >= 1 && self.shard_count <= 4096,
+            "shard_count must be 1..=4096, got {}",
+            self.shard_count
+        );
         anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
         anyhow::ensure!(

@@ -110,8 +110,10 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = build_config(&args)?;
-    let grpc_addr: SocketAddr = config.grpc_addr.parse().with_context(|| format!("grpc_addr {:?}", config.grpc_addr))?;
-    let http_addr: SocketAddr = config.http_addr.parse().with_context(|| format!("http_addr {:?}", config.http_addr))?;
+    let grpc_addr: SocketAddr =
+        config.grpc_addr.parse().with_context(|| format!("grpc_addr {:?}", config.grpc_addr))?;
+    let http_addr: SocketAddr =
+        config.http_addr.parse().with_context(|| format!("http_addr {:?}", config.http_addr))?;
     let rocks_options = hotlake_node::storage::RocksOptions {
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         write_buffer_bytes: config.storage.rocksdb_write_buffer_bytes as usize,

@@ -111,11 +111,26 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         counter(&mut out, "hotlake_points_written_total", "Points acknowledged to writers.", self.points_written.get());
-        counter(&mut out, "hotlake_values_written_total", "Field values acknowledged to writers.", self.values_written.get());
+        counter(
+            &mut out,
+            "hotlake_values_written_total",
+            "Field values acknowledged to writers.",
+            self.values_written.get(),
+        );
         counter(&mut out, "hotlake_batches_written_total", "Write batches acknowledged.", self.batches_written.get());
-        counter(&mut out, "hotlake_points_applied_total", "Points applied by shard state machines.", self.points_applied.get());
+        counter(
+            &mut out,
+            "hotlake_points_applied_total",
+            "Points applied by shard state machines.",
+            self.points_applied.get(),
+        );
         counter(&mut out, "hotlake_flushes_total", "Memtable flushes completed.", self.flushes.get());
-        gauge(&mut out, "hotlake_memtable_bytes", "Bytes buffered in memtables.", self.memtable_bytes.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "hotlake_memtable_bytes",
+            "Bytes buffered in memtables.",
+            self.memtable_bytes.load(Ordering::Relaxed),
+        );
         gauge(&mut out, "hotlake_series", "Series on this node.", self.series.load(Ordering::Relaxed));
         self.flush_seconds.render("hotlake_flush_seconds", "Flush duration.", &mut out);
         self.write_seconds.render("hotlake_write_seconds", "Write latency from request to acknowledgement.", &mut out);

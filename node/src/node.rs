@@ -120,14 +120,13 @@ impl Node {
         let ring = Ring::new(shard_count);
         let metrics = Arc::new(Metrics::default());
         let raft_config = Arc::new(raft_config().validate().context("raft config")?);
-        let options = ShardOptions {
-            block_window_ns: config.storage.block_window_ms as i64 * 1_000_000,
-            ..Default::default()
-        };
+        let options =
+            ShardOptions { block_window_ns: config.storage.block_window_ms as i64 * 1_000_000, ..Default::default() };
         let mut groups = Vec::with_capacity(shard_count as usize);
         for shard in ring.shards() {
             let data = Arc::new(
-                ShardData::open(engine.clone(), shard, options.clone()).with_context(|| format!("open shard {shard}"))?,
+                ShardData::open(engine.clone(), shard, options.clone())
+                    .with_context(|| format!("open shard {shard}"))?,
             );
             let log_store = LogStore::new(engine.clone(), shard);
             let sm = StateMachine::new(data.clone(), metrics.clone());
@@ -482,7 +481,8 @@ impl Node {
     pub async fn flush_shard(&self, group: &ShardGroup, timeout: Duration) -> Result<()> {
         let applied = group.raft.metrics().borrow().last_applied;
         let Some(applied) = applied else { return Ok(()) };
-        let flushed = |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.snapshot.is_some_and(|s| s.index >= applied.index);
+        let flushed =
+            |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.snapshot.is_some_and(|s| s.index >= applied.index);
         if flushed(&group.raft.metrics().borrow()) {
             return Ok(());
         }

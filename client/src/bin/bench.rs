@@ -61,7 +61,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn ingest(http: &str, db: &str, writers: usize, batch_lines: usize, batches: usize, trucks: usize, seed: u64) -> anyhow::Result<()> {
+fn ingest(
+    http: &str,
+    db: &str,
+    writers: usize,
+    batch_lines: usize,
+    batches: usize,
+    trucks: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
     anyhow::ensure!(writers > 0 && batch_lines > 0 && batches > 0 && trucks > 0, "every count must be positive");
     eprintln!("generating {batches} batches of {batch_lines} lines ({trucks} trucks, seed {seed})...");
     let mut generator = TsbsGenerator::new(TsbsConfig { trucks, seed, ..Default::default() });
@@ -103,7 +111,8 @@ fn ingest(http: &str, db: &str, writers: usize, batch_lines: usize, batches: usi
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|_| {
-            let (bodies, next, latencies, url, client) = (bodies.clone(), next.clone(), latencies.clone(), url.clone(), client.clone());
+            let (bodies, next, latencies, url, client) =
+                (bodies.clone(), next.clone(), latencies.clone(), url.clone(), client.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -130,7 +139,11 @@ fn ingest(http: &str, db: &str, writers: usize, batch_lines: usize, batches: usi
     println!("  elapsed          {secs:.2} s");
     println!("  lines/s          {:.0}", lines as f64 / secs);
     println!("  field values/s   {:.0}", values_total as f64 / secs);
-    println!("  batch latency    p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5).as_secs_f64() * 1e3, percentile(&lat, 0.99).as_secs_f64() * 1e3);
+    println!(
+        "  batch latency    p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

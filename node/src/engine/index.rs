@@ -119,10 +119,7 @@ impl SeriesIndex {
 
     /// Series of a tenant.
     pub fn tenant_series(&self, tenant: &str) -> usize {
-        self.postings
-            .get(tenant)
-            .map(|ms| ms.values().map(|p| p.all.len()).sum())
-            .unwrap_or(0)
+        self.postings.get(tenant).map(|ms| ms.values().map(|p| p.all.len()).sum()).unwrap_or(0)
     }
 
     /// Looks up a series id.
@@ -174,14 +171,8 @@ impl SeriesIndex {
         let measurement_a = self.intern(&measurement);
         let device_a = self.intern(device);
         self.by_key.entry(tenant_a.clone()).or_default().insert(key_a.clone(), id);
-        let tag_arcs: Vec<(Arc<str>, Arc<str>)> =
-            tags.iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect();
-        let postings = self
-            .postings
-            .entry(tenant_a.clone())
-            .or_default()
-            .entry(measurement_a.clone())
-            .or_default();
+        let tag_arcs: Vec<(Arc<str>, Arc<str>)> = tags.iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect();
+        let postings = self.postings.entry(tenant_a.clone()).or_default().entry(measurement_a.clone()).or_default();
         postings.all.push(id);
         for (k, v) in tag_arcs {
             postings.by_tag.entry(k).or_default().entry(v).or_default().push(id);
@@ -204,20 +195,11 @@ impl SeriesIndex {
 
     /// Every series of a measurement (ascending ids).
     pub fn measurement_series(&self, tenant: &str, measurement: &str) -> &[u32] {
-        self.postings
-            .get(tenant)
-            .and_then(|m| m.get(measurement))
-            .map(|p| &p.all[..])
-            .unwrap_or(&[])
+        self.postings.get(tenant).and_then(|m| m.get(measurement)).map(|p| &p.all[..]).unwrap_or(&[])
     }
 
     /// Tag values of `tag_key` in a measurement with their series, ascending by value.
-    pub fn tag_values(
-        &self,
-        tenant: &str,
-        measurement: &str,
-        tag_key: &str,
-    ) -> Option<&BTreeMap<Arc<str>, Vec<u32>>> {
+    pub fn tag_values(&self, tenant: &str, measurement: &str, tag_key: &str) -> Option<&BTreeMap<Arc<str>, Vec<u32>>> {
         self.postings.get(tenant)?.get(measurement)?.by_tag.get(tag_key)
     }
 
@@ -232,11 +214,7 @@ impl SeriesIndex {
                 .types
                 .iter()
                 .map(|(f, t)| {
-                    let last = s
-                        .last
-                        .iter()
-                        .find(|l| l.field == *f)
-                        .map(|l| (l.timestamp_ns, l.value.clone()));
+                    let last = s.last.iter().find(|l| l.field == *f).map(|l| (l.timestamp_ns, l.value.clone()));
                     (self.field_name(*f).to_string(), *t, last)
                 })
                 .collect(),
@@ -261,9 +239,6 @@ impl SeriesIndex {
     /// Approximate heap bytes of the index (for metrics and the memory benchmark).
     pub fn approx_bytes(&self) -> usize {
         let per_series = std::mem::size_of::<SeriesInfo>() + 48;
-        self.series
-            .iter()
-            .map(|s| per_series + s.key.len() + s.types.len() * 8 + s.last.len() * 48)
-            .sum()
+        self.series.iter().map(|s| per_series + s.key.len() + s.types.len() * 8 + s.last.len() * 48).sum()
     }
 }

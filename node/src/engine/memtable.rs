@@ -156,11 +156,8 @@ impl SeriesBuffer {
         fields: Option<&[FieldId]>,
         name_of: &dyn Fn(FieldId) -> String,
     ) -> Block {
-        let wanted: Vec<&ColumnBuffer> = self
-            .columns
-            .iter()
-            .filter(|c| fields.is_none_or(|f| f.contains(&c.field)))
-            .collect();
+        let wanted: Vec<&ColumnBuffer> =
+            self.columns.iter().filter(|c| fields.is_none_or(|f| f.contains(&c.field))).collect();
         // Row order: by timestamp, then apply order, so the last applied row of a timestamp
         // comes last in its run.
         let mut order: Vec<u32> = (0..self.timestamps.len() as u32)
@@ -212,11 +209,7 @@ impl SeriesBuffer {
                 Dense::Str(v) => ColumnValues::Str(rows.iter().map(|&r| v[r].clone()).collect()),
             };
             let all = present.iter().all(|&p| p);
-            columns.push(Column {
-                name: name_of(col.field),
-                present: if all { None } else { Some(present) },
-                values,
-            });
+            columns.push(Column { name: name_of(col.field), present: if all { None } else { Some(present) }, values });
         }
         Block { timestamps, columns }
     }
@@ -270,10 +263,7 @@ impl Memtable {
         if n == 0 {
             return 0;
         }
-        let buf = self.series.entry(series).or_insert_with(|| SeriesBuffer {
-            ascending: true,
-            ..Default::default()
-        });
+        let buf = self.series.entry(series).or_insert_with(|| SeriesBuffer { ascending: true, ..Default::default() });
         let old_rows = buf.timestamps.len();
         if buf.ascending {
             let mut prev = buf.timestamps.last().copied();

@@ -14,7 +14,7 @@ pub mod codec;
 pub mod digest;
 pub mod index;
 pub mod memtable;
-pub mod read;
-pub mod shard;
 #[cfg(test)]
 mod model_test;
+pub mod read;
+pub mod shard;

@@ -74,8 +74,11 @@ fn check(shard: &ShardData, model: &Model) {
     let view = shard.read_view();
     for s in 0u8..3 {
         let sid = shard.read().index.lookup("t", &format!("m,device_id=d{s}"));
-        let expected: Vec<(i64, &str, FieldValue)> =
-            model.iter().filter(|((ms, _, _), _)| *ms == s).map(|((_, t, f), v)| (*t * 1_000_000_000, *f, v.clone())).collect();
+        let expected: Vec<(i64, &str, FieldValue)> = model
+            .iter()
+            .filter(|((ms, _, _), _)| *ms == s)
+            .map(|((_, t, f), v)| (*t * 1_000_000_000, *f, v.clone()))
+            .collect();
         let Some(sid) = sid else {
             assert!(expected.is_empty(), "series d{s} missing");
             continue;
@@ -101,7 +104,9 @@ fn check(shard: &ShardData, model: &Model) {
         for f in ["a", "b"] {
             let want = expected.iter().filter(|e| e.1 == f).max_by_key(|e| e.0).map(|e| (e.0, e.2.clone()));
             let fid = inner.index.find_field(f);
-            let have = fid.and_then(|fid| info.last.iter().find(|l| l.field == fid)).map(|l| (l.timestamp_ns, l.value.clone()));
+            let have = fid
+                .and_then(|fid| info.last.iter().find(|l| l.field == fid))
+                .map(|l| (l.timestamp_ns, l.value.clone()));
             assert_eq!(have, want, "last of d{s}.{f}");
         }
     }

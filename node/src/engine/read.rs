@@ -75,7 +75,8 @@ pub fn read_series(
     let mut failure = None;
     shard.engine().scan(Space::Data(shard.id), &from, &to, &mut |k, v| {
         let Some((_, _, seq)) = keys::parse_block(k) else {
-            failure = Some(StorageError::Corrupt { space: Space::Data(shard.id).name(), reason: "bad block key".into() });
+            failure =
+                Some(StorageError::Corrupt { space: Space::Data(shard.id).name(), reason: "bad block key".into() });
             return false;
         };
         if seq > view.flush_seq_max {
@@ -163,7 +164,8 @@ fn concat(blocks: Vec<Block>) -> Block {
         }
     }
     let mut timestamps = Vec::with_capacity(total);
-    let mut cols: Vec<(Vec<bool>, Option<ColumnValues>)> = names.iter().map(|_| (Vec::with_capacity(total), None)).collect();
+    let mut cols: Vec<(Vec<bool>, Option<ColumnValues>)> =
+        names.iter().map(|_| (Vec::with_capacity(total), None)).collect();
     for b in blocks {
         let rows = b.timestamps.len();
         timestamps.extend_from_slice(&b.timestamps);

@@ -88,12 +88,7 @@ impl ShardInner {
     /// Bytes buffered in memtables (active and frozen).
     pub fn memtable_bytes(&self) -> usize {
         let active = self.active.read().unwrap_or_else(|p| p.into_inner()).bytes();
-        active
-            + self
-                .frozen
-                .iter()
-                .map(|f| f.memtable.read().unwrap_or_else(|p| p.into_inner()).bytes())
-                .sum::<usize>()
+        active + self.frozen.iter().map(|f| f.memtable.read().unwrap_or_else(|p| p.into_inner()).bytes()).sum::<usize>()
     }
 
     /// Retention cutoff of a tenant (points before it are gone).
@@ -366,14 +361,8 @@ impl ShardData {
             return Ok(());
         }
         inner.retention.insert(tenant.to_string(), cutoff);
-        let sids: Vec<u32> = inner
-            .index
-            .all()
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| &*s.tenant == tenant)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let sids: Vec<u32> =
+            inner.index.all().iter().enumerate().filter(|(_, s)| &*s.tenant == tenant).map(|(i, _)| i as u32).collect();
         let mut batch = WriteBatch::new();
         for &sid in &sids {
             batch.delete_range(
@@ -384,9 +373,8 @@ impl ShardData {
         }
         // Ordered before any later flush; a crash before it is durable replays this entry.
         self.engine.write(batch, Durability::Buffered)?;
-        let memtables: Vec<_> = std::iter::once(inner.active.clone())
-            .chain(inner.frozen.iter().map(|f| f.memtable.clone()))
-            .collect();
+        let memtables: Vec<_> =
+            std::iter::once(inner.active.clone()).chain(inner.frozen.iter().map(|f| f.memtable.clone())).collect();
         for m in memtables {
             let mut m = m.write().unwrap_or_else(|p| p.into_inner());
             for &sid in &sids {
@@ -533,12 +521,7 @@ fn trim_before(s: &SeriesWrite, cutoff: TimestampNs) -> SeriesWrite {
 
 /// Updates the last value of a field from one series write: the row with the greatest
 /// timestamp wins, and among equal timestamps the later row (apply order).
-fn update_last(
-    info: &mut super::index::SeriesInfo,
-    fid: FieldId,
-    s: &SeriesWrite,
-    col: &super::batch::ColumnWrite,
-) {
+fn update_last(info: &mut super::index::SeriesInfo, fid: FieldId, s: &SeriesWrite, col: &super::batch::ColumnWrite) {
     let mut best: Option<(TimestampNs, usize)> = None;
     let mut absent = col.absent_rows.iter().peekable();
     let mut vi = 0;
@@ -580,4 +563,68 @@ pub fn split_by_window(block: Block, window_ns: i64) -> Vec<(TimestampNs, Block)
         start = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::engine::batch::{ColumnWrite, Values};
+    use crate::storage::MemEngine;
+
+    const HOUR: i64 = 3600 * 1_000_000_000;
+
+    fn write(tenant: &str, device: &str, hours: &[i64]) -> ShardCommand {
+        ShardCommand::Write(ShardWrite {
+            tenant: tenant.into(),
+            series: vec![SeriesWrite {
+                key: format!("m,device_id={device}"),
+                device: device.into(),
+                timestamps: hours.iter().map(|h| h * HOUR).collect(),
+                columns: vec![ColumnWrite {
+                    field: "v".into(),
+                    absent_rows: vec![],
+                    values: Values::F64(hours.iter().map(|&h| h as f64).collect()),
+                }],
+            }],
+        })
+    }
+
+    fn points(shard: &ShardData, tenant: &str, device: &str) -> Vec<i64> {
+        let sid = shard.read().index.lookup(tenant, &format!("m,device_id={device}")).unwrap();
+        let view = shard.read_view();
+        let b = crate::engine::read::read_series(shard, &view, sid, i64::MIN, i64::MAX, None).unwrap();
+        b.timestamps.iter().map(|t| t / HOUR).collect()
+    }
+
+    /// Retention drops whole windows of one tenant from blocks and memtables, keeps other
+    /// tenants, rejects later writes older than the cutoff, and survives a restart.
+    #[test]
+    fn retention_drops_whole_windows_of_one_tenant() {
+        let engine: Engine = Arc::new(MemEngine::new());
+        let options = ShardOptions { block_window_ns: 2 * HOUR, ..ShardOptions::default() };
+        let shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
+        let id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+        shard.apply(id(1), &write("a", "d", &[0, 1, 2, 3])).unwrap();
+        shard.apply(id(2), &write("b", "d", &[0, 1, 2, 3])).unwrap();
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+        shard.apply(id(3), &write("a", "d", &[1, 4, 5])).unwrap();
+        // 3 h rounds down to the 2 h window boundary: hours 0 and 1 go.
+        shard.apply(id(4), &ShardCommand::Retain { tenant: "a".into(), before_ns: 3 * HOUR }).unwrap();
+        assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5]);
+        assert_eq!(points(&shard, "b", "d"), vec![0, 1, 2, 3]);
+        let outcome = shard.apply(id(5), &write("a", "d", &[1, 6])).unwrap();
+        assert_eq!(outcome.points, 1);
+        assert!(outcome.rejected[0].contains("older than the tenant's retention"), "{:?}", outcome.rejected);
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+        drop(shard);
+        let shard = ShardData::open(engine, ShardId(0), options).unwrap();
+        assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5, 6]);
+        assert_eq!(shard.read().retention_cutoff("a"), 2 * HOUR);
+    }
 }

@@ -220,11 +220,8 @@ impl PartialAggregates {
 
     /// The same partials with slots moved to match `fields` (a superset of the current ones).
     pub fn realign(self, fields: &[String]) -> PartialAggregates {
-        let positions: Vec<usize> = self
-            .fields
-            .iter()
-            .map(|f| fields.iter().position(|x| x == f).expect("realign to a superset"))
-            .collect();
+        let positions: Vec<usize> =
+            self.fields.iter().map(|f| fields.iter().position(|x| x == f).expect("realign to a superset")).collect();
         let mut groups = BTreeMap::new();
         for (g, buckets) in self.groups {
             let mut nb = BTreeMap::new();
@@ -266,11 +263,8 @@ impl PartialAggregates {
 
     /// Final result groups, with fill, order and limit applied.
     pub fn finish(self, q: &Query) -> Vec<ResultGroup> {
-        let columns: Vec<String> = self
-            .fields
-            .iter()
-            .flat_map(|f| q.aggregates.iter().map(move |a| format!("{}({f})", a.name())))
-            .collect();
+        let columns: Vec<String> =
+            self.fields.iter().flat_map(|f| q.aggregates.iter().map(move |a| format!("{}({f})", a.name()))).collect();
         let mut out = Vec::with_capacity(self.groups.len());
         for (group, buckets) in self.groups {
             let finish_slots = |slots: &Vec<Option<FieldAgg>>| -> Vec<Option<FieldValue>> {

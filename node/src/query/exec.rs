@@ -35,7 +35,8 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     let (series, cutoff, all_fields) = {
         let inner = shard.read();
         let ids = select_series(&inner.index, &q.tenant, &q.measurement, &q.predicates);
-        let series: Vec<(u32, Vec<(String, String)>)> = ids.iter().map(|&id| (id, inner.index.get(id).tags())).collect();
+        let series: Vec<(u32, Vec<(String, String)>)> =
+            ids.iter().map(|&id| (id, inner.index.get(id).tags())).collect();
         let mut all_fields: Vec<String> = Vec::new();
         if q.fields.is_empty() {
             for &id in &ids {
@@ -72,7 +73,8 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
             }
             scanned += block.timestamps.len() as u64 * block.columns.len().max(1) as u64;
             check_budget(scanned)?;
-            let columns: Vec<String> = fields.iter().filter(|f| block.columns.iter().any(|c| &c.name == *f)).cloned().collect();
+            let columns: Vec<String> =
+                fields.iter().filter(|f| block.columns.iter().any(|c| &c.name == *f)).cloned().collect();
             let mut rows: Vec<(i64, Vec<Option<FieldValue>>)> =
                 block.timestamps.iter().map(|&t| (t, Vec::with_capacity(columns.len()))).collect();
             for name in &columns {
@@ -97,7 +99,10 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
             if rows_total as u64 > limits.query_rows_max {
                 return Err(Error::LimitExceeded {
                     limit: "limits.query_rows_max",
-                    message: format!("query returns more than {} rows; add a limit or aggregate", limits.query_rows_max),
+                    message: format!(
+                        "query returns more than {} rows; add a limit or aggregate",
+                        limits.query_rows_max
+                    ),
                 });
             }
             groups.push(ResultGroup { tags, columns, rows });

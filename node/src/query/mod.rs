@@ -95,11 +95,9 @@ impl AggKind {
             "last" => AggKind::Last,
             "stddev" => AggKind::Stddev,
             "percentile" => AggKind::Percentile,
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown aggregate {other:?}: expected count, sum, min, max, mean, first, last, stddev or percentile"
-                )))
-            }
+            other => return Err(Error::invalid(format!(
+                "unknown aggregate {other:?}: expected count, sum, min, max, mean, first, last, stddev or percentile"
+            ))),
         })
     }
 }

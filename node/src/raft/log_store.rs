@@ -89,10 +89,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
         let last_purged: Option<LogId> = self.get_state("purged")?;
-        let last = self
-            .engine
-            .last_in_range(self.space(), &[keys::LOG_ENTRY], &[keys::LOG_ENTRY + 1])
-            .map_err(read_err)?;
+        let last =
+            self.engine.last_in_range(self.space(), &[keys::LOG_ENTRY], &[keys::LOG_ENTRY + 1]).map_err(read_err)?;
         let last_log_id = match last {
             Some((_, v)) => Some(bincode::deserialize::<Entry<TypeConfig>>(&v).map_err(read_err)?.log_id),
             None => last_purged,

@@ -36,7 +36,8 @@ fn rocks_engine_passes_openraft_suite() {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for B {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), RaftStorageError> {
             let dir = tempfile::tempdir().map_err(super::write_err)?;
-            let engine = crate::storage::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;
+            let engine =
+                crate::storage::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;
             let (ls, sm) = parts(Arc::new(engine))?;
             Ok((dir, ls, sm))
         }

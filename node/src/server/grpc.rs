@@ -137,7 +137,10 @@ pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Ve
                 Some(pb::field_column::Values::Bool(v)) => Values::Bool(v.values),
                 Some(pb::field_column::Values::String(v)) => {
                     if v.values.iter().any(|x| x.len() as u64 > limits.string_value_bytes_max) {
-                        problems.push(at(format!("field {:?}: a string is longer than limits.string_value_bytes_max", f.name)));
+                        problems.push(at(format!(
+                            "field {:?}: a string is longer than limits.string_value_bytes_max",
+                            f.name
+                        )));
                         continue;
                     }
                     Values::Str(v.values)
@@ -149,7 +152,8 @@ pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Ve
             };
             let absent = f.absent_rows;
             if absent.windows(2).any(|w| w[0] >= w[1]) || absent.last().is_some_and(|&r| r as usize >= rows) {
-                problems.push(at(format!("field {:?}: absent_rows must be ascending row indexes below {rows}", f.name)));
+                problems
+                    .push(at(format!("field {:?}: absent_rows must be ascending row indexes below {rows}", f.name)));
                 continue;
             }
             if values.len() + absent.len() != rows {
@@ -319,7 +323,10 @@ impl Hotlake for GrpcService {
                     rows: g
                         .rows
                         .into_iter()
-                        .map(|(t, vs)| pb::Row { timestamp_ns: t, values: vs.into_iter().map(value_to_proto).collect() })
+                        .map(|(t, vs)| pb::Row {
+                            timestamp_ns: t,
+                            values: vs.into_iter().map(value_to_proto).collect(),
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -361,11 +368,4 @@ impl Hotlake for GrpcService {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
-}
-
-/// The tonic server type for the service. Its generated type differs between production and
-/// simulation builds, so callers only ever see this function.
-pub fn service(node: Arc<Node>) -> hotlake_proto::v1::hotlake_server::HotlakeServer<GrpcService> {
-    hotlake_proto::v1::hotlake_server::HotlakeServer::new(GrpcService::new(node))
-        .max_decoding_message_size(256 << 20)
 }

@@ -102,10 +102,8 @@ async fn write(node: Arc<Node>, tenant: String, precision: Option<&str>, headers
         Ok(p) => p.unwrap_or(Precision::Nanoseconds),
         Err(e) => return to_response(Error::invalid(e)),
     };
-    let gzip = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let gzip =
+        headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let raw: Vec<u8>;
     let bytes: &[u8] = if gzip {
         match gunzip(&body, node.config().limits.body_bytes_max) {

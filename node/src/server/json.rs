@@ -127,7 +127,13 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub fn parse_rfc3339(s: &str) -> Result<TimestampNs, String> {
     let bad = || format!("invalid time {s:?}: expected RFC 3339 like 2016-01-01T00:00:00Z");
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
@@ -199,14 +205,18 @@ fn predicates(list: Vec<JsonPredicate>) -> Result<Vec<TagPredicate>, Error> {
     list.into_iter()
         .map(|p| {
             let one = || {
-                p.value.clone().ok_or_else(|| Error::invalid(format!("predicate on {:?} with {:?} needs \"value\"", p.tag, p.op)))
+                p.value
+                    .clone()
+                    .ok_or_else(|| Error::invalid(format!("predicate on {:?} with {:?} needs \"value\"", p.tag, p.op)))
             };
             let regex = |s: String| Regex::new(&s).map_err(|e| Error::invalid(format!("bad regex {s:?}: {e}")));
             let op = match p.op.as_str() {
                 "=" | "==" => TagOp::Eq(one()?),
                 "!=" | "<>" => TagOp::Neq(one()?),
                 "in" | "IN" => TagOp::In(
-                    p.values.clone().ok_or_else(|| Error::invalid(format!("predicate on {:?} with in needs \"values\"", p.tag)))?,
+                    p.values
+                        .clone()
+                        .ok_or_else(|| Error::invalid(format!("predicate on {:?} with in needs \"values\"", p.tag)))?,
                 ),
                 "=~" => TagOp::Regex(regex(one()?)?),
                 "!~" => TagOp::NotRegex(regex(one()?)?),
@@ -228,7 +238,9 @@ impl JsonQuery {
             Some(Json::Null) => Fill::Null,
             Some(Json::String(s)) if s == "previous" => Fill::Previous,
             Some(Json::Number(n)) => Fill::Value(n.as_f64().unwrap_or(0.0)),
-            Some(other) => return Err(Error::invalid(format!("fill must be none, null, previous or a number, got {other}"))),
+            Some(other) => {
+                return Err(Error::invalid(format!("fill must be none, null, previous or a number, got {other}")))
+            }
         };
         let descending = match self.order.as_deref() {
             None | Some("asc") => false,

@@ -17,9 +17,17 @@ use anyhow::Context;
 use crate::node::Node;
 
 /// Serves gRPC on `addr` until `shutdown` completes.
-pub async fn serve_grpc(node: Arc<Node>, addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve_grpc(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // The generated server type differs between production and simulation builds; it is only
+    // ever named here, by inference.
+    let service = hotlake_proto::v1::hotlake_server::HotlakeServer::new(grpc::GrpcService::new(node))
+        .max_decoding_message_size(256 << 20);
     tonic::transport::Server::builder()
-        .add_service(grpc::service(node))
+        .add_service(service)
         .serve_with_shutdown(addr, shutdown)
         .await
         .with_context(|| format!("gRPC server on {addr}"))

@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{
-    Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp,
-};
+use super::{Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -214,8 +212,7 @@ impl KvEngine for MemEngine {
         loop {
             let page: Vec<(Vec<u8>, Vec<u8>)> = {
                 let inner = self.lock();
-                let tree =
-                    inner.live.spaces.get(&space).ok_or_else(|| StorageError::NoSpace(space.name()))?;
+                let tree = inner.live.spaces.get(&space).ok_or_else(|| StorageError::NoSpace(space.name()))?;
                 let lower = if first { Bound::Included(&cursor[..]) } else { Bound::Excluded(&cursor[..]) };
                 tree.range::<[u8], _>((lower, Bound::Excluded(to)))
                     .take(256)
@@ -234,12 +231,7 @@ impl KvEngine for MemEngine {
         }
     }
 
-    fn last_in_range(
-        &self,
-        space: Space,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
         if from >= to {
             return Ok(None);
         }
@@ -253,13 +245,7 @@ impl KvEngine for MemEngine {
 
     fn size_bytes(&self) -> u64 {
         let inner = self.lock();
-        inner
-            .live
-            .spaces
-            .values()
-            .flat_map(|t| t.iter())
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum()
+        inner.live.spaces.values().flat_map(|t| t.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
     }
 
     fn sync(&self) -> Result<(), StorageError> {

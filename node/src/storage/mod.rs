@@ -193,12 +193,7 @@ pub trait KvEngine: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
     /// The greatest key in `[from, to)` and its value.
-    fn last_in_range(
-        &self,
-        space: Space,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
     /// Approximate bytes on disk (or in memory) used by the engine.
     fn size_bytes(&self) -> u64;
     /// Makes every buffered write durable.

@@ -13,13 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
-    WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBufferManager,
+    WriteOptions, DB,
 };
 
-use super::{
-    Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp,
-};
+use super::{Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
 
 /// Memory and tuning knobs of the RocksDB engine.
 #[derive(Clone, Debug)]
@@ -34,11 +32,7 @@ pub struct RocksOptions {
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        RocksOptions {
-            block_cache_bytes: 256 << 20,
-            write_buffer_bytes: 128 << 20,
-            group_commit_batches_max: 1024,
-        }
+        RocksOptions { block_cache_bytes: 256 << 20, write_buffer_bytes: 128 << 20, group_commit_batches_max: 1024 }
     }
 }
 
@@ -64,14 +58,9 @@ fn parse_shard_cf(name: &str) -> Option<ShardId> {
 impl RocksEngine {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| StorageError::Io(format!("create {}: {e}", path.display())))?;
+        std::fs::create_dir_all(path).map_err(|e| StorageError::Io(format!("create {}: {e}", path.display())))?;
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
-        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
-            opts.write_buffer_bytes,
-            true,
-            cache.clone(),
-        );
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(opts.write_buffer_bytes, true, cache.clone());
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
@@ -101,10 +90,7 @@ impl RocksEngine {
                 names.push(required.to_string());
             }
         }
-        let descriptors: Vec<_> = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, cf_options.clone()))
-            .collect();
+        let descriptors: Vec<_> = names.iter().map(|n| ColumnFamilyDescriptor::new(n, cf_options.clone())).collect();
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(|e| StorageError::Io(format!("open rocksdb at {}: {}", path.display(), e)))?;
         let shards = names.iter().filter_map(|n| parse_shard_cf(n)).collect();
@@ -203,12 +189,7 @@ impl KvEngine for RocksEngine {
         it.status().map_err(io)
     }
 
-    fn last_in_range(
-        &self,
-        space: Space,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
         if from >= to {
             return Ok(None);
         }

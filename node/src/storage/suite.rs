@@ -62,10 +62,7 @@ pub(super) fn batch_is_atomic_across_spaces(e: &dyn KvEngine) {
     b.delete(Space::Data(S), vec![8]);
     b.put(Space::Index(S), b"flushed".to_vec(), b"3".to_vec());
     e.write(b, Durability::Buffered).unwrap();
-    assert_eq!(
-        keys_in(e, Space::Data(S), &[0], &[255]),
-        vec![vec![0], vec![1], vec![5], vec![6], vec![7], vec![9]]
-    );
+    assert_eq!(keys_in(e, Space::Data(S), &[0], &[255]), vec![vec![0], vec![1], vec![5], vec![6], vec![7], vec![9]]);
     assert_eq!(e.get(Space::Index(S), b"flushed").unwrap(), Some(b"3".to_vec()));
     // A batch naming a missing space fails and changes nothing.
     let mut bad = WriteBatch::new();

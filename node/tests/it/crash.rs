@@ -59,7 +59,9 @@ fn kill9_during_writes_loses_no_acknowledged_point() {
                             body.push_str(&format!("crash,device_id={d} v={v}i {ts}\n"));
                         }
                         match c.post(format!("http://{http}/write?db=crash")).body(body).send() {
-                            Ok(r) if r.status().as_u16() == 204 => acked.lock().unwrap().push((first, first + LINES_PER_BATCH)),
+                            Ok(r) if r.status().as_u16() == 204 => {
+                                acked.lock().unwrap().push((first, first + LINES_PER_BATCH))
+                            }
                             _ => return,
                         }
                     }
@@ -86,7 +88,11 @@ fn kill9_during_writes_loses_no_acknowledged_point() {
         for (a, b) in &acked_ranges {
             for n in *a..*b {
                 let (d, ts, v) = point(n);
-                assert_eq!(stored.get(&(d.clone(), ts)), Some(&v), "round {round}: acknowledged point {n} ({d}, {ts}) lost");
+                assert_eq!(
+                    stored.get(&(d.clone(), ts)),
+                    Some(&v),
+                    "round {round}: acknowledged point {n} ({d}, {ts}) lost"
+                );
                 acked_points += 1;
             }
         }

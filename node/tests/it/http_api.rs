@@ -36,7 +36,8 @@ fn writes_then_queries_over_http() {
 
     // v2 write with gzip and second precision.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(format!("readings,device_id=truck_9,fleet=North velocity=1 {}\n", T0 / 1_000_000_000).as_bytes()).unwrap();
+    gz.write_all(format!("readings,device_id=truck_9,fleet=North velocity=1 {}\n", T0 / 1_000_000_000).as_bytes())
+        .unwrap();
     let r = c
         .post(format!("http://{}/api/v2/write?bucket=fleet&org=x&precision=s", node.http))
         .header("Content-Encoding", "gzip")
@@ -53,7 +54,8 @@ fn writes_then_queries_over_http() {
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["error"]["kind"], "partial_write");
     assert_eq!(v["error"]["points_written"], 1);
-    let lines: Vec<i64> = v["error"]["details"].as_array().unwrap().iter().map(|d| d["line"].as_i64().unwrap()).collect();
+    let lines: Vec<i64> =
+        v["error"]["details"].as_array().unwrap().iter().map(|d| d["line"].as_i64().unwrap()).collect();
     assert_eq!(lines, vec![2, 4]);
 
     // Raw query of one device: exactly its points, in order.
@@ -91,7 +93,8 @@ fn writes_then_queries_over_http() {
         "start": T0, "end": T0 + 600_000_000_000, "aggregates": ["count"], "bucket": "1m", "fill": 0,
     }));
     assert_eq!(status, 200, "{v}");
-    let counts: Vec<i64> = v["groups"][0]["rows"].as_array().unwrap().iter().map(|r| r[1].as_f64().unwrap() as i64).collect();
+    let counts: Vec<i64> =
+        v["groups"][0]["rows"].as_array().unwrap().iter().map(|r| r[1].as_f64().unwrap() as i64).collect();
     // truck_0 writes at i = 0,4,8,..: every 40 s; 10 points over the first 400 s.
     assert_eq!(counts, vec![2, 1, 2, 1, 2, 1, 1, 0, 0, 0]);
 

@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use openraft::{AsyncRuntime, OptionalSend, TokioInstant, TokioOneShotSender};
+use openraft::async_runtime::TokioOneShotSender;
+use openraft::{AsyncRuntime, OptionalSend, TokioInstant};
 
 /// The simulator's runtime for openraft.
 #[derive(Debug, Default, PartialEq, Eq)]
