@@ -11,6 +11,8 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
 #![warn(missing_docs, unreachable_pub)]
+// openraft's `StorageError` is large, and it is the error type its storage traits require.
+#![allow(clippy::result_large_err)]
 
 pub mod clock;
 pub mod config;

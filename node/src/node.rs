@@ -535,7 +535,7 @@ impl Node {
             }
         }
         if total as u64 > s.node_memtable_bytes_max {
-            sizes.sort_by(|a, b| b.0.cmp(&a.0));
+            sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
             let mut remaining = total as u64;
             for (bytes, g) in &sizes {
                 if remaining <= s.node_memtable_bytes_max / 2 {

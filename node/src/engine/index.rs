@@ -54,6 +54,9 @@ impl SeriesInfo {
     }
 }
 
+/// A persisted field: name, type and latest value (if any).
+pub type FieldRecord = (String, FieldType, Option<(TimestampNs, FieldValue)>);
+
 /// The persisted form of a series (index space, written by flush).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesRecord {
@@ -64,7 +67,7 @@ pub struct SeriesRecord {
     /// The device key.
     pub device: String,
     /// Field name, type and latest value (if any).
-    pub fields: Vec<(String, FieldType, Option<(TimestampNs, FieldValue)>)>,
+    pub fields: Vec<FieldRecord>,
 }
 
 #[derive(Debug, Default)]

@@ -95,9 +95,11 @@ impl AggKind {
             "last" => AggKind::Last,
             "stddev" => AggKind::Stddev,
             "percentile" => AggKind::Percentile,
-            other => return Err(Error::invalid(format!(
+            other => {
+                return Err(Error::invalid(format!(
                 "unknown aggregate {other:?}: expected count, sum, min, max, mean, first, last, stddev or percentile"
-            ))),
+            )))
+            }
         })
     }
 }

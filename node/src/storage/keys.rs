@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn block_keys_sort_by_series_then_signed_time_then_seq() {
-        let mut keys = vec![block(2, -5, 0), block(1, 10, 3), block(1, -10, 9), block(1, 10, 1), block(1, i64::MIN, 0)];
+        let mut keys = [block(2, -5, 0), block(1, 10, 3), block(1, -10, 9), block(1, 10, 1), block(1, i64::MIN, 0)];
         keys.sort();
         let parsed: Vec<_> = keys.iter().map(|k| parse_block(k).unwrap()).collect();
         assert_eq!(parsed, vec![(1, i64::MIN, 0), (1, -10, 9), (1, 10, 1), (1, 10, 3), (2, -5, 0)]);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
+use super::{Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -231,7 +231,7 @@ impl KvEngine for MemEngine {
         }
     }
 
-    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         if from >= to {
             return Ok(None);
         }

@@ -163,6 +163,9 @@ pub enum StorageError {
     NoSpace(String),
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Called once when a group-committed log write is durable (or failed).
 pub type LogWriteDone = Box<dyn FnOnce(Result<(), StorageError>) + Send + 'static>;
 
@@ -193,7 +196,7 @@ pub trait KvEngine: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
     /// The greatest key in `[from, to)` and its value.
-    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError>;
     /// Approximate bytes on disk (or in memory) used by the engine.
     fn size_bytes(&self) -> u64;
     /// Makes every buffered write durable.

@@ -17,7 +17,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use super::{Durability, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
+use super::{Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
 
 /// Memory and tuning knobs of the RocksDB engine.
 #[derive(Clone, Debug)]
@@ -189,7 +189,7 @@ impl KvEngine for RocksEngine {
         it.status().map_err(io)
     }
 
-    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         if from >= to {
             return Ok(None);
         }
