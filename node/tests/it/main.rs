@@ -2,5 +2,6 @@
 //! recovery.
 
 mod crash;
+mod grpc_api;
 mod http_api;
 mod support;
