@@ -152,6 +152,11 @@ impl SeriesIndex {
         id
     }
 
+    /// Number of interned field names.
+    pub fn field_count(&self) -> usize {
+        self.field_names.len()
+    }
+
     /// Id of a field name, if known.
     pub fn find_field(&self, name: &str) -> Option<FieldId> {
         self.field_ids.get(name).copied()

@@ -418,33 +418,44 @@ impl ShardData {
     pub fn flush(&self, cut: FlushCut) -> Result<FlushedState, StorageError> {
         let window = self.options.block_window_ns;
         let mut batch = WriteBatch::new();
-        {
-            let memtable = cut.memtable.read().unwrap_or_else(|p| p.into_inner());
+        let memtable = cut.memtable.read().unwrap_or_else(|p| p.into_inner());
+        let mut sids: Vec<u32> = memtable.series_ids().collect();
+        sids.sort_unstable();
+        // Take what the encoding needs from the index under a short lock, so apply is not held
+        // up while blocks are compressed.
+        let (field_names, records, tenants, records_without_rows) = {
             let inner = self.read();
-            let mut sids: Vec<u32> = memtable.series_ids().collect();
-            sids.sort_unstable();
-            for sid in sids {
-                assert!(sid < cut.state.next_series_id, "memtable series beyond the cut");
-                let buf = memtable.series(sid).expect("listed series exists");
-                let tenant = &inner.index.get(sid).tenant;
-                let from = cut.state.retention.get(&**tenant).copied().unwrap_or(TimestampNs::MIN);
-                let block = buf.to_block(from, TimestampNs::MAX, None, &|f| inner.index.field_name(f).to_string());
-                for (win, part) in split_by_window(block, window) {
-                    let bytes = codec::encode_block(&part, self.options.codec);
-                    batch.put(Space::Data(self.id), keys::block(sid, win, cut.seq).to_vec(), bytes);
-                }
-                let record = bincode::serialize(&inner.index.record(sid)).expect("series record serializes");
-                batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
-            }
+            let field_names: Vec<String> =
+                (0..inner.index.field_count()).map(|f| inner.index.field_name(f as FieldId).to_string()).collect();
+            let records: Vec<Vec<u8>> = sids
+                .iter()
+                .map(|&sid| bincode::serialize(&inner.index.record(sid)).expect("series record serializes"))
+                .collect();
+            let tenants: Vec<String> = sids.iter().map(|&sid| inner.index.get(sid).tenant.to_string()).collect();
             // Series created with no accepted points have no memtable rows; persist them too so
             // the records stay gap-free.
-            for sid in inner.flushed.next_series_id..cut.state.next_series_id {
-                if memtable.series(sid).is_none() {
-                    let record = bincode::serialize(&inner.index.record(sid)).expect("series record serializes");
-                    batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
-                }
+            let without_rows: Vec<(u32, Vec<u8>)> = (inner.flushed.next_series_id..cut.state.next_series_id)
+                .filter(|sid| memtable.series(*sid).is_none())
+                .map(|sid| (sid, bincode::serialize(&inner.index.record(sid)).expect("series record serializes")))
+                .collect();
+            (field_names, records, tenants, without_rows)
+        };
+        let name_of = |f: FieldId| field_names[f as usize].clone();
+        for ((&sid, record), tenant) in sids.iter().zip(records).zip(&tenants) {
+            assert!(sid < cut.state.next_series_id, "memtable series beyond the cut");
+            let buf = memtable.series(sid).expect("listed series exists");
+            let from = cut.state.retention.get(tenant).copied().unwrap_or(TimestampNs::MIN);
+            let block = buf.to_block(from, TimestampNs::MAX, None, &name_of);
+            for (win, part) in split_by_window(block, window) {
+                let bytes = codec::encode_block(&part, self.options.codec);
+                batch.put(Space::Data(self.id), keys::block(sid, win, cut.seq).to_vec(), bytes);
             }
+            batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
         }
+        for (sid, record) in records_without_rows {
+            batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
+        }
+        drop(memtable);
         let state_bytes = bincode::serialize(&cut.state).expect("flushed state serializes");
         batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
         self.engine.write(batch, Durability::Buffered)?;
