@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod hash;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand};
 use hotlake_node::config::Config;
 use hotlake_node::node::Node;
 
+// The write path allocates many small, short-lived buffers from several threads; mimalloc
+// keeps that off glibc malloc's arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hotlake: a distributed time-series database for device telemetry.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]

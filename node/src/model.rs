@@ -88,6 +88,10 @@ impl FieldValue {
 
 /// Escapes a measurement name for the canonical series key (commas and spaces).
 pub fn escape_measurement(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b',' | b' ' | b'\\')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if matches!(c, ',' | ' ' | '\\') {
             out.push('\\');
@@ -98,6 +102,10 @@ pub fn escape_measurement(s: &str, out: &mut String) {
 
 /// Escapes a tag key or value for the canonical series key (commas, equals signs and spaces).
 pub fn escape_tag(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b',' | b'=' | b' ' | b'\\')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if matches!(c, ',' | '=' | ' ' | '\\') {
             out.push('\\');

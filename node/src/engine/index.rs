@@ -6,12 +6,13 @@
 //! at start from the series records written by flushes, then the log above the flushed index is
 //! re-applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::memtable::FieldId;
+use crate::hash::FastMap;
 use crate::model::{parse_series_key, FieldType, FieldValue, TimestampNs};
 
 /// Latest value of one field of a series.
@@ -74,20 +75,20 @@ pub struct SeriesRecord {
 struct MeasurementPostings {
     all: Vec<u32>,
     /// tag key → tag value → series ids (ascending).
-    by_tag: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<u32>>>,
+    by_tag: FastMap<Arc<str>, BTreeMap<Arc<str>, Vec<u32>>>,
 }
 
 /// The series index of a shard.
 #[derive(Debug, Default)]
 pub struct SeriesIndex {
     /// tenant → series key → id.
-    by_key: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+    by_key: FastMap<Arc<str>, FastMap<Arc<str>, u32>>,
     series: Vec<SeriesInfo>,
     /// tenant → measurement → postings.
-    postings: HashMap<Arc<str>, HashMap<Arc<str>, MeasurementPostings>>,
+    postings: FastMap<Arc<str>, FastMap<Arc<str>, MeasurementPostings>>,
     field_names: Vec<Arc<str>>,
-    field_ids: HashMap<Arc<str>, FieldId>,
-    strings: HashMap<Arc<str>, ()>,
+    field_ids: FastMap<Arc<str>, FieldId>,
+    strings: FastMap<Arc<str>, ()>,
 }
 
 impl SeriesIndex {

@@ -6,10 +6,9 @@
 //!
 //! Invariant: the memtable is written only from Raft apply.
 
-use std::collections::HashMap;
-
 use super::batch::{SeriesWrite, Values};
 use super::codec::{Block, Column, ColumnValues};
+use crate::hash::FastMap;
 use crate::model::{FieldType, TimestampNs};
 
 /// Interned field name id, per shard.
@@ -218,7 +217,7 @@ impl SeriesBuffer {
 /// The memtable of one shard.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    series: HashMap<u32, SeriesBuffer>,
+    series: FastMap<u32, SeriesBuffer>,
     bytes: usize,
     values: u64,
 }

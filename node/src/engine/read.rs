@@ -269,14 +269,10 @@ fn full_merge(blocks: Vec<Block>) -> Block {
             match &slot[ci] {
                 Some(v) => {
                     present.push(true);
-                    let vals = values.get_or_insert_with(|| match v {
-                        FieldValue::F64(_) => ColumnValues::F64(Vec::new()),
-                        FieldValue::I64(_) => ColumnValues::I64(Vec::new()),
-                        FieldValue::U64(_) => ColumnValues::U64(Vec::new()),
-                        FieldValue::Bool(_) => ColumnValues::Bool(Vec::new()),
-                        FieldValue::Str(_) => ColumnValues::Str(Vec::new()),
-                    });
-                    push_value(vals, v.clone());
+                    let vals = values.get_or_insert_with(|| ColumnValues::empty(v.field_type()));
+                    let pushed = vals.push(v.clone());
+                    // A field keeps one type per series (checked at apply), so blocks agree.
+                    assert!(pushed, "column type differs between blocks of one series");
                 }
                 None => present.push(false),
             }
@@ -287,15 +283,4 @@ fn full_merge(blocks: Vec<Block>) -> Block {
         }
     }
     Block { timestamps, columns }
-}
-
-fn push_value(dst: &mut ColumnValues, v: FieldValue) {
-    match (dst, v) {
-        (ColumnValues::F64(a), FieldValue::F64(x)) => a.push(x),
-        (ColumnValues::I64(a), FieldValue::I64(x)) => a.push(x),
-        (ColumnValues::U64(a), FieldValue::U64(x)) => a.push(x),
-        (ColumnValues::Bool(a), FieldValue::Bool(x)) => a.push(x),
-        (ColumnValues::Str(a), FieldValue::Str(x)) => a.push(x),
-        _ => unreachable!("column type differs between blocks of one series"),
-    }
 }

@@ -9,16 +9,15 @@
 
 pub mod line_protocol;
 
-use std::collections::HashMap;
-
 use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use crate::hash::FastMap;
 use crate::model::{series_key, FieldValue, TimestampNs};
 use crate::ring::Ring;
 use crate::storage::ShardId;
 
 #[derive(Default)]
 struct ShardBuilder {
-    series: HashMap<String, usize>,
+    series: FastMap<String, usize>,
     writes: Vec<SeriesWrite>,
 }
 
@@ -27,7 +26,7 @@ pub struct BatchBuilder {
     ring: Ring,
     tenant: String,
     device_tag: String,
-    shards: HashMap<ShardId, ShardBuilder>,
+    shards: FastMap<ShardId, ShardBuilder>,
     points: usize,
     values: usize,
 }
@@ -39,7 +38,7 @@ impl BatchBuilder {
             ring,
             tenant: tenant.to_string(),
             device_tag: device_tag.to_string(),
-            shards: HashMap::new(),
+            shards: FastMap::default(),
             points: 0,
             values: 0,
         }
