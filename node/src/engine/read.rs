@@ -64,8 +64,21 @@ pub fn read_series(
     end: TimestampNs,
     fields: Option<&[String]>,
 ) -> Result<Block, StorageError> {
+    Ok(concat(read_series_parts(shard, view, series, start, end, fields)?))
+}
+
+/// Like [`read_series`], but returns the merged points as time-ordered, non-overlapping parts
+/// without copying them into one block (aggregation does not need one).
+pub fn read_series_parts(
+    shard: &ShardData,
+    view: &ReadView,
+    series: u32,
+    start: TimestampNs,
+    end: TimestampNs,
+    fields: Option<&[String]>,
+) -> Result<Vec<Block>, StorageError> {
     if start >= end {
-        return Ok(Block { timestamps: Vec::new(), columns: Vec::new() });
+        return Ok(Vec::new());
     }
     let window = shard.options().block_window_ns;
     let mut sources: Vec<(u64, Block)> = Vec::new();
@@ -123,17 +136,21 @@ pub fn read_series(
             }
         }
     }
-    Ok(merge(ordered))
+    Ok(merge_parts(ordered))
 }
 
 /// Merges blocks given oldest first: the result is sorted by time with, per (timestamp,
 /// field), the value from the newest block that has it.
-pub fn merge(mut blocks: Vec<Block>) -> Block {
+pub fn merge(blocks: Vec<Block>) -> Block {
+    concat(merge_parts(blocks))
+}
+
+/// Merges blocks given oldest first into time-ordered, non-overlapping parts: the blocks
+/// themselves when they do not overlap, one merged block otherwise.
+fn merge_parts(mut blocks: Vec<Block>) -> Vec<Block> {
     blocks.retain(|b| !b.timestamps.is_empty());
-    match blocks.len() {
-        0 => return Block { timestamps: Vec::new(), columns: Vec::new() },
-        1 => return blocks.pop().expect("one block"),
-        _ => {}
+    if blocks.len() <= 1 {
+        return blocks;
     }
     let mut by_start: Vec<usize> = (0..blocks.len()).collect();
     by_start.sort_by_key(|&i| blocks[i].timestamps[0]);
@@ -143,17 +160,19 @@ pub fn merge(mut blocks: Vec<Block>) -> Block {
         a.timestamps.last().expect("non-empty") < b.timestamps.first().expect("non-empty")
     });
     if disjoint {
-        let ordered: Vec<Block> = {
-            let mut slots: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
-            by_start.iter().map(|&i| slots[i].take().expect("each once")).collect()
-        };
-        return concat(ordered);
+        let mut slots: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
+        return by_start.iter().map(|&i| slots[i].take().expect("each once")).collect();
     }
-    full_merge(blocks)
+    vec![full_merge(blocks)]
 }
 
 /// Concatenates time-disjoint blocks already in time order.
-fn concat(blocks: Vec<Block>) -> Block {
+fn concat(mut blocks: Vec<Block>) -> Block {
+    match blocks.len() {
+        0 => return Block { timestamps: Vec::new(), columns: Vec::new() },
+        1 => return blocks.pop().expect("one block"),
+        _ => {}
+    }
     let total: usize = blocks.iter().map(|b| b.timestamps.len()).sum();
     let mut names: Vec<String> = Vec::new();
     for b in &blocks {

@@ -72,6 +72,36 @@ impl FieldAgg {
         }
     }
 
+    /// Adds a run of floats: sum, min and max in one vectorizable pass, M2 in a second, then
+    /// merged with Chan's parallel formula (no division per value).
+    fn add_f64_slice(&mut self, values: &[f64]) {
+        if values.is_empty() {
+            return;
+        }
+        let n = values.len() as u64;
+        let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &v in values {
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        let mean = sum / n as f64;
+        let m2: f64 = values.iter().map(|&v| (v - mean) * (v - mean)).sum();
+        let total = self.numeric + n;
+        let delta = mean - self.mean;
+        self.m2 += m2 + delta * delta * (self.numeric as f64 * n as f64) / total as f64;
+        self.mean += delta * n as f64 / total as f64;
+        self.numeric = total;
+        self.sum += sum;
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
+        if let Some(s) = &mut self.sketch {
+            for &v in values {
+                s.add(v);
+            }
+        }
+    }
+
     fn add(&mut self, ts: TimestampNs, v: FieldValue) {
         self.count += 1;
         if let Some(x) = v.as_f64() {
@@ -190,9 +220,7 @@ impl PartialAggregates {
                     let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
                     let agg = slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch));
                     agg.count += (j - i) as u64;
-                    for &v in &values[i..j] {
-                        agg.add_f64(v);
-                    }
+                    agg.add_f64_slice(&values[i..j]);
                     let (t0, tn) = (block.timestamps[i], block.timestamps[j - 1]);
                     if agg.first.as_ref().is_none_or(|(t, _)| t0 < *t) {
                         agg.first = Some((t0, FieldValue::F64(values[i])));

@@ -5,7 +5,7 @@ use super::aggregate::PartialAggregates;
 use super::plan::select_series;
 use super::{LastQuery, LastRow, Query, QueryResult, ResultGroup};
 use crate::config::Limits;
-use crate::engine::read::{read_series, value_at};
+use crate::engine::read::{read_series, read_series_parts, value_at};
 use crate::engine::shard::ShardData;
 use crate::error::{Error, Result};
 use crate::model::FieldValue;
@@ -112,18 +112,20 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     let with_sketch = q.aggregates.contains(&super::AggKind::Percentile);
     let mut partial = PartialAggregates::new(fields.clone(), with_sketch);
     for (sid, tags) in series {
-        let block = read_series(shard, &view, sid, start, q.end_ns, Some(&fields))?;
-        if block.timestamps.is_empty() {
+        let parts = read_series_parts(shard, &view, sid, start, q.end_ns, Some(&fields))?;
+        if parts.is_empty() {
             continue;
         }
-        scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
-        check_budget(scanned)?;
         let group: Vec<String> = q
             .group_by
             .iter()
             .map(|k| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()).unwrap_or_default())
             .collect();
-        partial.add_block(&group, &block, q);
+        for block in &parts {
+            scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
+            check_budget(scanned)?;
+            partial.add_block(&group, block, q);
+        }
     }
     Ok(ShardResult { answer: ShardAnswer::Aggregates(partial), points_scanned: scanned })
 }
