@@ -95,7 +95,9 @@ async fn memory_per_series(series: usize) {
     println!("memory: {series} active series, one point of 3 fields each, in memtables");
     println!("  RSS before {} MiB, after {} MiB", before >> 20, after >> 20);
     println!("  RSS per active series  {:.0} bytes", (after.saturating_sub(before)) as f64 / series as f64);
+    let started = std::time::Instant::now();
     node.flush_all().await.unwrap();
+    println!("  flushing every memtable took {:.1} s", started.elapsed().as_secs_f64());
     let flushed = rss_bytes();
     println!(
         "  after flushing memtables: RSS {} MiB, {:.0} bytes per series (allocator may keep freed pages)",
@@ -106,6 +108,7 @@ async fn memory_per_series(series: usize) {
 }
 
 fn main() {
+    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     // `cargo bench` passes --bench; ignore it.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(disk_per_value(arg("--trucks", 100), arg("--epochs", 8640)));

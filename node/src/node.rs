@@ -495,8 +495,19 @@ impl Node {
             if waited.is_ok() {
                 break;
             }
+            let m = group.raft.metrics().borrow().clone();
+            tracing::warn!(
+                shard = %group.id,
+                applied = ?m.last_applied,
+                snapshot = ?m.snapshot,
+                state = ?m.state,
+                "flush not finished yet; triggering again"
+            );
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("flush of shard {} did not finish in {timeout:?}", group.id)));
+                return Err(Error::Timeout(format!(
+                    "flush of shard {} did not finish in {timeout:?} (applied {:?}, last flush {:?})",
+                    group.id, m.last_applied, m.snapshot
+                )));
             }
         }
         let mut dirty = group.dirty_since.lock().unwrap_or_else(|p| p.into_inner());

@@ -60,7 +60,11 @@ impl RocksEngine {
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self, StorageError> {
         std::fs::create_dir_all(path).map_err(|e| StorageError::Io(format!("create {}: {e}", path.display())))?;
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
-        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(opts.write_buffer_bytes, true, cache.clone());
+        // No stall: past the budget RocksDB flushes memtables, but a writer is never parked behind
+        // that. A stall here parks a Raft log append or a flush on a runtime thread, and with many
+        // column families RocksDB may never pick the memtable whose flush would end the stall.
+        let wbm =
+            WriteBufferManager::new_write_buffer_manager_with_cache(opts.write_buffer_bytes, false, cache.clone());
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
