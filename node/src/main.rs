@@ -61,8 +61,8 @@ struct ServeArgs {
     /// Flush a shard's memtable at this size in bytes [default: 33554432].
     #[arg(long)]
     shard_memtable_bytes_max: Option<u64>,
-    /// Log filter, e.g. `info` or `hotlake_node=debug` [default: info].
-    #[arg(long, env = "HOTLAKE_LOG", default_value = "info")]
+    /// Log filter, e.g. `info` or `hotlake_node=debug`.
+    #[arg(long, env = "HOTLAKE_LOG", default_value = "info,openraft=warn")]
     log: String,
 }
 
