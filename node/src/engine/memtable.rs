@@ -45,6 +45,17 @@ impl Dense {
         }
     }
 
+    /// The values of rows `keep`, in that order.
+    fn select(&self, keep: &[usize]) -> Dense {
+        match self {
+            Dense::F64(v) => Dense::F64(keep.iter().map(|&r| v[r]).collect()),
+            Dense::I64(v) => Dense::I64(keep.iter().map(|&r| v[r]).collect()),
+            Dense::U64(v) => Dense::U64(keep.iter().map(|&r| v[r]).collect()),
+            Dense::Bool(v) => Dense::Bool(keep.iter().map(|&r| v[r]).collect()),
+            Dense::Str(v) => Dense::Str(keep.iter().map(|&r| v[r].clone()).collect()),
+        }
+    }
+
     fn pad(&mut self, rows: usize) {
         match self {
             Dense::F64(v) => v.resize(v.len() + rows, 0.0),
@@ -328,33 +339,22 @@ impl Memtable {
 
     /// Drops every buffered row of `series` with a timestamp before `before_ns`.
     pub fn drop_before(&mut self, series: u32, before_ns: TimestampNs) {
-        let Some(buf) = self.series.get(&series) else { return };
+        let Some(buf) = self.series.get_mut(&series) else { return };
         if buf.time_range().is_none_or(|(min, _)| min >= before_ns) {
             return;
         }
-        let keep = buf.to_block(before_ns, TimestampNs::MAX, None, &|f| f.to_string());
-        let mut rebuilt = SeriesBuffer { ascending: true, ..Default::default() };
-        rebuilt.timestamps = keep.timestamps.clone();
-        for col in keep.columns {
-            let field: FieldId = col.name.parse().expect("names are ids here");
-            let rows = keep.timestamps.len();
-            let mut cb = ColumnBuffer { field, present: Vec::new(), values: Dense::new(col.values.field_type(), 0) };
-            let absent: Vec<u32> = match &col.present {
-                None => Vec::new(),
-                Some(p) => p.iter().enumerate().filter(|(_, &x)| !x).map(|(i, _)| i as u32).collect(),
-            };
-            cb.values.extend(rows, &absent, &col.values);
-            cb.grow_bitmap(rows);
-            let mut a = absent.iter().peekable();
-            for row in 0..rows as u32 {
-                if a.peek() == Some(&&row) {
-                    a.next();
-                } else {
-                    cb.set_present(row as usize);
+        let keep: Vec<usize> = (0..buf.timestamps.len()).filter(|&r| buf.timestamps[r] >= before_ns).collect();
+        // A subsequence keeps the apply order and, when it was ascending, stays ascending.
+        buf.timestamps = keep.iter().map(|&r| buf.timestamps[r]).collect();
+        for col in &mut buf.columns {
+            let mut present = vec![0u64; keep.len().div_ceil(64)];
+            for (i, &r) in keep.iter().enumerate() {
+                if col.is_present(r) {
+                    present[i / 64] |= 1 << (i % 64);
                 }
             }
-            rebuilt.columns.push(cb);
+            col.present = present;
+            col.values = col.values.select(&keep);
         }
-        self.series.insert(series, rebuilt);
     }
 }
