@@ -67,7 +67,7 @@ async fn memory_per_series(series: usize) {
     config.storage.memtable_age_ms_max = u64::MAX / 2;
     let node = Node::open(config, engine).await.unwrap();
     let before = rss_bytes();
-    let ring = node.ring();
+    let ring = node.ring().unwrap();
     let chunk = 20_000;
     let mut written = 0;
     while written < series {

@@ -30,6 +30,8 @@ pub struct Config {
     pub limits: Limits,
     /// Per-tenant settings.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Cluster membership, replication and rebalancing.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             tenants: BTreeMap::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -138,6 +141,71 @@ impl Default for Limits {
     }
 }
 
+/// Cluster membership, replication and rebalancing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// gRPC addresses of members to join through. Empty: this node bootstraps a new cluster
+    /// when its data directory holds none.
+    pub join: Vec<String>,
+    /// Voting replicas per shard (used when the cluster is bootstrapped).
+    pub replication_factor: u32,
+    /// Voters of the meta group; further nodes follow it as learners.
+    pub meta_voters_max: u32,
+    /// Shards whose replicas may be moving at the same time.
+    pub moves_concurrent_max: u32,
+    /// Pace of each snapshot stream sent to a new or lagging replica, bytes per second.
+    pub snapshot_bytes_per_s_max: u64,
+    /// Bytes per snapshot chunk on the wire.
+    pub snapshot_chunk_bytes_max: u64,
+    /// A node not heard from for this long has its replicas re-created elsewhere.
+    pub node_down_replace_s: u64,
+    /// Timeout of one request forwarded to another node.
+    pub forward_timeout_ms: u64,
+    /// How long a write or query keeps retrying on leader changes before it fails.
+    pub route_timeout_ms: u64,
+    /// How often a node reconciles its replicas with the map and reports to the meta leader.
+    pub reconcile_interval_ms: u64,
+    /// Raft heartbeat interval.
+    pub raft_heartbeat_ms: u64,
+    /// Lower bound of the Raft election timeout (the upper bound is twice this).
+    pub raft_election_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            join: Vec::new(),
+            replication_factor: 3,
+            meta_voters_max: 3,
+            moves_concurrent_max: 4,
+            snapshot_bytes_per_s_max: 64 << 20,
+            snapshot_chunk_bytes_max: 1 << 20,
+            node_down_replace_s: 300,
+            forward_timeout_ms: 10_000,
+            route_timeout_ms: 15_000,
+            reconcile_interval_ms: 500,
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 500,
+        }
+    }
+}
+
+/// The config key of a limit named on the wire by another node (the set of limits is fixed, so
+/// error values can keep `&'static str` keys).
+pub fn limit_name(name: &str) -> &'static str {
+    const KNOWN: [&str; 7] = [
+        "limits.body_bytes_max",
+        "limits.lines_per_request_max",
+        "limits.query_buckets_max",
+        "limits.query_points_max",
+        "limits.query_range_s_max",
+        "limits.query_rows_max",
+        "limits.series_per_tenant_max",
+    ];
+    KNOWN.iter().find(|k| **k == name).copied().unwrap_or("limits (named in the message)")
+}
+
 /// Per-tenant settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -162,6 +230,22 @@ impl Config {
             self.shard_count
         );
         anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
+        let c = &self.cluster;
+        anyhow::ensure!(
+            (1..=7).contains(&c.replication_factor),
+            "cluster.replication_factor must be 1..=7, got {}",
+            c.replication_factor
+        );
+        anyhow::ensure!((1..=7).contains(&c.meta_voters_max), "cluster.meta_voters_max must be 1..=7");
+        anyhow::ensure!(c.moves_concurrent_max >= 1, "cluster.moves_concurrent_max must be at least 1");
+        anyhow::ensure!(
+            (4096..=64 << 20).contains(&c.snapshot_chunk_bytes_max),
+            "cluster.snapshot_chunk_bytes_max must be 4096..=67108864"
+        );
+        anyhow::ensure!(
+            c.raft_election_timeout_ms >= 3 * c.raft_heartbeat_ms && c.raft_heartbeat_ms >= 10,
+            "cluster.raft_election_timeout_ms must be at least 3 × cluster.raft_heartbeat_ms (>= 10)"
+        );
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
         anyhow::ensure!(
             self.storage.node_memtable_bytes_hard_max >= self.storage.node_memtable_bytes_max,

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

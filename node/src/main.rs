@@ -1,7 +1,7 @@
 //! `hotlake`: runs a Hotlake node.
 //!
 //! ```text
-//! hotlake serve [--config FILE] [--data-dir DIR] [--grpc-addr ADDR] [--http-addr ADDR] ...
+//! hotlake serve [--config FILE] [--data-dir DIR] [--grpc-addr ADDR] [--http-addr ADDR] [--join ADDR] ...
 //! hotlake config                     # print the default configuration as TOML
 //! ```
 
@@ -58,6 +58,15 @@ struct ServeArgs {
     /// Shards on the ring; only used when the data directory is created [default: 64].
     #[arg(long)]
     shard_count: Option<u32>,
+    /// gRPC address of a cluster member to join through (repeat or separate with commas). Without
+    /// it, a node whose data directory holds no cluster bootstraps a new one-node cluster.
+    ///
+    /// Example: hotlake serve --node-id 2 --grpc-addr 127.0.0.2:7101 --join 127.0.0.1:7101
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
+    /// Replicas per shard; used when bootstrapping [default: 3].
+    #[arg(long)]
+    replication_factor: Option<u32>,
     /// Flush a shard's memtable at this size in bytes [default: 33554432].
     #[arg(long)]
     shard_memtable_bytes_max: Option<u64>,
@@ -85,6 +94,12 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.shard_count {
         config.shard_count = n;
+    }
+    if !args.join.is_empty() {
+        config.cluster.join = args.join.clone();
+    }
+    if let Some(n) = args.replication_factor {
+        config.cluster.replication_factor = n;
     }
     if let Some(n) = args.shard_memtable_bytes_max {
         config.storage.shard_memtable_bytes_max = n;

@@ -1,37 +1,40 @@
-//! The node: owns the engine and every shard group hosted here, routes writes to shard groups
-//! and scatters queries over them.
+//! The node: hosts shard replicas and a replica of the meta group, routes writes to shard
+//! leaders (here or on other nodes) and scatters queries over the shards involved.
 //!
 //! ```text
-//!  write(tenant, points) ──ring──► per shard: validate ──► raft.client_write ──► ack after commit
-//!  query ──plan shards──► per shard: ensure_linearizable ──► run_on_shard ──gather──► merge
-//!  background: flush scheduler (size / age / node memory) and retention enforcement
+//!  write(tenant, points) ──ring──► per shard: leader here? ──yes──► raft.client_write ──► ack after commit
+//!                                                └─no──► forward to the leader (peer Call), follow NotLeader hints
+//!  query ──plan shards──► per shard in parallel: leader: ensure_linearizable ──► run_on_shard ──gather──► merge
+//!  background: flush scheduler, retention, reconcile replicas with the map (cluster::control)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config as RaftConfig, SnapshotPolicy};
 
+use crate::cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use crate::cluster::meta::{MetaRaft, MetaStateMachine};
+use crate::cluster::transport::{PeerCall, PeerNetwork, PeerReply, Peers, TransportOptions, META_GROUP};
 use crate::config::Config;
-use crate::engine::batch::{ShardCommand, ShardWrite};
+use crate::engine::batch::{ApplyOutcome, ShardCommand, ShardWrite};
 use crate::engine::shard::{ShardData, ShardOptions};
 use crate::error::{Error, Result};
 use crate::ingest::line_protocol::{self, LineError, LineLimits, Precision};
 use crate::ingest::BatchBuilder;
 use crate::metrics::Metrics;
-use crate::query::exec::{last_on_shard, merge_answers, run_on_shard};
+use crate::query::exec::{last_on_shard, merge_answers, run_on_shard, ShardResult};
 use crate::query::{LastQuery, LastRow, Query, QueryResult, TagOp};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::LocalOnlyNetwork;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeId, ShardRaft};
 use crate::ring::Ring;
-use crate::storage::{Durability, Engine, ShardId, Space, WriteBatch};
+use crate::storage::{Engine, ShardId, Space};
 
-/// One shard group hosted on this node.
+/// One shard replica hosted on this node.
 pub struct ShardGroup {
     /// The shard.
     pub id: ShardId,
@@ -59,28 +62,35 @@ pub struct WriteSummary {
 pub struct Health {
     /// Node id.
     pub node_id: NodeId,
-    /// Shards hosted.
+    /// Shard replicas hosted here.
     pub shards: u32,
-    /// Shards whose group has a leader.
+    /// Replicas whose group has a leader.
     pub shards_with_leader: u32,
 }
 
 /// A running node.
 pub struct Node {
-    config: Config,
+    pub(crate) config: Config,
     engine: Engine,
-    ring: Ring,
-    groups: Vec<Arc<ShardGroup>>,
+    pub(crate) groups: RwLock<BTreeMap<ShardId, Arc<ShardGroup>>>,
+    pub(crate) meta: MetaRaft,
+    pub(crate) meta_sm: MetaStateMachine,
+    pub(crate) peers: Arc<Peers>,
+    /// Last known leader per shard, learned from NotLeader replies and successful calls.
+    leader_hints: Mutex<HashMap<ShardId, NodeId>>,
+    /// State only the meta leader uses (reports, liveness).
+    pub(crate) meta_duties: Mutex<crate::cluster::control::MetaDuties>,
+    shard_raft_config: Arc<RaftConfig>,
     metrics: Arc<Metrics>,
-    stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
 }
 
-fn raft_config() -> RaftConfig {
+fn raft_config(name: &str, c: &crate::config::ClusterConfig) -> RaftConfig {
     RaftConfig {
-        cluster_name: "hotlake-shard".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        cluster_name: name.into(),
+        heartbeat_interval: c.raft_heartbeat_ms,
+        election_timeout_min: c.raft_election_timeout_ms,
+        election_timeout_max: c.raft_election_timeout_ms * 2,
         // Flushes are driven by the node (memtable size and age), not by log length.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
@@ -90,66 +100,176 @@ fn raft_config() -> RaftConfig {
     }
 }
 
-const SHARD_COUNT_KEY: &[u8] = b"shard_count";
+fn meta_raft_config(c: &crate::config::ClusterConfig) -> RaftConfig {
+    RaftConfig {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..raft_config("hotlake-meta", c)
+    }
+}
 
 impl Node {
-    /// Opens the node's shards over `engine` and starts their Raft groups.
+    /// Opens the node: the meta group replica, the shard replicas found in `engine`, and the
+    /// servers' view of them. With no cluster in the data directory and no `cluster.join`
+    /// address, bootstraps a new cluster of this one node holding every shard.
     pub async fn open(config: Config, engine: Engine) -> anyhow::Result<Arc<Node>> {
         use anyhow::Context;
         config.validate()?;
-        let shard_count = match engine.get(Space::NodeMeta, SHARD_COUNT_KEY)? {
-            Some(b) if b.len() == 4 => {
-                let stored = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                if stored != config.shard_count {
-                    tracing::warn!(
-                        stored,
-                        configured = config.shard_count,
-                        "shard_count is fixed when the data directory is created; using the stored value"
-                    );
-                }
-                stored
-            }
-            Some(_) => anyhow::bail!("node meta record shard_count is corrupt"),
-            None => {
-                let mut b = WriteBatch::new();
-                b.put(Space::NodeMeta, SHARD_COUNT_KEY.to_vec(), config.shard_count.to_be_bytes().to_vec());
-                engine.write(b, Durability::Sync)?;
-                config.shard_count
-            }
-        };
-        let ring = Ring::new(shard_count);
         let metrics = Arc::new(Metrics::default());
-        let raft_config = Arc::new(raft_config().validate().context("raft config")?);
-        let options =
-            ShardOptions { block_window_ns: config.storage.block_window_ms as i64 * 1_000_000, ..Default::default() };
-        let mut groups = Vec::with_capacity(shard_count as usize);
-        for shard in ring.shards() {
-            let data = Arc::new(
-                ShardData::open(engine.clone(), shard, options.clone())
-                    .with_context(|| format!("open shard {shard}"))?,
-            );
-            let log_store = LogStore::new(engine.clone(), shard);
-            let sm = StateMachine::new(data.clone(), metrics.clone());
-            let raft = ShardRaft::new(config.node_id, raft_config.clone(), LocalOnlyNetwork, log_store, sm)
-                .await
-                .with_context(|| format!("start raft group of shard {shard}"))?;
-            if !raft.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))? {
-                let members = BTreeMap::from([(config.node_id, BasicNode { addr: config.grpc_addr.clone() })]);
-                raft.initialize(members).await.map_err(|e| anyhow::anyhow!("initialize shard {shard}: {e}"))?;
-            }
-            groups.push(Arc::new(ShardGroup { id: shard, data, raft, dirty_since: Mutex::new(None) }));
+        let peers = Arc::new(Peers::new(TransportOptions {
+            call_timeout: Duration::from_millis(config.cluster.forward_timeout_ms),
+            snapshot_chunk_bytes_max: config.cluster.snapshot_chunk_bytes_max as usize,
+            snapshot_bytes_per_s_max: config.cluster.snapshot_bytes_per_s_max,
+            message_bytes_max: (config.limits.body_bytes_max as usize).max(64 << 20) * 2,
+        }));
+        let meta_sm = MetaStateMachine::open(engine.clone()).context("load cluster state")?;
+        let meta = MetaRaft::new(
+            config.node_id,
+            Arc::new(meta_raft_config(&config.cluster).validate().context("meta raft config")?),
+            PeerNetwork::new(peers.clone(), META_GROUP),
+            LogStore::new(engine.clone(), Space::ClusterLog),
+            meta_sm.clone(),
+        )
+        .await
+        .context("start the meta group")?;
+        let shard_raft_config =
+            Arc::new(raft_config("hotlake-shard", &config.cluster).validate().context("shard raft config")?);
+        let node = Arc::new(Node {
+            config,
+            engine: engine.clone(),
+            groups: RwLock::new(BTreeMap::new()),
+            meta,
+            meta_sm,
+            peers,
+            leader_hints: Mutex::new(HashMap::new()),
+            meta_duties: Mutex::new(Default::default()),
+            shard_raft_config,
+            metrics,
+            stopping: AtomicBool::new(false),
+        });
+        for shard in engine.shards() {
+            node.open_group(shard).await?;
         }
-        let node = Arc::new(Node { config, engine, ring, groups, metrics, stopping: AtomicBool::new(false) });
-        node.wait_for_leaders(Duration::from_secs(10)).await?;
+        let initialized = node.meta.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !initialized && node.config.cluster.join.is_empty() {
+            node.bootstrap().await?;
+        }
+        let map = node.map();
+        if map.nodes.len() == 1 && map.nodes.contains_key(&node.config.node_id) {
+            // A one-node cluster elects itself at once; serve only when every shard is ready.
+            node.wait_for_leaders(Duration::from_secs(10)).await?;
+        }
         Ok(node)
     }
 
+    /// Creates a new cluster: this node alone in the meta group and in every shard group.
+    async fn bootstrap(&self) -> anyhow::Result<()> {
+        let me = self.config.node_id;
+        let members = BTreeMap::from([(me, BasicNode { addr: self.config.grpc_addr.clone() })]);
+        self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;
+        self.meta
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader == Some(me), "meta leader")
+            .await
+            .map_err(|e| anyhow::anyhow!("meta group did not elect this node: {e}"))?;
+        let cluster_id = xxhash_rust::xxh3::xxh3_64(
+            format!("{}/{}/{}", self.config.grpc_addr, me, crate::clock::now_ns()).as_bytes(),
+        );
+        let cmd = MetaCommand::Bootstrap {
+            cluster_id,
+            shard_count: self.config.shard_count,
+            replication_factor: self.config.cluster.replication_factor,
+            node: self.self_info(),
+        };
+        let outcome = self.meta.client_write(cmd).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+        if let Some(reason) = outcome.data.rejected {
+            anyhow::bail!("bootstrap rejected: {reason}");
+        }
+        for shard in Ring::new(self.config.shard_count).shards() {
+            let group = self.open_group(shard).await?;
+            if !group.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                group
+                    .raft
+                    .initialize(members.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("initialize shard {shard}: {e}"))?;
+            }
+        }
+        tracing::info!(cluster = format!("{cluster_id:016x}"), shards = self.config.shard_count, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    /// This node as a map entry.
+    pub fn self_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.config.node_id,
+            grpc_addr: self.config.grpc_addr.clone(),
+            http_addr: self.config.http_addr.clone(),
+            state: NodeState::Active,
+        }
+    }
+
+    /// Opens (or returns) the replica of `shard` on this node. A new replica starts empty and
+    /// uninitialized: the shard's leader adds it as a learner and sends it a snapshot or the log.
+    pub(crate) async fn open_group(&self, shard: ShardId) -> anyhow::Result<Arc<ShardGroup>> {
+        use anyhow::Context;
+        if let Some(g) = self.groups_read().get(&shard) {
+            return Ok(g.clone());
+        }
+        let options = ShardOptions {
+            block_window_ns: self.config.storage.block_window_ms as i64 * 1_000_000,
+            ..Default::default()
+        };
+        let data = Arc::new(
+            ShardData::open(self.engine.clone(), shard, options).with_context(|| format!("open shard {shard}"))?,
+        );
+        let log_store = LogStore::new(self.engine.clone(), Space::Log(shard));
+        let sm = StateMachine::new(data.clone(), self.metrics.clone());
+        let raft = ShardRaft::new(
+            self.config.node_id,
+            self.shard_raft_config.clone(),
+            PeerNetwork::new(self.peers.clone(), shard.0 as u64),
+            log_store,
+            sm,
+        )
+        .await
+        .with_context(|| format!("start raft group of shard {shard}"))?;
+        let group = Arc::new(ShardGroup { id: shard, data, raft, dirty_since: Mutex::new(None) });
+        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        Ok(groups.entry(shard).or_insert(group).clone())
+    }
+
+    /// Stops and deletes this node's replica of `shard` (it left the group).
+    pub(crate) async fn drop_group(&self, shard: ShardId) -> Result<()> {
+        let group = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&shard);
+        if let Some(g) = group {
+            let _ = g.raft.shutdown().await;
+            drop(g);
+            self.engine.drop_shard(shard)?;
+            tracing::info!(%shard, "replica removed from this node");
+        }
+        Ok(())
+    }
+
+    fn groups_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ShardId, Arc<ShardGroup>>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replicas hosted here, by shard.
+    pub fn groups(&self) -> Vec<Arc<ShardGroup>> {
+        self.groups_read().values().cloned().collect()
+    }
+
+    /// The replica of `shard` on this node, if any.
+    pub fn local_group(&self, shard: ShardId) -> Option<Arc<ShardGroup>> {
+        self.groups_read().get(&shard).cloned()
+    }
+
     async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<()> {
-        for g in &self.groups {
-            let me = self.config.node_id;
+        for g in self.groups() {
             g.raft
                 .wait(Some(timeout))
-                .metrics(|m| m.current_leader == Some(me), "shard ready")
+                .metrics(|m| m.current_leader.is_some(), "shard ready")
                 .await
                 .map_err(|e| anyhow::anyhow!("shard {} did not become ready: {e}", g.id))?;
         }
@@ -161,19 +281,23 @@ impl Node {
         &self.config
     }
 
-    /// The ring.
-    pub fn ring(&self) -> Ring {
-        self.ring
+    /// The cluster map as applied on this node.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.meta_sm.map()
+    }
+
+    /// The ring of the cluster this node belongs to.
+    pub fn ring(&self) -> Result<Ring> {
+        let map = self.map();
+        if !map.is_bootstrapped() {
+            return Err(Error::Unavailable("this node has not joined a cluster yet; retry shortly".into()));
+        }
+        Ok(Ring::new(map.shard_count))
     }
 
     /// The node's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The shard groups hosted here.
-    pub fn groups(&self) -> &[Arc<ShardGroup>] {
-        &self.groups
     }
 
     /// The engine.
@@ -214,7 +338,7 @@ impl Node {
     ) -> Result<(WriteSummary, Vec<LineError>)> {
         let tenant = self.tenant(tenant).to_string();
         let limits = self.line_limits();
-        let mut builder = BatchBuilder::new(self.ring, &tenant, &self.config.device_tag);
+        let mut builder = BatchBuilder::new(self.ring()?, &tenant, &self.config.device_tag);
         let mut lines = 0u64;
         let mut extra_errors = Vec::new();
         let lines_max = self.config.limits.lines_per_request_max;
@@ -243,15 +367,16 @@ impl Node {
         Ok((summary, errors))
     }
 
-    /// Writes per-shard batches; each shard's part is atomic. Fails as a whole if any shard
-    /// fails (parts on other shards may be written; retrying is safe because points are keyed
-    /// by (series, timestamp, field) with last write wins).
+    /// Writes per-shard batches; each shard's part is atomic and goes to that shard's leader,
+    /// wherever it is. Fails as a whole if any shard fails (parts on other shards may be
+    /// written; retrying is safe because points are keyed by (series, timestamp, field) with
+    /// last write wins).
     pub async fn write_batches(&self, batches: Vec<(ShardId, ShardWrite)>) -> Result<WriteSummary> {
         let started = crate::clock::Stopwatch::start();
         if self.stopping.load(Ordering::Relaxed) {
             return Err(Error::Unavailable("node is shutting down".into()));
         }
-        let memtable_bytes: usize = self.groups.iter().map(|g| g.data.read().memtable_bytes()).sum();
+        let memtable_bytes: usize = self.groups().iter().map(|g| g.data.read().memtable_bytes()).sum();
         if memtable_bytes as u64 > self.config.storage.node_memtable_bytes_hard_max {
             self.metrics.error("overloaded");
             return Err(Error::Overloaded(format!(
@@ -262,8 +387,7 @@ impl Node {
         let mut prepared = Vec::with_capacity(batches.len());
         let mut new_series_by_tenant: usize = 0;
         for (shard, mut w) in batches {
-            let group = self.group(shard)?;
-            {
+            if let Some(group) = self.local_group(shard) {
                 let inner = group.data.read();
                 // Reject early, with a clear error, what apply would reject anyway: columns
                 // whose type conflicts with the stored series.
@@ -293,30 +417,24 @@ impl Node {
                 w.series.retain(|s| !s.columns.is_empty());
             }
             if !w.series.is_empty() {
-                prepared.push((group, w));
+                prepared.push((shard, w));
             }
         }
         if new_series_by_tenant > 0 {
             let tenant = prepared.first().map(|(_, w)| w.tenant.clone()).unwrap_or_default();
-            let existing: usize = self.groups.iter().map(|g| g.data.read().index.tenant_series(&tenant)).sum();
+            let existing: usize = self.groups().iter().map(|g| g.data.read().index.tenant_series(&tenant)).sum();
             let max = self.config.limits.series_per_tenant_max as usize;
             if existing + new_series_by_tenant > max {
                 self.metrics.error("limit_exceeded");
                 return Err(Error::LimitExceeded {
                     limit: "limits.series_per_tenant_max",
                     message: format!(
-                        "tenant {tenant:?} has {existing} series; this write would add {new_series_by_tenant}, more than {max}"
+                        "tenant {tenant:?} has {existing} series on this node; this write would add {new_series_by_tenant}, more than {max}"
                     ),
                 });
             }
         }
-        let writes = prepared.into_iter().map(|(group, w)| async move {
-            let result = Self::propose(&group, ShardCommand::Write(w)).await;
-            if result.is_ok() {
-                group.mark_dirty();
-            }
-            result
-        });
+        let writes = prepared.into_iter().map(|(shard, w)| self.route_write(shard, w));
         let results = futures::future::join_all(writes).await;
         let mut summary = WriteSummary::default();
         let mut first_error = None;
@@ -344,7 +462,132 @@ impl Node {
         Ok(summary)
     }
 
-    async fn propose(group: &ShardGroup, cmd: ShardCommand) -> Result<crate::engine::batch::ApplyOutcome> {
+    /// Sends one shard's write to its leader, following leader hints and retrying on leader
+    /// changes and unreachable nodes until `cluster.route_timeout_ms`.
+    async fn route_write(&self, shard: ShardId, write: ShardWrite) -> Result<ApplyOutcome> {
+        let write = Arc::new(write);
+        self.route(shard, move |target| {
+            let write = write.clone();
+            let node = self;
+            async move {
+                if target == node.config.node_id {
+                    node.propose_here(shard, ShardCommand::Write((*write).clone())).await
+                } else {
+                    let call = PeerCall::Write { shard, write: (*write).clone() };
+                    match node.call_node(target, &call).await? {
+                        PeerReply::Written(o) => Ok(o),
+                        other => Err(Error::Internal(format!("unexpected reply to a write: {other:?}"))),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` against the leader of `shard` as best known, retrying on `NotLeader`
+    /// (following its hint), `Unavailable` and timeouts of a single node until
+    /// `cluster.route_timeout_ms`. Other errors end the request.
+    pub(crate) async fn route<T, F, Fut>(&self, shard: ShardId, attempt: F) -> Result<T>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.cluster.route_timeout_ms);
+        let mut tried: Vec<NodeId> = Vec::new();
+        let mut backoff = Duration::from_millis(20);
+        let mut hops = 0;
+        loop {
+            let target = self.leader_of(shard, &tried);
+            let result = match target {
+                Some(t) => attempt(t).await,
+                None => Err(Error::Unavailable(format!("no replica of shard {shard} is known"))),
+            };
+            let error = match result {
+                Ok(v) => {
+                    if let Some(t) = target {
+                        self.set_leader_hint(shard, Some(t));
+                    }
+                    return Ok(v);
+                }
+                Err(Error::NotLeader { leader: Some(l), .. }) if Some(l) != target && hops < 3 => {
+                    // Follow a fresh hint at once; views may disagree briefly after an election,
+                    // so only a few hops skip the backoff.
+                    hops += 1;
+                    self.set_leader_hint(shard, Some(l));
+                    continue;
+                }
+                Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_) | Error::Timeout(_))) => e,
+                Err(e) => return Err(e),
+            };
+            self.set_leader_hint(shard, None);
+            if let Some(t) = target {
+                tried.push(t);
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "shard {shard} has no reachable leader after {} ms (cluster.route_timeout_ms): {error}",
+                    self.config.cluster.route_timeout_ms
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            hops = 0;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+            if tried.len() >= self.map().replicas(shard).len().max(1) {
+                tried.clear();
+            }
+        }
+    }
+
+    /// Best guess of `shard`'s leader: the local replica's view, then the hint cache, then a
+    /// replica from the map not tried yet.
+    fn leader_of(&self, shard: ShardId, tried: &[NodeId]) -> Option<NodeId> {
+        if let Some(g) = self.local_group(shard) {
+            if let Some(l) = g.raft.metrics().borrow().current_leader {
+                if !tried.contains(&l) {
+                    return Some(l);
+                }
+            }
+        }
+        let hint = self.leader_hints.lock().unwrap_or_else(|p| p.into_inner()).get(&shard).copied();
+        if let Some(h) = hint.filter(|h| !tried.contains(h)) {
+            return Some(h);
+        }
+        let map = self.map();
+        let replicas = map.replicas(shard);
+        replicas.iter().copied().find(|n| !tried.contains(n)).or_else(|| replicas.first().copied())
+    }
+
+    fn set_leader_hint(&self, shard: ShardId, leader: Option<NodeId>) {
+        let mut hints = self.leader_hints.lock().unwrap_or_else(|p| p.into_inner());
+        match leader {
+            Some(l) => hints.insert(shard, l),
+            None => hints.remove(&shard),
+        };
+    }
+
+    /// Sends a call to another node by id.
+    pub(crate) async fn call_node(&self, node: NodeId, call: &PeerCall) -> Result<PeerReply> {
+        let map = self.map();
+        let addr = map
+            .grpc_addr(node)
+            .map(str::to_string)
+            .or_else(|| {
+                // A node not in the map yet (joining) is known to the groups it replicates.
+                self.meta.metrics().borrow().membership_config.nodes().find(|(id, _)| **id == node).map(|(_, n)| n.addr.clone())
+            })
+            .ok_or_else(|| Error::Unavailable(format!("node {node} is not in the cluster map")))?;
+        self.peers.call(&addr, call, self.peers.options().call_timeout).await
+    }
+
+    /// Proposes a command on this node's replica of `shard`, which must lead the group.
+    pub(crate) async fn propose_here(&self, shard: ShardId, cmd: ShardCommand) -> Result<ApplyOutcome> {
+        let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        let outcome = Self::propose(&group, cmd).await?;
+        group.mark_dirty();
+        Ok(outcome)
+    }
+
+    async fn propose(group: &ShardGroup, cmd: ShardCommand) -> Result<ApplyOutcome> {
         match group.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -355,16 +598,10 @@ impl Node {
         }
     }
 
-    fn group(&self, shard: ShardId) -> Result<Arc<ShardGroup>> {
-        self.groups
-            .get(shard.0 as usize)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("shard {shard} is not hosted on this node")))
-    }
-
     /// Shards a query must visit: one per device named by an equality (or IN) on the device
     /// tag, all shards otherwise.
-    fn plan_shards(&self, tenant: &str, predicates: &[crate::query::TagPredicate]) -> Vec<ShardId> {
+    fn plan_shards(&self, tenant: &str, predicates: &[crate::query::TagPredicate]) -> Result<Vec<ShardId>> {
+        let ring = self.ring()?;
         for p in predicates {
             if p.key != self.config.device_tag {
                 continue;
@@ -374,13 +611,15 @@ impl Node {
                 TagOp::In(vs) if !vs.iter().any(|v| v.is_empty()) => vs.iter().collect(),
                 _ => continue,
             };
-            let set: BTreeSet<ShardId> = devices.iter().map(|d| self.ring.shard_of(tenant, d)).collect();
-            return set.into_iter().collect();
+            let set: BTreeSet<ShardId> = devices.iter().map(|d| ring.shard_of(tenant, d)).collect();
+            return Ok(set.into_iter().collect());
         }
-        self.ring.shards().collect()
+        Ok(ring.shards().collect())
     }
 
-    async fn ensure_linearizable(&self, group: &ShardGroup) -> Result<()> {
+    /// Confirms this replica leads `shard` with a read-index round, so a read after it sees
+    /// every write acknowledged before it started.
+    pub(crate) async fn ensure_linearizable(&self, group: &ShardGroup) -> Result<()> {
         group.raft.ensure_linearizable().await.map_err(|e| match e {
             RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
                 Error::NotLeader { shard: group.id, leader: f.leader_id }
@@ -390,7 +629,8 @@ impl Node {
         Ok(())
     }
 
-    /// Runs a query: linearizable per shard.
+    /// Runs a query: linearizable per shard, shards visited in parallel wherever their
+    /// leaders are.
     pub async fn query(&self, mut q: Query) -> Result<QueryResult> {
         let started = crate::clock::Stopwatch::start();
         q.tenant = self.tenant(&q.tenant).to_string();
@@ -411,23 +651,50 @@ impl Node {
         result
     }
 
+    /// Runs `q` on this node's replica of `shard`, which must lead it.
+    pub(crate) async fn query_here(&self, shard: ShardId, q: Arc<Query>, points_budget: u64) -> Result<ShardResult> {
+        let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        self.ensure_linearizable(&group).await?;
+        let limits = self.config.limits.clone();
+        crate::rt::spawn_blocking(move || run_on_shard(&group.data, &q, &limits, points_budget))
+            .await
+            .map_err(|e| Error::Internal(format!("query task failed: {e}")))?
+    }
+
     async fn query_inner(&self, q: Query) -> Result<QueryResult> {
-        let shards = self.plan_shards(&q.tenant, &q.predicates);
+        let shards = self.plan_shards(&q.tenant, &q.predicates)?;
         let q = Arc::new(q);
-        let mut tasks = Vec::with_capacity(shards.len());
-        for shard in shards {
-            let group = self.group(shard)?;
-            self.ensure_linearizable(&group).await?;
+        let budget = self.config.limits.query_points_max;
+        let tasks = shards.into_iter().map(|shard| {
             let q = q.clone();
-            let limits = self.config.limits.clone();
-            tasks.push(crate::rt::spawn_blocking(move || {
-                run_on_shard(&group.data, &q, &limits, limits.query_points_max)
-            }));
-        }
-        let mut answers = Vec::with_capacity(tasks.len());
+            async move {
+                self.route(shard, move |target| {
+                    let q = q.clone();
+                    let node = self;
+                    async move {
+                        if target == node.config.node_id {
+                            node.query_here(shard, q, budget).await
+                        } else {
+                            let call = PeerCall::Query { shard, query: (*q).clone(), points_budget: budget };
+                            match node.call_node(target, &call).await? {
+                                PeerReply::Answer(a) => Ok(a),
+                                other => Err(Error::Internal(format!("unexpected reply to a query: {other:?}"))),
+                            }
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| match e {
+                    Error::Unavailable(m) => Error::Unavailable(format!("query incomplete: {m}")),
+                    other => other,
+                })
+            }
+        });
+        let results = futures::future::join_all(tasks).await;
+        let mut answers = Vec::with_capacity(results.len());
         let mut scanned = 0u64;
-        for t in tasks {
-            let a = t.await.map_err(|e| Error::Internal(format!("query task failed: {e}")))??;
+        for r in results {
+            let a = r?;
             scanned += a.points_scanned;
             if scanned > self.config.limits.query_points_max {
                 return Err(Error::LimitExceeded {
@@ -448,17 +715,41 @@ impl Node {
         Ok(result)
     }
 
-    /// Latest values per device matching a filter, from the series index.
+    /// `Last` on this node's replica of `shard`, which must lead it.
+    pub(crate) async fn last_here(&self, shard: ShardId, q: &LastQuery) -> Result<Vec<LastRow>> {
+        let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        self.ensure_linearizable(&group).await?;
+        Ok(last_on_shard(&group.data, q))
+    }
+
+    /// Latest values per device matching a filter, from the series index of each shard leader.
     pub async fn last(&self, mut q: LastQuery) -> Result<Vec<LastRow>> {
         q.tenant = self.tenant(&q.tenant).to_string();
         if q.measurement.is_empty() {
             return Err(Error::invalid("measurement is required"));
         }
+        let q = Arc::new(q);
+        let shards = self.plan_shards(&q.tenant, &q.predicates)?;
+        let tasks = shards.into_iter().map(|shard| {
+            let q = q.clone();
+            self.route(shard, move |target| {
+                let q = q.clone();
+                let node = self;
+                async move {
+                    if target == node.config.node_id {
+                        node.last_here(shard, &q).await
+                    } else {
+                        match node.call_node(target, &PeerCall::Last { shard, query: (*q).clone() }).await? {
+                            PeerReply::LastRows(rows) => Ok(rows),
+                            other => Err(Error::Internal(format!("unexpected reply to last: {other:?}"))),
+                        }
+                    }
+                }
+            })
+        });
         let mut rows = Vec::new();
-        for shard in self.plan_shards(&q.tenant, &q.predicates) {
-            let group = self.group(shard)?;
-            self.ensure_linearizable(&group).await?;
-            rows.extend(last_on_shard(&group.data, &q));
+        for r in futures::future::join_all(tasks).await {
+            rows.extend(r?);
             if rows.len() as u64 > self.config.limits.query_rows_max {
                 return Err(Error::LimitExceeded {
                     limit: "limits.query_rows_max",
@@ -472,9 +763,9 @@ impl Node {
 
     /// Health of the node.
     pub fn health(&self) -> Health {
-        let with_leader =
-            self.groups.iter().filter(|g| g.raft.metrics().borrow().current_leader.is_some()).count() as u32;
-        Health { node_id: self.config.node_id, shards: self.groups.len() as u32, shards_with_leader: with_leader }
+        let groups = self.groups();
+        let with_leader = groups.iter().filter(|g| g.raft.metrics().borrow().current_leader.is_some()).count() as u32;
+        Health { node_id: self.config.node_id, shards: groups.len() as u32, shards_with_leader: with_leader }
     }
 
     /// Flushes the memtable of one shard and waits until the flush is persisted.
@@ -517,26 +808,30 @@ impl Node {
         Ok(())
     }
 
-    /// Flushes every shard (used by graceful shutdown and tests).
+    /// Flushes every replica (used by graceful shutdown and tests).
     pub async fn flush_all(&self) -> Result<()> {
-        for g in &self.groups {
-            self.flush_shard(g, Duration::from_secs(60)).await?;
+        for g in self.groups() {
+            self.flush_shard(&g, Duration::from_secs(60)).await?;
         }
         self.engine.sync()?;
         Ok(())
     }
 
-    /// One round of the flush scheduler: flush shards over their size or age limit, and the
-    /// largest shards while the node is over its memory limit.
+    /// One round of the flush scheduler: flush replicas over their size or age limit, and the
+    /// largest while the node is over its memory limit.
     pub async fn flush_round(&self) {
         let s = &self.config.storage;
         let mut sizes: Vec<(usize, Arc<ShardGroup>)> =
-            self.groups.iter().map(|g| (g.data.read().memtable_bytes(), g.clone())).collect();
+            self.groups()
+            .into_iter()
+            .map(|g| {
+                let bytes = g.data.read().memtable_bytes();
+                (bytes, g)
+            })
+            .collect();
         let total: usize = sizes.iter().map(|(b, _)| b).sum();
         self.metrics.memtable_bytes.store(total as u64, Ordering::Relaxed);
-        self.metrics
-            .series
-            .store(self.groups.iter().map(|g| g.data.read().index.len() as u64).sum(), Ordering::Relaxed);
+        self.metrics.series.store(sizes.iter().map(|(_, g)| g.data.read().index.len() as u64).sum(), Ordering::Relaxed);
         let mut due: HashSet<ShardId> = HashSet::new();
         let max_age = Duration::from_millis(s.memtable_age_ms_max);
         for (bytes, g) in &sizes {
@@ -564,28 +859,34 @@ impl Node {
         }
     }
 
-    /// One round of retention: for each tenant with a retention period, drop what is older.
+    /// One round of retention: for each tenant with a retention period, the leader of each
+    /// shard hosted here proposes dropping what is older.
     pub async fn retention_round(&self, now_ns: i64) {
+        let me = self.config.node_id;
         for (tenant, t) in &self.config.tenants {
             if t.retention_s == 0 {
                 continue;
             }
             let before_ns = now_ns.saturating_sub((t.retention_s as i64).saturating_mul(1_000_000_000));
-            for g in &self.groups {
+            for g in self.groups() {
+                if g.raft.metrics().borrow().current_leader != Some(me) {
+                    continue;
+                }
                 let window = g.data.options().block_window_ns;
                 let cutoff = crate::engine::shard::window_start(before_ns, window);
                 if cutoff <= g.data.read().retention_cutoff(tenant) {
                     continue;
                 }
                 let cmd = ShardCommand::Retain { tenant: tenant.clone(), before_ns };
-                if let Err(e) = Self::propose(g, cmd).await {
+                if let Err(e) = Self::propose(&g, cmd).await {
                     tracing::warn!(shard = %g.id, tenant, error = %e, "retention not applied");
                 }
             }
         }
     }
 
-    /// Runs the flush scheduler and retention until shutdown.
+    /// Runs the flush scheduler, retention and the cluster duties (joining, reconciling
+    /// replicas with the map, reporting, and on the meta leader placement) until shutdown.
     pub fn start_background(self: &Arc<Self>) {
         let node = self.clone();
         tokio::spawn(async move {
@@ -601,23 +902,25 @@ impl Node {
                 }
             }
         });
+        crate::cluster::control::start(self.clone());
     }
 
-    /// Stops taking writes, flushes every shard and stops the Raft groups.
+    /// Stops taking writes, flushes every replica and stops the Raft groups.
     pub async fn shutdown(&self) -> Result<()> {
         self.stopping.store(true, Ordering::Relaxed);
         let flushed = self.flush_all().await;
-        for g in &self.groups {
+        for g in self.groups() {
             let _ = g.raft.shutdown().await;
         }
+        let _ = self.meta.shutdown().await;
         self.engine.sync()?;
         flushed
     }
 
-    /// A digest of one shard's logical content (every point of every series, merged), equal on
-    /// replicas with the same content regardless of how it was flushed.
+    /// A digest of this node's replica of `shard` (every point of every series, merged), equal
+    /// on replicas with the same content regardless of how they flushed.
     pub fn shard_digest(&self, shard: ShardId) -> Result<u64> {
-        let group = self.group(shard)?;
+        let group = self.local_group(shard).ok_or_else(|| Error::invalid(format!("no replica of {shard} here")))?;
         Ok(crate::engine::digest::shard_digest(&group.data)?)
     }
 

@@ -12,3 +12,11 @@
 pub mod v1 {
     tonic::include_proto!("hotlake.v1");
 }
+
+/// Generated code for the node-to-node protocol (`hotlake.internal.v1`); not a public API.
+pub mod internal {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("hotlake.internal.v1");
+    }
+}

@@ -15,7 +15,7 @@
 //!   one that a concurrent flush moves.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +121,7 @@ pub struct ShardSnapshot {
 }
 
 enum SnapshotSource {
-    Engine { engine: Engine, shard: ShardId },
+    Shard(Arc<ShardData>),
     Pairs(Vec<SnapshotPair>),
 }
 
@@ -142,9 +142,9 @@ impl ShardSnapshot {
         ShardSnapshot { source: SnapshotSource::Pairs(Vec::new()) }
     }
 
-    /// A snapshot that reads from `engine` when materialized.
-    pub fn of_engine(engine: Engine, shard: ShardId) -> Self {
-        ShardSnapshot { source: SnapshotSource::Engine { engine, shard } }
+    /// A snapshot that reads the shard's flushed content when materialized.
+    pub fn of_shard(shard: Arc<ShardData>) -> Self {
+        ShardSnapshot { source: SnapshotSource::Shard(shard) }
     }
 
     /// Adds received pairs.
@@ -158,10 +158,13 @@ impl ShardSnapshot {
     pub fn materialize(self) -> Result<Vec<SnapshotPair>, StorageError> {
         match self.source {
             SnapshotSource::Pairs(p) => Ok(p),
-            SnapshotSource::Engine { engine, shard } => {
+            SnapshotSource::Shard(shard) => {
+                // No flush, retention or install writes while both spaces are read, so the pairs
+                // are one flushed state: its blocks, its index and its `FlushedState`.
+                let _quiet = shard.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
                 let mut out = Vec::new();
-                for (space, index_space) in [(Space::Data(shard), false), (Space::Index(shard), true)] {
-                    engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
+                for (space, index_space) in [(Space::Data(shard.id), false), (Space::Index(shard.id), true)] {
+                    shard.engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
                         out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
                         true
                     })?;
@@ -172,10 +175,20 @@ impl ShardSnapshot {
     }
 }
 
+/// The flushed state recorded among a snapshot's pairs.
+pub fn flushed_state_of(pairs: &[SnapshotPair]) -> Result<FlushedState, StorageError> {
+    let pair = pairs
+        .iter()
+        .find(|p| p.index_space && p.key == keys::FLUSHED_STATE)
+        .ok_or_else(|| StorageError::Corrupt { space: "snapshot".into(), reason: "no flushed state".into() })?;
+    bincode::deserialize(&pair.value)
+        .map_err(|e| StorageError::Corrupt { space: "snapshot".into(), reason: format!("flushed state: {e}") })
+}
+
 impl std::fmt::Debug for ShardSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.source {
-            SnapshotSource::Engine { shard, .. } => write!(f, "ShardSnapshot(engine {shard})"),
+            SnapshotSource::Shard(shard) => write!(f, "ShardSnapshot(shard {})", shard.id),
             SnapshotSource::Pairs(p) => write!(f, "ShardSnapshot({} pairs)", p.len()),
         }
     }
@@ -188,6 +201,10 @@ pub struct ShardData {
     engine: Engine,
     options: ShardOptions,
     inner: RwLock<ShardInner>,
+    /// Held by every write that changes flushed content outside a log append (flush, retention,
+    /// snapshot install) and by snapshot reads, so a snapshot never mixes two flushed states.
+    /// Never taken before `inner` by a thread that then waits for `inner`.
+    flush_lock: Mutex<()>,
 }
 
 fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
@@ -247,7 +264,7 @@ impl ShardData {
             retention: flushed.retention.clone(),
             flushed,
         };
-        Ok(ShardData { id, engine, options, inner: RwLock::new(inner) })
+        Ok(ShardData { id, engine, options, inner: RwLock::new(inner), flush_lock: Mutex::new(()) })
     }
 
     /// The engine the shard lives in.
@@ -372,7 +389,10 @@ impl ShardData {
             );
         }
         // Ordered before any later flush; a crash before it is durable replays this entry.
-        self.engine.write(batch, Durability::Buffered)?;
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.engine.write(batch, Durability::Buffered)?;
+        }
         let memtables: Vec<_> =
             std::iter::once(inner.active.clone()).chain(inner.frozen.iter().map(|f| f.memtable.clone())).collect();
         for m in memtables {
@@ -458,7 +478,10 @@ impl ShardData {
         drop(memtable);
         let state_bytes = bincode::serialize(&cut.state).expect("flushed state serializes");
         batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
-        self.engine.write(batch, Durability::Buffered)?;
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.engine.write(batch, Durability::Buffered)?;
+        }
         let mut inner = self.write();
         inner.frozen.retain(|f| f.seq != cut.seq);
         if cut.state.flush_seq > inner.flushed.flush_seq {
@@ -477,7 +500,10 @@ impl ShardData {
             let space = if p.index_space { Space::Index(self.id) } else { Space::Data(self.id) };
             batch.put(space, p.key, p.value);
         }
-        self.engine.write(batch, Durability::Sync)?;
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.engine.write(batch, Durability::Sync)?;
+        }
         let fresh = ShardData::open(self.engine.clone(), self.id, self.options.clone())?;
         let new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
         let flushed = new_inner.flushed.clone();

@@ -12,7 +12,7 @@ use crate::engine::read::value_at;
 use crate::model::{FieldValue, TimestampNs};
 
 /// Running aggregate of one field in one (group, bucket).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct FieldAgg {
     count: u64,
     numeric: u64,
@@ -169,7 +169,7 @@ impl FieldAgg {
 }
 
 /// A shard's (or the merged) partial aggregates: group → bucket start → one slot per field.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PartialAggregates {
     /// Fields, in column order.
     pub fields: Vec<String>,

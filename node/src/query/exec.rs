@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::FieldValue;
 
 /// What a shard returns for a query.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum ShardAnswer {
     /// Raw rows, one group per series.
     Raw(Vec<ResultGroup>),
@@ -20,7 +20,7 @@ pub enum ShardAnswer {
 }
 
 /// A shard's answer and how many points it read.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ShardResult {
     /// The answer.
     pub answer: ShardAnswer,

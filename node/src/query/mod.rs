@@ -13,14 +13,14 @@ pub mod exec;
 pub mod plan;
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::model::{FieldValue, TimestampNs};
 
 /// A tag predicate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TagOp {
     /// Tag equals the value (a missing tag equals "").
     Eq(String),
@@ -29,13 +29,13 @@ pub enum TagOp {
     /// Tag equals one of the values.
     In(Vec<String>),
     /// Tag matches the regular expression (a missing tag is "").
-    Regex(Regex),
+    Regex(#[serde(with = "regex_wire")] Regex),
     /// Tag does not match the regular expression.
-    NotRegex(Regex),
+    NotRegex(#[serde(with = "regex_wire")] Regex),
 }
 
 /// A predicate on one tag key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagPredicate {
     /// The tag key.
     pub key: String,
@@ -44,7 +44,7 @@ pub struct TagPredicate {
 }
 
 /// An aggregate function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AggKind {
     /// Number of values.
@@ -105,7 +105,7 @@ impl AggKind {
 }
 
 /// What to report for a bucket without points.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Fill {
     /// Leave the bucket out.
     None,
@@ -118,7 +118,7 @@ pub enum Fill {
 }
 
 /// A query.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Query {
     /// Tenant.
     pub tenant: String,
@@ -190,7 +190,7 @@ impl Query {
 }
 
 /// One group of a result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultGroup {
     /// Tags identifying the group (the series' tags for raw queries, the group-by tags
     /// otherwise).
@@ -202,7 +202,7 @@ pub struct ResultGroup {
 }
 
 /// A query result.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryResult {
     /// Groups, ordered by tags.
     pub groups: Vec<ResultGroup>,
@@ -211,7 +211,7 @@ pub struct QueryResult {
 }
 
 /// A `Last` request: latest values per device.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastQuery {
     /// Tenant.
     pub tenant: String,
@@ -224,7 +224,7 @@ pub struct LastQuery {
 }
 
 /// Latest values of one series.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastRow {
     /// Device key.
     pub device: String,
@@ -232,4 +232,19 @@ pub struct LastRow {
     pub tags: Vec<(String, String)>,
     /// (field, timestamp, value).
     pub values: Vec<(String, TimestampNs, FieldValue)>,
+}
+
+/// Regular expressions travel between nodes as their pattern.
+mod regex_wire {
+    use regex::Regex;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(r.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Regex, D::Error> {
+        let pattern = String::deserialize(d)?;
+        Regex::new(&pattern).map_err(serde::de::Error::custom)
+    }
 }

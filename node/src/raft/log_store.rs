@@ -1,4 +1,4 @@
-//! The Raft log store of one shard group, over the shard's log space.
+//! The Raft log store of one group (a shard group or the meta group), over the group's log space.
 //!
 //! Entries are bincode-encoded under `[0x01] index`. Appends go through the engine's
 //! group-committed log writer and openraft is told they are durable only from its completion
@@ -6,29 +6,37 @@
 //! them only makes a restart re-apply or re-read a little more.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, OptionalSend, RaftLogReader, Vote};
+use openraft::{Entry, OptionalSend, RaftLogReader, RaftTypeConfig, Vote};
 
-use super::{read_err, write_err, LogId, NodeId, RaftStorageError, TypeConfig};
-use crate::storage::{keys, Durability, Engine, ShardId, Space, WriteBatch};
+use super::{read_err, write_err, LogId, NodeId, RaftStorageError};
+use crate::storage::{keys, Durability, Engine, Space, WriteBatch};
 
-/// Log store of one shard group. Cloning shares the same log.
-#[derive(Clone)]
-pub struct LogStore {
+/// Log store of one group, generic over the group's openraft types. Cloning shares the same log.
+pub struct LogStore<C> {
     engine: Engine,
-    shard: ShardId,
+    space: Space,
+    types: PhantomData<C>,
 }
 
-impl LogStore {
-    /// The log store of `shard` (its spaces must exist).
-    pub fn new(engine: Engine, shard: ShardId) -> Self {
-        LogStore { engine, shard }
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore { engine: self.engine.clone(), space: self.space, types: PhantomData }
+    }
+}
+
+impl<C> LogStore<C> {
+    /// The log store kept in `space` (which must exist): `Space::Log(shard)` for a shard group,
+    /// `Space::ClusterLog` for the meta group.
+    pub fn new(engine: Engine, space: Space) -> Self {
+        LogStore { engine, space, types: PhantomData }
     }
 
     fn space(&self) -> Space {
-        Space::Log(self.shard)
+        self.space
     }
 
     fn get_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, RaftStorageError> {
@@ -45,11 +53,14 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, RaftStorageError> {
+    ) -> Result<Vec<Entry<C>>, RaftStorageError> {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
@@ -84,15 +95,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+{
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, RaftStorageError> {
         let last_purged: Option<LogId> = self.get_state("purged")?;
         let last =
             self.engine.last_in_range(self.space(), &[keys::LOG_ENTRY], &[keys::LOG_ENTRY + 1]).map_err(read_err)?;
         let last_log_id = match last {
-            Some((_, v)) => Some(bincode::deserialize::<Entry<TypeConfig>>(&v).map_err(read_err)?.log_id),
+            Some((_, v)) => Some(bincode::deserialize::<Entry<C>>(&v).map_err(read_err)?.log_id),
             None => last_purged,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
@@ -118,9 +132,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_state::<Option<LogId>>("committed")?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), RaftStorageError>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::new();

@@ -52,7 +52,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Flusher {
         self.metrics.flush_seconds.observe(started.elapsed_secs());
         Ok(Snapshot {
             meta: snapshot_meta(&state),
-            snapshot: Box::new(ShardSnapshot::of_engine(self.shard.engine().clone(), self.shard.id)),
+            snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())),
         })
     }
 }
@@ -122,7 +122,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         Ok(Some(Snapshot {
             meta: snapshot_meta(&state),
-            snapshot: Box::new(ShardSnapshot::of_engine(self.shard.engine().clone(), self.shard.id)),
+            snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())),
         }))
     }
 }

@@ -11,17 +11,17 @@ use crate::engine::shard::{ShardData, ShardOptions};
 use crate::metrics::Metrics;
 use crate::storage::{Engine, MemEngine, ShardId};
 
-fn parts(engine: Engine) -> Result<(LogStore, StateMachine), RaftStorageError> {
+fn parts(engine: Engine) -> Result<(LogStore<TypeConfig>, StateMachine), RaftStorageError> {
     let shard = ShardId(3);
     let data = Arc::new(ShardData::open(engine.clone(), shard, ShardOptions::default()).map_err(super::read_err)?);
-    Ok((LogStore::new(engine, shard), StateMachine::new(data, Arc::new(Metrics::default()))))
+    Ok((LogStore::new(engine, crate::storage::Space::Log(shard)), StateMachine::new(data, Arc::new(Metrics::default()))))
 }
 
 #[test]
 fn mem_engine_passes_openraft_suite() {
     struct B;
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for B {
-        async fn build(&self) -> Result<((), LogStore, StateMachine), RaftStorageError> {
+    impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, ()> for B {
+        async fn build(&self) -> Result<((), LogStore<TypeConfig>, StateMachine), RaftStorageError> {
             let (ls, sm) = parts(Arc::new(MemEngine::new()))?;
             Ok(((), ls, sm))
         }
@@ -33,8 +33,8 @@ fn mem_engine_passes_openraft_suite() {
 #[test]
 fn rocks_engine_passes_openraft_suite() {
     struct B;
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for B {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), RaftStorageError> {
+    impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, tempfile::TempDir> for B {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore<TypeConfig>, StateMachine), RaftStorageError> {
             let dir = tempfile::tempdir().map_err(super::write_err)?;
             let engine =
                 crate::storage::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;

@@ -72,7 +72,7 @@ pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Ve
     let tenant = node.tenant(&req.tenant).to_string();
     let limits = &node.config().limits;
     let device_tag = &node.config().device_tag;
-    let ring = node.ring();
+    let ring = node.ring()?;
     let mut problems = Vec::new();
     let mut by_shard: std::collections::BTreeMap<ShardId, ShardWrite> = Default::default();
     let mut points = 0u64;

@@ -8,6 +8,9 @@
 //! | `POST /api/v1/last` | latest values per device |
 //! | `GET /health` | 200 when every shard has a leader, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /api/v1/cluster` | cluster map and every member's status |
+//! | `POST /api/v1/cluster/nodes/{id}/drain` | move a node's replicas away, then remove it |
+//! | `GET /api/v1/shards/{id}/digest` | digest of this node's replica of a shard |
 //!
 //! Writes follow InfluxDB: good lines are written, bad lines are reported; the reply is 204 when
 //! every line was written and 400 with a JSON body listing each bad line otherwise. The
@@ -18,7 +21,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,6 +62,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/last", post(last))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/cluster/nodes/{id}/drain", post(drain_node))
+        .route("/api/v1/shards/{id}/digest", get(shard_digest))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(node)
 }
@@ -200,4 +206,25 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+}
+
+async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
+    Json(node.cluster_status().await).into_response()
+}
+
+async fn drain_node(State(node): State<Arc<Node>>, Path(id): Path<u64>) -> Response {
+    match node.drain_node(id).await {
+        Ok(version) => Json(json!({ "node": id, "state": "draining", "map_version": version })).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+async fn shard_digest(State(node): State<Arc<Node>>, Path(id): Path<u32>) -> Response {
+    let shard = crate::storage::ShardId(id);
+    let applied = node.local_group(shard).and_then(|g| g.raft.metrics().borrow().last_applied).map(|l| l.index);
+    match node.shard_digest(shard) {
+        Ok(d) => Json(json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }))
+            .into_response(),
+        Err(e) => to_response(e),
+    }
 }

@@ -1,4 +1,5 @@
-//! The node's servers: gRPC (`hotlake.v1`) and HTTP (line protocol, JSON queries, health,
+//! The node's servers: gRPC (`hotlake.v1`, and the node-to-node `Peer` service on the same
+//! port) and HTTP (line protocol, JSON queries, health,
 //! metrics). The HTTP server is not part of simulation builds.
 //!
 //! Invariant: only the server layer converts proto and JSON types to the node's types.
@@ -7,6 +8,7 @@ pub mod grpc;
 #[cfg(not(madsim))]
 pub mod http;
 pub mod json;
+pub mod peer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,10 +26,14 @@ pub async fn serve_grpc(
 ) -> anyhow::Result<()> {
     // The generated server type differs between production and simulation builds; it is only
     // ever named here, by inference.
-    let service = hotlake_proto::v1::hotlake_server::HotlakeServer::new(grpc::GrpcService::new(node))
+    let service = hotlake_proto::v1::hotlake_server::HotlakeServer::new(grpc::GrpcService::new(node.clone()))
         .max_decoding_message_size(256 << 20);
+    let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(peer)
         .serve_with_shutdown(addr, shutdown)
         .await
         .with_context(|| format!("gRPC server on {addr}"))

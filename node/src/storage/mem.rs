@@ -99,6 +99,7 @@ impl MemEngine {
     pub fn new() -> Self {
         let mut state = State::default();
         state.spaces.insert(Space::NodeMeta, Tree::new());
+        state.spaces.insert(Space::ClusterLog, Tree::new());
         MemEngine {
             inner: Arc::new(Mutex::new(Inner {
                 live: state.clone(),

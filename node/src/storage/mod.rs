@@ -40,8 +40,10 @@ impl fmt::Display for ShardId {
 /// A named key space inside the engine (a column family in RocksDB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Space {
-    /// Node-wide metadata (node id, shard list).
+    /// Node-wide metadata (shard count, the cluster map as applied by the meta group).
     NodeMeta,
+    /// The meta group's Raft log, vote and committed pointer.
+    ClusterLog,
     /// A shard's Raft log, vote and committed pointer.
     Log(ShardId),
     /// A shard's flushed blocks.
@@ -55,6 +57,7 @@ impl Space {
     pub fn name(self) -> String {
         match self {
             Space::NodeMeta => "meta".to_string(),
+            Space::ClusterLog => "cluster/log".to_string(),
             Space::Log(s) => format!("{s}/log"),
             Space::Data(s) => format!("{s}/data"),
             Space::Index(s) => format!("{s}/index"),

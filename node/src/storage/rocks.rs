@@ -89,7 +89,7 @@ impl RocksEngine {
             Err(_) => vec!["default".to_string()],
         };
         let mut names: Vec<String> = existing;
-        for required in ["default", "meta"] {
+        for required in ["default", "meta", "cluster/log"] {
             if !names.iter().any(|n| n == required) {
                 names.push(required.to_string());
             }

@@ -1,6 +1,7 @@
-//! Integration tests against the real `hotlake` binary: HTTP API behaviour and kill -9 crash
-//! recovery.
+//! Integration tests against the real `hotlake` binary: HTTP and gRPC API behaviour, kill -9
+//! crash recovery, and multi-node clusters (leader kills, node add and drain, full restarts).
 
+mod cluster;
 mod crash;
 mod grpc_api;
 mod http_api;

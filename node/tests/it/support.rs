@@ -38,7 +38,26 @@ impl NodeProcess {
         n
     }
 
+    /// Starts a node without waiting for it to be healthy (a cluster member whose peers are
+    /// still down cannot be).
+    pub fn start_no_wait(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let mut n = NodeProcess {
+            child: None,
+            http: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        n.spawn_process();
+        n
+    }
+
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_healthy(Duration::from_secs(60));
+    }
+
+    fn spawn_process(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
             .arg("serve")
             .arg("--data-dir")
@@ -54,7 +73,17 @@ impl NodeProcess {
             .spawn()
             .expect("start hotlake");
         self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(60));
+    }
+
+    /// Starts the process again on the same data directory and ports, without waiting.
+    pub fn restart_no_wait(&mut self) {
+        assert!(self.child.is_none(), "stop the node first");
+        self.spawn_process();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Waits until `/health` answers 200.

@@ -1,0 +1,500 @@
+//! Cluster control loops and the handling of calls from other nodes.
+//!
+//! Every node, each `cluster.reconcile_interval_ms`:
+//! 1. joins through `cluster.join` until the map lists it;
+//! 2. opens a replica for every shard the map places on it;
+//! 3. for each group it leads, moves the group's membership towards the placement: add the new
+//!    node as a learner, and once every new member has caught up, replace the voters
+//!    (openraft's joint consensus), dropping the old ones;
+//! 4. deletes a replica the map no longer places here once the group's leader has applied a
+//!    membership without it (never earlier: a voter that lost its data could break quorums);
+//! 5. reports the groups it leads to the meta leader (which doubles as its heartbeat).
+//!
+//! The meta leader also keeps the meta group's membership in line with the map (voters up to
+//! `cluster.meta_voters_max`, everyone else a learner), plans placement (`placement::plan`)
+//! from the reports, and removes drained nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use super::placement::{plan, PlanInput};
+use super::transport::{GroupReport, NodeReport, NodeStatus, PeerCall, PeerReply, ReplicaStatus};
+use crate::error::{Error, Result};
+use crate::node::{Node, ShardGroup};
+use crate::raft::NodeId;
+use crate::storage::ShardId;
+
+/// A learner whose matched log index is within this many entries of the leader's last one
+/// counts as caught up.
+const CATCH_UP_ENTRIES_MAX: u64 = 1000;
+
+/// Reports older than this are ignored when planning.
+const REPORT_FRESH_FOR: Duration = Duration::from_secs(10);
+
+/// What the meta leader remembers between rounds. Rebuilt from scratch when another node
+/// becomes meta leader.
+#[derive(Default)]
+pub struct MetaDuties {
+    leader_since: Option<Instant>,
+    seen: BTreeMap<NodeId, Instant>,
+    reports: BTreeMap<ShardId, (GroupReport, Instant)>,
+}
+
+/// Starts the control loop.
+pub fn start(node: Arc<Node>) {
+    tokio::spawn(async move {
+        let interval = Duration::from_millis(node.config.cluster.reconcile_interval_ms);
+        while !node.stopping.load(Ordering::Relaxed) {
+            tokio::time::sleep(interval).await;
+            if let Err(e) = join_if_needed(&node).await {
+                tracing::info!(error = %e, "not joined yet; retrying");
+                continue;
+            }
+            reconcile_replicas(&node).await;
+            report(&node).await;
+            if node.meta.metrics().borrow().current_leader == Some(node.config.node_id) {
+                meta_leader_round(&node).await;
+            } else {
+                node.meta_duties.lock().unwrap_or_else(|p| p.into_inner()).leader_since = None;
+            }
+        }
+    });
+}
+
+async fn join_if_needed(node: &Node) -> Result<()> {
+    let me = node.self_info();
+    let map = node.map();
+    if map.nodes.get(&me.id).is_some_and(|n| n.grpc_addr == me.grpc_addr && n.http_addr == me.http_addr) {
+        return Ok(());
+    }
+    if node.config.cluster.join.is_empty() {
+        // A bootstrapped node whose entry is being applied; nothing to ask anyone.
+        return Ok(());
+    }
+    let mut last = None;
+    for seed in &node.config.cluster.join {
+        match node.peers.call(seed, &PeerCall::Join(me.clone()), node.peers.options().call_timeout).await {
+            Ok(_) => {
+                tracing::info!(seed, "joined; waiting for the cluster map");
+                return Err(Error::Unavailable("join accepted, map not replicated here yet".into()));
+            }
+            Err(e) => last = Some(format!("{seed}: {e}")),
+        }
+    }
+    Err(Error::Unavailable(format!("no seed accepted the join ({})", last.unwrap_or_default())))
+}
+
+async fn reconcile_replicas(node: &Node) {
+    let map = node.map();
+    if !map.is_bootstrapped() {
+        return;
+    }
+    let me = node.config.node_id;
+    let placed: BTreeSet<ShardId> = map.shards_on(me).into_iter().collect();
+    for &shard in &placed {
+        if node.local_group(shard).is_none() {
+            if let Err(e) = node.open_group(shard).await {
+                tracing::warn!(%shard, error = %e, "cannot open a replica placed here");
+            }
+        }
+    }
+    let work = node.groups().into_iter().map(|g| {
+        let map = map.clone();
+        let placed = placed.contains(&g.id);
+        async move {
+            let leader = g.raft.metrics().borrow().current_leader;
+            if leader == Some(me) {
+                let target: BTreeSet<NodeId> = map.replicas(g.id).iter().copied().collect();
+                if let Err(e) = drive_membership(&g, &target, &map).await {
+                    tracing::info!(shard = %g.id, error = %e, "membership change not done yet");
+                }
+            } else if !placed {
+                maybe_drop(node, &g).await;
+            }
+        }
+    });
+    futures::future::join_all(work).await;
+}
+
+/// Moves one group's membership one step towards `target`.
+async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &ClusterMap) -> Result<()> {
+    if target.is_empty() {
+        return Ok(());
+    }
+    let m = g.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return Ok(()); // openraft finishes the joint phase itself
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+    for &n in target.difference(&voters).filter(|n| !learners.contains(n)) {
+        let Some(addr) = map.grpc_addr(n) else { continue };
+        g.raft.add_learner(n, BasicNode { addr: addr.to_string() }, false).await.map_err(write_error)?;
+        tracing::info!(shard = %g.id, node = n, "added a learner");
+    }
+    if &voters != target {
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = |n: &NodeId| {
+            m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index).unwrap_or(0)
+        };
+        let behind: Vec<NodeId> =
+            target.iter().copied().filter(|n| !voters.contains(n) && matched(n) + CATCH_UP_ENTRIES_MAX < last).collect();
+        if !behind.is_empty() {
+            return Err(Error::Unavailable(format!("learners {behind:?} are catching up")));
+        }
+        g.raft.change_membership(ChangeMembers::ReplaceAllVoters(target.clone()), false).await.map_err(write_error)?;
+        tracing::info!(shard = %g.id, voters = ?target, "voters replaced");
+        return Ok(());
+    }
+    let stray: BTreeSet<NodeId> = learners.difference(target).copied().collect();
+    if !stray.is_empty() {
+        g.raft.change_membership(ChangeMembers::RemoveNodes(stray.clone()), false).await.map_err(write_error)?;
+        tracing::info!(shard = %g.id, removed = ?stray, "learners removed");
+    }
+    Ok(())
+}
+
+fn write_error<E: std::fmt::Display>(e: E) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// Deletes this node's replica of a shard the map no longer places here, once the group's
+/// leader has applied a membership without this node.
+async fn maybe_drop(node: &Node, g: &ShardGroup) {
+    let me = node.config.node_id;
+    let shard = g.id;
+    let report = node
+        .route(shard, |target| async move {
+            if target == node.config.node_id {
+                return Err(Error::NotLeader { shard, leader: None });
+            }
+            match node.call_node(target, &PeerCall::Group { shard }).await? {
+                PeerReply::Group(r) => Ok(r),
+                other => Err(Error::Internal(format!("unexpected reply: {other:?}"))),
+            }
+        })
+        .await;
+    match report {
+        Ok(r) if r.membership_applied && !r.voters.contains(&me) && !r.learners.contains(&me) => {
+            if let Err(e) = node.drop_group(shard).await {
+                tracing::warn!(%shard, error = %e, "cannot delete the replica");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(%shard, error = %e, "leader not reachable; keeping the replica"),
+    }
+}
+
+/// The group report of a replica that leads its group.
+fn group_report(g: &ShardGroup, me: NodeId) -> Option<GroupReport> {
+    let m = g.raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) || m.state != ServerState::Leader {
+        return None;
+    }
+    let membership = m.membership_config.membership();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    Some(GroupReport {
+        shard: g.id,
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        joint: membership.get_joint_config().len() > 1,
+        membership_applied: m.membership_config.log_id().map(|l| l.index).unwrap_or(0) <= applied,
+        applied,
+    })
+}
+
+async fn report(node: &Node) {
+    let me = node.config.node_id;
+    let leading: Vec<GroupReport> = node.groups().iter().filter_map(|g| group_report(g, me)).collect();
+    let r = NodeReport { node: me, leading };
+    let meta_leader = node.meta.metrics().borrow().current_leader;
+    match meta_leader {
+        Some(l) if l == me => record_report(node, r),
+        Some(l) => {
+            if let Err(e) = node.call_node(l, &PeerCall::Report(r)).await {
+                tracing::debug!(error = %e, "report to the meta leader failed");
+            }
+        }
+        None => {}
+    }
+}
+
+fn record_report(node: &Node, r: NodeReport) {
+    let now = Instant::now();
+    let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
+    d.seen.insert(r.node, now);
+    for g in r.leading {
+        d.reports.insert(g.shard, (g, now));
+    }
+}
+
+async fn meta_leader_round(node: &Node) {
+    let map = node.map();
+    if !map.is_bootstrapped() {
+        return;
+    }
+    if let Err(e) = keep_meta_membership(node, &map).await {
+        tracing::info!(error = %e, "meta membership change not done yet");
+    }
+    let now = Instant::now();
+    let (live, in_flight, reported_members) = {
+        let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *d.leader_since.get_or_insert(now);
+        let down_after = Duration::from_secs(node.config.cluster.node_down_replace_s);
+        let live: BTreeSet<NodeId> = map
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| {
+                let last = d.seen.get(n).copied().unwrap_or(since).max(since);
+                *n == node.config.node_id || now.duration_since(last) < down_after
+            })
+            .collect();
+        let mut in_flight = BTreeSet::new();
+        let mut members: BTreeSet<NodeId> = BTreeSet::new();
+        for (i, p) in map.shards.iter().enumerate() {
+            let shard = ShardId(i as u32);
+            match d.reports.get(&shard).filter(|(_, at)| now.duration_since(*at) < REPORT_FRESH_FOR) {
+                Some((r, _)) => {
+                    members.extend(r.voters.iter().chain(&r.learners));
+                    if r.joint || !r.learners.is_empty() || r.voters != p.replicas {
+                        in_flight.insert(shard);
+                    }
+                }
+                None => {
+                    in_flight.insert(shard);
+                }
+            }
+        }
+        (live, in_flight, members)
+    };
+    let input =
+        PlanInput { live, in_flight: in_flight.clone(), moves_max: node.config.cluster.moves_concurrent_max as usize };
+    for mv in plan(&map, &input) {
+        tracing::info!(shard = %mv.shard, replicas = ?mv.replicas, "placement change");
+        let cmd = MetaCommand::SetPlacement { shard: mv.shard, replicas: mv.replicas, epoch: mv.epoch };
+        if let Err(e) = node.propose_meta(cmd, false).await {
+            tracing::info!(error = %e, "placement change not committed");
+            return;
+        }
+    }
+    // A draining node that no placement and no reported membership names is gone: remove it.
+    if in_flight.is_empty() {
+        for n in map.nodes.values().filter(|n| n.state == NodeState::Draining) {
+            if map.shards_on(n.id).is_empty() && !reported_members.contains(&n.id) {
+                tracing::info!(node = n.id, "drained node removed from the cluster");
+                if let Err(e) = node.propose_meta(MetaCommand::RemoveNode { node: n.id }, false).await {
+                    tracing::info!(error = %e, "node removal not committed");
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the meta group's membership in line with the map: every node a member, the first
+/// `cluster.meta_voters_max` active nodes voters.
+async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
+    let m = node.meta.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return Ok(());
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    for n in map.nodes.values().filter(|n| !members.contains(&n.id)) {
+        node.meta.add_learner(n.id, BasicNode { addr: n.grpc_addr.clone() }, false).await.map_err(write_error)?;
+        tracing::info!(node = n.id, "added to the meta group as a learner");
+    }
+    let gone: BTreeSet<NodeId> = members.iter().copied().filter(|n| !map.nodes.contains_key(n)).collect();
+    if !gone.is_empty() {
+        let still_voting: BTreeSet<NodeId> = voters.difference(&gone).copied().collect();
+        if still_voting.is_empty() {
+            return Ok(());
+        }
+        node.meta
+            .change_membership(ChangeMembers::ReplaceAllVoters(still_voting), false)
+            .await
+            .map_err(write_error)?;
+        let learners_gone: BTreeSet<NodeId> = gone.difference(&voters).copied().collect();
+        if !learners_gone.is_empty() {
+            node.meta.change_membership(ChangeMembers::RemoveNodes(learners_gone), false).await.map_err(write_error)?;
+        }
+        return Ok(());
+    }
+    let wanted = node.config.cluster.meta_voters_max as usize;
+    if voters.len() < wanted {
+        let last = m.last_log_index.unwrap_or(0);
+        let caught_up = |n: &NodeId| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(n).cloned().flatten())
+                .is_some_and(|l| l.index + CATCH_UP_ENTRIES_MAX >= last)
+        };
+        let candidate = map
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Active && !voters.contains(&n.id) && members.contains(&n.id))
+            .map(|n| n.id)
+            .find(caught_up);
+        if let Some(c) = candidate {
+            node.meta.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([c])), false).await.map_err(write_error)?;
+            tracing::info!(node = c, "promoted to a meta group voter");
+        }
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Proposes a meta command on the meta leader; from another node the command is forwarded
+    /// once. Returns the map version after it.
+    pub(crate) async fn propose_meta(&self, cmd: MetaCommand, forwarded: bool) -> Result<u64> {
+        match self.meta.client_write(cmd.clone()).await {
+            Ok(r) => match r.data.rejected {
+                Some(reason) => Err(Error::invalid(reason)),
+                None => Ok(r.data.version),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(leader) = f.leader_node.filter(|_| !forwarded) else {
+                    return Err(Error::Unavailable("the meta group has no leader right now; retry".into()));
+                };
+                match self.peers.call(&leader.addr, &PeerCall::Meta(cmd), self.peers.options().call_timeout).await? {
+                    PeerReply::MapVersion(v) => Ok(v),
+                    other => Err(Error::Internal(format!("unexpected reply to a meta command: {other:?}"))),
+                }
+            }
+            Err(e) => Err(Error::Unavailable(format!("meta group: {e}"))),
+        }
+    }
+
+    /// Answers a call from another node.
+    pub async fn handle_call(&self, call: PeerCall) -> Result<PeerReply> {
+        match call {
+            PeerCall::Write { shard, write } => {
+                if self.stopping.load(Ordering::Relaxed) {
+                    return Err(Error::Unavailable("node is shutting down".into()));
+                }
+                let outcome = self.propose_here(shard, crate::engine::batch::ShardCommand::Write(write)).await?;
+                Ok(PeerReply::Written(outcome))
+            }
+            PeerCall::Query { shard, query, points_budget } => {
+                Ok(PeerReply::Answer(self.query_here(shard, Arc::new(query), points_budget).await?))
+            }
+            PeerCall::Last { shard, query } => Ok(PeerReply::LastRows(self.last_here(shard, &query).await?)),
+            PeerCall::Join(info) => {
+                let map = self.map();
+                if !map.is_bootstrapped() {
+                    return Err(Error::Unavailable("this node has not joined a cluster itself".into()));
+                }
+                Ok(PeerReply::MapVersion(self.propose_meta(MetaCommand::AddNode(info), false).await?))
+            }
+            PeerCall::Meta(cmd) => Ok(PeerReply::MapVersion(self.propose_meta(cmd, true).await?)),
+            PeerCall::Report(r) => {
+                if self.meta.metrics().borrow().current_leader != Some(self.config.node_id) {
+                    return Err(Error::Unavailable("not the meta leader".into()));
+                }
+                record_report(self, r);
+                Ok(PeerReply::Ack)
+            }
+            PeerCall::Map => Ok(PeerReply::Map((*self.map()).clone())),
+            PeerCall::Status => Ok(PeerReply::Status(self.status())),
+            PeerCall::Digest { shard } => Ok(PeerReply::Digest(self.shard_digest(shard)?)),
+            PeerCall::Group { shard } => {
+                let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+                match group_report(&g, self.config.node_id) {
+                    Some(r) => Ok(PeerReply::Group(r)),
+                    None => Err(Error::NotLeader { shard, leader: g.raft.metrics().borrow().current_leader }),
+                }
+            }
+        }
+    }
+
+    /// This node's view of itself and its replicas.
+    pub fn status(&self) -> NodeStatus {
+        let replicas = self
+            .groups()
+            .iter()
+            .map(|g| {
+                let m = g.raft.metrics().borrow().clone();
+                let role = match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "stopped",
+                };
+                ReplicaStatus {
+                    shard: g.id,
+                    role: role.into(),
+                    leader: m.current_leader,
+                    applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    memtable_bytes: g.data.read().memtable_bytes() as u64,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node: self.config.node_id,
+            map_version: self.map().version,
+            meta_leader: self.meta.metrics().borrow().current_leader,
+            replicas,
+        }
+    }
+
+    /// The map and every member's status (a member that does not answer within two seconds
+    /// is shown as unreachable).
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let map = self.map();
+        let asks = map.nodes.values().map(|n| async move {
+            let status = if n.id == self.config.node_id {
+                Ok(self.status())
+            } else {
+                match self.peers.call(&n.grpc_addr, &PeerCall::Status, Duration::from_secs(2)).await {
+                    Ok(PeerReply::Status(s)) => Ok(s),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            MemberStatus { info: n.clone(), status: status.as_ref().ok().cloned(), error: status.err() }
+        });
+        let members = futures::future::join_all(asks).await;
+        ClusterStatus { map: (*map).clone(), members }
+    }
+
+    /// Asks the meta group to drain a node: its replicas move away, then it is removed.
+    pub async fn drain_node(&self, id: NodeId) -> Result<u64> {
+        self.propose_meta(MetaCommand::SetNodeState { node: id, state: NodeState::Draining }, false).await
+    }
+
+    /// Adds a node to the map by hand (it still has to run with the same id and addresses).
+    pub async fn add_node(&self, info: NodeInfo) -> Result<u64> {
+        self.propose_meta(MetaCommand::AddNode(info), false).await
+    }
+}
+
+/// One member as `cluster status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The map entry.
+    pub info: NodeInfo,
+    /// What the node said about itself.
+    pub status: Option<NodeStatus>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// The answer of `cluster status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The map as the answering node applied it.
+    pub map: ClusterMap,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}

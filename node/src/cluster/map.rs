@@ -1,0 +1,288 @@
+//! The cluster map: nodes, shard placement and the commands that change them. The meta group
+//! replicates the commands; every node applies them to its copy in the same order.
+//!
+//! Pure: no I/O. `apply` is deterministic and rejects a command that does not fit the current
+//! map (a stale placement epoch, an unknown node) without changing anything.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::NodeId;
+use crate::storage::ShardId;
+
+/// Whether a node takes new replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Serving and eligible for replicas.
+    Active,
+    /// Being decommissioned: its replicas move away, then it is removed.
+    Draining,
+}
+
+impl NodeState {
+    /// Lower-case name, as shown by `hotlakectl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+        }
+    }
+}
+
+/// A member node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id, unique in the cluster.
+    pub id: NodeId,
+    /// gRPC address (public API and node-to-node traffic).
+    pub grpc_addr: String,
+    /// HTTP address (line protocol, JSON queries, health, metrics).
+    pub http_addr: String,
+    /// Whether it takes replicas.
+    pub state: NodeState,
+}
+
+/// Where one shard's replicas live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Nodes that should hold a voting replica, ascending.
+    pub replicas: Vec<NodeId>,
+    /// Bumped on every change; a change names the epoch it was planned against.
+    pub epoch: u64,
+}
+
+/// The whole cluster map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Random id chosen at bootstrap; a node refuses to join another cluster's data.
+    pub cluster_id: u64,
+    /// Bumped on every applied change.
+    pub version: u64,
+    /// Shards on the ring (fixed at bootstrap).
+    pub shard_count: u32,
+    /// Replicas per shard the placement aims for.
+    pub replication_factor: u32,
+    /// Member nodes.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Placement per shard, indexed by shard id.
+    pub shards: Vec<Placement>,
+}
+
+/// A change to the cluster map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Creates the cluster with one node holding every shard.
+    Bootstrap {
+        /// New cluster id.
+        cluster_id: u64,
+        /// Shards on the ring.
+        shard_count: u32,
+        /// Target replicas per shard.
+        replication_factor: u32,
+        /// The first node.
+        node: NodeInfo,
+    },
+    /// Adds a node, or updates the addresses of a known one.
+    AddNode(NodeInfo),
+    /// Marks a node active or draining.
+    SetNodeState {
+        /// The node.
+        node: NodeId,
+        /// Its new state.
+        state: NodeState,
+    },
+    /// Removes a node that holds no replica.
+    RemoveNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// Sets a shard's replicas if its placement is still at `epoch`.
+    SetPlacement {
+        /// The shard.
+        shard: ShardId,
+        /// New replicas.
+        replicas: Vec<NodeId>,
+        /// The epoch the change was planned against.
+        epoch: u64,
+    },
+}
+
+impl ClusterMap {
+    /// True once the cluster has been bootstrapped.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.shard_count > 0
+    }
+
+    /// Replicas of `shard` (empty if unknown).
+    pub fn replicas(&self, shard: ShardId) -> &[NodeId] {
+        self.shards.get(shard.0 as usize).map(|p| p.replicas.as_slice()).unwrap_or(&[])
+    }
+
+    /// Shards with a replica placed on `node`.
+    pub fn shards_on(&self, node: NodeId) -> Vec<ShardId> {
+        (0..self.shards.len() as u32).map(ShardId).filter(|s| self.replicas(*s).contains(&node)).collect()
+    }
+
+    /// gRPC address of `node`.
+    pub fn grpc_addr(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.grpc_addr.as_str())
+    }
+
+    /// Applies `cmd`. A rejected command leaves the map unchanged and says why.
+    pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), String> {
+        match cmd {
+            MetaCommand::Bootstrap { cluster_id, shard_count, replication_factor, node } => {
+                if self.is_bootstrapped() {
+                    return Err(format!("cluster {:016x} is already bootstrapped", self.cluster_id));
+                }
+                if *shard_count == 0 || *replication_factor == 0 {
+                    return Err("shard_count and replication_factor must be positive".into());
+                }
+                self.cluster_id = *cluster_id;
+                self.shard_count = *shard_count;
+                self.replication_factor = *replication_factor;
+                self.nodes.insert(node.id, NodeInfo { state: NodeState::Active, ..node.clone() });
+                self.shards = (0..*shard_count).map(|_| Placement { replicas: vec![node.id], epoch: 1 }).collect();
+            }
+            MetaCommand::AddNode(info) => {
+                self.require_bootstrapped()?;
+                match self.nodes.get_mut(&info.id) {
+                    Some(known) if known.grpc_addr == info.grpc_addr && known.http_addr == info.http_addr => {
+                        return Ok(());
+                    }
+                    Some(known) => {
+                        known.grpc_addr = info.grpc_addr.clone();
+                        known.http_addr = info.http_addr.clone();
+                    }
+                    None => {
+                        if let Some(other) = self.nodes.values().find(|n| n.grpc_addr == info.grpc_addr) {
+                            return Err(format!(
+                                "address {} already belongs to node {}; give each node its own address",
+                                info.grpc_addr, other.id
+                            ));
+                        }
+                        self.nodes.insert(info.id, NodeInfo { state: NodeState::Active, ..info.clone() });
+                    }
+                }
+            }
+            MetaCommand::SetNodeState { node, state } => {
+                let n = self.nodes.get_mut(node).ok_or_else(|| format!("node {node} is not a member"))?;
+                if n.state == *state {
+                    return Ok(());
+                }
+                n.state = *state;
+            }
+            MetaCommand::RemoveNode { node } => {
+                if !self.nodes.contains_key(node) {
+                    return Err(format!("node {node} is not a member"));
+                }
+                let held = self.shards_on(*node);
+                if !held.is_empty() {
+                    return Err(format!("node {node} still holds {} replicas; drain it first", held.len()));
+                }
+                if self.nodes.len() == 1 {
+                    return Err("the last node of a cluster cannot be removed".into());
+                }
+                self.nodes.remove(node);
+            }
+            MetaCommand::SetPlacement { shard, replicas, epoch } => {
+                let p = self.shards.get(shard.0 as usize).ok_or_else(|| format!("no shard {shard}"))?;
+                if p.epoch != *epoch {
+                    return Err(format!("placement of {shard} is at epoch {}, not {epoch}", p.epoch));
+                }
+                if replicas.is_empty() {
+                    return Err(format!("placement of {shard} must keep at least one replica"));
+                }
+                let mut sorted = replicas.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != replicas.len() {
+                    return Err(format!("placement of {shard} names a node twice"));
+                }
+                if let Some(unknown) = sorted.iter().find(|n| !self.nodes.contains_key(n)) {
+                    return Err(format!("placement of {shard} names node {unknown}, which is not a member"));
+                }
+                let p = &mut self.shards[shard.0 as usize];
+                p.replicas = sorted;
+                p.epoch += 1;
+            }
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    fn require_bootstrapped(&self) -> Result<(), String> {
+        if self.is_bootstrapped() {
+            Ok(())
+        } else {
+            Err("the cluster is not bootstrapped yet".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            id,
+            grpc_addr: format!("127.0.0.{id}:7101"),
+            http_addr: format!("127.0.0.{id}:7181"),
+            state: NodeState::Active,
+        }
+    }
+
+    fn bootstrapped() -> ClusterMap {
+        let mut m = ClusterMap::default();
+        m.apply(&MetaCommand::Bootstrap { cluster_id: 7, shard_count: 4, replication_factor: 3, node: node(1) })
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn bootstrap_places_every_shard_on_the_first_node_once() {
+        let mut m = bootstrapped();
+        assert_eq!(m.shards.len(), 4);
+        assert!(m.shards.iter().all(|p| p.replicas == vec![1]));
+        let again = MetaCommand::Bootstrap { cluster_id: 8, shard_count: 4, replication_factor: 3, node: node(2) };
+        assert!(m.apply(&again).is_err());
+        assert_eq!(m.cluster_id, 7);
+    }
+
+    #[test]
+    fn placement_changes_only_at_the_planned_epoch() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        let change = MetaCommand::SetPlacement { shard: ShardId(0), replicas: vec![2, 1], epoch: 1 };
+        m.apply(&change).unwrap();
+        assert_eq!(m.replicas(ShardId(0)), &[1, 2]);
+        let version = m.version;
+        assert!(m.apply(&change).is_err(), "a stale epoch is rejected");
+        assert_eq!(m.version, version, "a rejected command changes nothing");
+        let unknown = MetaCommand::SetPlacement { shard: ShardId(1), replicas: vec![9], epoch: 1 };
+        assert!(m.apply(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_node_holding_replicas_is_not_removed() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        assert!(m.apply(&MetaCommand::RemoveNode { node: 1 }).is_err());
+        m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap();
+        assert!(!m.nodes.contains_key(&2));
+    }
+
+    #[test]
+    fn re_adding_a_node_is_idempotent_and_addresses_are_unique() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        let version = m.version;
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        assert_eq!(m.version, version);
+        let clash = NodeInfo { id: 3, ..node(2) };
+        assert!(m.apply(&MetaCommand::AddNode(clash)).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! The meta group: a Raft group over up to `cluster.meta_voters_max` voters (every other node is
+//! a learner) whose state machine is the [`ClusterMap`]. Every node applies the same commands
+//! and so holds the same map; changes are published on a watch channel.
+//!
+//! The applied state (map, applied log id, membership) is small: it is rewritten whole after
+//! each applied batch into the node meta space, and a snapshot is that state encoded.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::map::{ClusterMap, MetaCommand};
+use crate::raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
+use crate::storage::{Durability, Engine, Space, WriteBatch};
+
+openraft::declare_raft_types!(
+    /// openraft types of the meta group.
+    pub MetaTypeConfig:
+        D = MetaCommand,
+        R = MetaOutcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<MetaTypeConfig>,
+        SnapshotData = MetaSnapshot,
+        AsyncRuntime = crate::raft::runtime::Runtime,
+);
+
+/// The meta group's Raft handle.
+pub type MetaRaft = openraft::Raft<MetaTypeConfig>;
+
+/// What applying a meta command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaOutcome {
+    /// Why the command was rejected (the map is unchanged), if it was.
+    pub rejected: Option<String>,
+    /// Map version after the command.
+    pub version: u64,
+}
+
+/// Snapshot data of the meta group: the encoded [`MetaState`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaSnapshot(pub Vec<u8>);
+
+/// Everything the meta state machine holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Last applied log id.
+    pub applied: Option<LogId>,
+    /// Last applied membership of the meta group.
+    pub membership: StoredMembership,
+    /// The map.
+    pub map: ClusterMap,
+}
+
+const META_STATE_KEY: &[u8] = b"cluster_state";
+
+/// The meta state machine. Cloning shares the state.
+#[derive(Clone)]
+pub struct MetaStateMachine {
+    engine: Engine,
+    state: Arc<Mutex<MetaState>>,
+    published: Arc<tokio::sync::watch::Sender<Arc<ClusterMap>>>,
+}
+
+impl MetaStateMachine {
+    /// Loads the applied state from `engine` (empty on a new node).
+    pub fn open(engine: Engine) -> Result<Self, crate::storage::StorageError> {
+        let state: MetaState = match engine.get(Space::NodeMeta, META_STATE_KEY)? {
+            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| crate::storage::StorageError::Corrupt {
+                space: Space::NodeMeta.name(),
+                reason: format!("cluster state: {e}"),
+            })?,
+            None => MetaState::default(),
+        };
+        let (tx, _) = tokio::sync::watch::channel(Arc::new(state.map.clone()));
+        Ok(MetaStateMachine { engine, state: Arc::new(Mutex::new(state)), published: Arc::new(tx) })
+    }
+
+    /// The current map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.published.borrow().clone()
+    }
+
+    /// Follows map changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ClusterMap>> {
+        self.published.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MetaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, state: &MetaState) -> Result<(), RaftStorageError> {
+        let mut b = WriteBatch::new();
+        b.put(Space::NodeMeta, META_STATE_KEY.to_vec(), bincode::serialize(state).map_err(write_err)?);
+        // Ordered after the log entries it reflects; a crash that loses it replays them.
+        self.engine.write(b, Durability::Buffered).map_err(write_err)
+    }
+
+    fn snapshot_of(state: &MetaState) -> Result<Snapshot<MetaTypeConfig>, RaftStorageError> {
+        let snapshot_id = match state.applied {
+            Some(l) => format!("meta-{}-{}", l.leader_id, l.index),
+            None => "meta-empty".into(),
+        };
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: state.applied,
+                last_membership: state.membership.clone(),
+                snapshot_id,
+            },
+            snapshot: Box::new(MetaSnapshot(bincode::serialize(state).map_err(read_err)?)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<MetaTypeConfig> for MetaStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<MetaTypeConfig>, RaftStorageError> {
+        let state = self.lock().clone();
+        Self::snapshot_of(&state)
+    }
+}
+
+impl RaftStateMachine<MetaTypeConfig> for MetaStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        let s = self.lock();
+        Ok((s.applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<MetaOutcome>, RaftStorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<MetaTypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let snapshot = {
+            let mut s = self.lock();
+            for entry in entries {
+                s.applied = Some(entry.log_id);
+                let mut outcome = MetaOutcome::default();
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Membership(m) => s.membership = StoredMembership::new(Some(entry.log_id), m),
+                    EntryPayload::Normal(cmd) => {
+                        if let Err(reason) = s.map.apply(&cmd) {
+                            outcome.rejected = Some(reason);
+                        }
+                    }
+                }
+                outcome.version = s.map.version;
+                out.push(outcome);
+            }
+            s.clone()
+        };
+        self.persist(&snapshot)?;
+        if snapshot.map.version != self.published.borrow().version {
+            self.published.send_replace(Arc::new(snapshot.map));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<MetaSnapshot>, RaftStorageError> {
+        Ok(Box::new(MetaSnapshot::default()))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<MetaSnapshot>,
+    ) -> Result<(), RaftStorageError> {
+        let state: MetaState = bincode::deserialize(&snapshot.0).map_err(read_err)?;
+        if state.applied != meta.last_log_id {
+            return Err(read_err(io::Error::other(format!(
+                "meta snapshot content is at {:?} but its meta says {:?}",
+                state.applied, meta.last_log_id
+            ))));
+        }
+        self.persist(&state)?;
+        let map = state.map.clone();
+        *self.lock() = state;
+        self.published.send_replace(Arc::new(map));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaTypeConfig>>, RaftStorageError> {
+        let state = self.lock().clone();
+        if state.applied.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self::snapshot_of(&state)?))
+    }
+}

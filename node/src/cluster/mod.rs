@@ -1,0 +1,20 @@
+//! The cluster: the map of nodes and shard placement kept by the meta group, the node-to-node
+//! transport, and the control loops that move replicas.
+//!
+//! ```text
+//!  meta group (Raft, ≤ meta_voters_max voters) ──apply──► ClusterMap on every node (watch)
+//!        ▲ SetPlacement (meta leader: placement::plan)        │
+//!        │ reports                                            ▼
+//!  control loop on every node: open placed replicas ─► shard leaders change membership
+//!                              (learner → catch up → voters replaced) ─► old replicas deleted
+//!  transport: one gRPC Peer service per node, Raft RPCs multiplexed by group id
+//! ```
+//!
+//! Invariants: `map` and `placement` do no I/O; a replica is deleted only after its group's
+//! leader applied a membership without it.
+
+pub mod control;
+pub mod map;
+pub mod meta;
+pub mod placement;
+pub mod transport;

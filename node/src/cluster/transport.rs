@@ -1,0 +1,618 @@
+//! Node-to-node transport: one gRPC service (`hotlake.internal.v1.Peer`) per node carries the
+//! Raft RPCs of every group, multiplexed by group id, and requests forwarded between nodes.
+//!
+//! ```text
+//!  openraft (group g) ──PeerNetwork──► Peers (one lazily connected channel per address)
+//!        ──Raft{group, kind, bincode}──► peer's server::peer ──► that node's group g
+//!        ──InstallSnapshot(stream of chunks ≤ snapshot_chunk_bytes_max)──►
+//! ```
+//!
+//! Payloads are bincode: both ends run the same release. Every call has a timeout; a snapshot
+//! stream is paced to `cluster.snapshot_bytes_per_s_max`. A node never sends a Raft message to
+//! itself (openraft never replicates to the local node).
+//!
+//! Invariant: besides `server`, only this module touches generated proto types.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hotlake_proto::internal::v1 as pb;
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::storage::{Snapshot, SnapshotMeta};
+use openraft::{BasicNode, OptionalSend, RaftTypeConfig, Vote};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use super::map::{ClusterMap, NodeInfo};
+use super::meta::{MetaSnapshot, MetaTypeConfig};
+use crate::engine::batch::{ApplyOutcome, ShardWrite};
+use crate::engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
+use crate::error::{Error, Result};
+use crate::query::exec::ShardResult;
+use crate::query::{LastQuery, LastRow, Query};
+use crate::raft::{NodeId, TypeConfig};
+use crate::storage::ShardId;
+
+/// Group id of the meta group on the wire; shard groups use their shard id.
+pub const META_GROUP: u64 = u64::MAX;
+
+/// Raft RPC kinds on the wire.
+pub const KIND_APPEND: u32 = 1;
+/// See [`KIND_APPEND`].
+pub const KIND_VOTE: u32 = 2;
+
+/// A request forwarded from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerCall {
+    /// Propose a write on a shard this node should lead.
+    Write {
+        /// The shard.
+        shard: ShardId,
+        /// The shard's part of a client batch.
+        write: ShardWrite,
+    },
+    /// Run a query on one shard; only its leader answers, after a read-index round.
+    Query {
+        /// The shard.
+        shard: ShardId,
+        /// The query.
+        query: Query,
+        /// Points the shard may read.
+        points_budget: u64,
+    },
+    /// Latest values on one shard, from its leader.
+    Last {
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        query: LastQuery,
+    },
+    /// The membership of a shard group, from its leader.
+    Group {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// Ask to join the cluster (sent to any member; forwarded to the meta leader).
+    Join(NodeInfo),
+    /// Propose a meta command (sent to any member; forwarded to the meta leader).
+    Meta(super::map::MetaCommand),
+    /// A node's periodic report of the shards it leads, to the meta leader.
+    Report(NodeReport),
+    /// The map as this node has applied it.
+    Map,
+    /// This node's view of itself and its replicas.
+    Status,
+    /// Digest of one shard replica's content.
+    Digest {
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// A reply to a [`PeerCall`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// Result of `Write`.
+    Written(ApplyOutcome),
+    /// Result of `Query`.
+    Answer(ShardResult),
+    /// Result of `Last`.
+    LastRows(Vec<LastRow>),
+    /// Result of `Join` / `Meta`: the map version after the change.
+    MapVersion(u64),
+    /// Result of `Report`.
+    Ack,
+    /// Result of `Map`.
+    Map(ClusterMap),
+    /// Result of `Status`.
+    Status(NodeStatus),
+    /// Result of `Digest`.
+    Digest(u64),
+    /// Result of `Group`.
+    Group(GroupReport),
+}
+
+/// The Raft view of one shard group, as reported by its leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// The shard.
+    pub shard: ShardId,
+    /// Voters of the group's effective membership.
+    pub voters: Vec<NodeId>,
+    /// Learners of the group's effective membership.
+    pub learners: Vec<NodeId>,
+    /// The membership is joint (a voter change is half way).
+    pub joint: bool,
+    /// The effective membership is applied on the leader, hence committed.
+    pub membership_applied: bool,
+    /// Last applied log index on the leader.
+    pub applied: u64,
+}
+
+/// A node's periodic report to the meta leader: it is alive, and these are the groups it leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Groups it leads.
+    pub leading: Vec<GroupReport>,
+}
+
+/// One replica as seen by the node that hosts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The shard.
+    pub shard: ShardId,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// The group's leader as known here.
+    pub leader: Option<NodeId>,
+    /// Last applied log index.
+    pub applied: u64,
+    /// Bytes in memtables.
+    pub memtable_bytes: u64,
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node: NodeId,
+    /// Map version applied here.
+    pub map_version: u64,
+    /// Leader of the meta group as known here.
+    pub meta_leader: Option<NodeId>,
+    /// Replicas hosted here.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// An [`Error`] as it travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireError {
+    kind: String,
+    message: String,
+    details: Vec<String>,
+    shard: Option<ShardId>,
+    leader: Option<NodeId>,
+    limit: Option<String>,
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        let mut w = WireError {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            details: Vec::new(),
+            shard: None,
+            leader: None,
+            limit: None,
+        };
+        match e {
+            Error::InvalidArgument { message, details } => {
+                w.message = message.clone();
+                w.details = details.clone();
+            }
+            Error::LimitExceeded { limit, message } => {
+                w.message = message.clone();
+                w.limit = Some(limit.to_string());
+            }
+            Error::NotLeader { shard, leader } => {
+                w.shard = Some(*shard);
+                w.leader = *leader;
+            }
+            Error::Overloaded(m) | Error::Unavailable(m) | Error::Timeout(m) | Error::Internal(m) => {
+                w.message = m.clone();
+            }
+            Error::PartialWrite { rejected, .. } => w.details = rejected.clone(),
+            Error::Storage(_) => {}
+        }
+        w
+    }
+}
+
+impl WireError {
+    /// The error as the node's type again.
+    pub fn into_error(self) -> Error {
+        match self.kind.as_str() {
+            "invalid_argument" => Error::InvalidArgument { message: self.message, details: self.details },
+            "limit_exceeded" => Error::LimitExceeded {
+                limit: crate::config::limit_name(self.limit.as_deref().unwrap_or_default()),
+                message: self.message,
+            },
+            "not_leader" => Error::NotLeader { shard: self.shard.unwrap_or(ShardId(0)), leader: self.leader },
+            "overloaded" => Error::Overloaded(self.message),
+            "unavailable" => Error::Unavailable(self.message),
+            "timeout" => Error::Timeout(self.message),
+            _ => Error::Internal(format!("on a peer: {}", self.message)),
+        }
+    }
+}
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Timeout of one forwarded request.
+    pub call_timeout: Duration,
+    /// Bytes per snapshot chunk.
+    pub snapshot_chunk_bytes_max: usize,
+    /// Pace of snapshot streams, bytes per second (0 = unpaced).
+    pub snapshot_bytes_per_s_max: u64,
+    /// Largest message accepted.
+    pub message_bytes_max: usize,
+}
+
+/// Pooled connections to peers, one channel per address (HTTP/2 multiplexes every group's
+/// traffic over it).
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    options: TransportOptions,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| Error::Internal(format!("encode peer message: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|e| Error::Internal(format!("decode peer message: {e}")))
+}
+
+/// Why a peer could not be reached or answered badly.
+#[derive(Debug)]
+pub enum TransportError {
+    /// Could not connect or the connection broke.
+    Unreachable(String),
+    /// No answer within the timeout.
+    Timeout,
+    /// The peer answered with something that does not decode.
+    Protocol(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            TransportError::Timeout => write!(f, "timed out"),
+            TransportError::Protocol(m) => write!(f, "bad reply: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+fn status_error(s: tonic::Status) -> TransportError {
+    match s.code() {
+        tonic::Code::DeadlineExceeded => TransportError::Timeout,
+        _ => TransportError::Unreachable(s.message().to_string()),
+    }
+}
+
+impl Peers {
+    /// An empty pool.
+    pub fn new(options: TransportOptions) -> Self {
+        Peers { channels: Mutex::new(HashMap::new()), options }
+    }
+
+    /// Transport settings.
+    pub fn options(&self) -> &TransportOptions {
+        &self.options
+    }
+
+    fn client(&self, addr: &str) -> std::result::Result<pb::peer_client::PeerClient<Channel>, TransportError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
+                    .connect_timeout(Duration::from_secs(1));
+                let c = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(pb::peer_client::PeerClient::new(channel)
+            .max_decoding_message_size(self.options.message_bytes_max)
+            .max_encoding_message_size(self.options.message_bytes_max))
+    }
+
+    /// Sends one Raft RPC of `group` and decodes the peer's result.
+    pub async fn raft<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        group: u64,
+        kind: u32,
+        req: &Req,
+        timeout: Duration,
+    ) -> std::result::Result<Resp, TransportError> {
+        let payload = bincode::serialize(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let mut client = self.client(addr)?;
+        let call = client.raft(pb::RaftRequest { group, kind, payload });
+        let reply = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(TransportError::Timeout),
+            Ok(Err(s)) => return Err(status_error(s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+
+    /// Streams a snapshot of `group` in chunks and decodes the peer's result.
+    pub async fn snapshot<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        group: u64,
+        header: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> std::result::Result<Resp, TransportError> {
+        let mut client = self.client(addr)?;
+        let pace = self.options.snapshot_bytes_per_s_max;
+        let mut messages = Vec::with_capacity(chunks.len().max(1));
+        let mut header = Some(header);
+        if chunks.is_empty() {
+            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data: Vec::new() });
+        }
+        for data in chunks {
+            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data });
+        }
+        let stream = futures::stream::unfold(messages.into_iter(), move |mut it| async move {
+            let chunk = it.next()?;
+            if pace > 0 {
+                let wait = Duration::from_secs_f64(chunk.data.len() as f64 / pace as f64);
+                tokio::time::sleep(wait).await;
+            }
+            Some((chunk, it))
+        });
+        let reply = match tokio::time::timeout(timeout, client.install_snapshot(stream)).await {
+            Err(_) => return Err(TransportError::Timeout),
+            Ok(Err(s)) => return Err(status_error(s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+
+    /// Sends a forwarded request; the peer's error comes back as an [`Error`].
+    pub async fn call(&self, addr: &str, call: &PeerCall, timeout: Duration) -> Result<PeerReply> {
+        let payload = encode(call)?;
+        let mut client = self.client(addr).map_err(|e| Error::Unavailable(format!("peer {addr}: {e}")))?;
+        let reply = match tokio::time::timeout(timeout, client.call(pb::Payload { payload })).await {
+            Err(_) => return Err(Error::Timeout(format!("peer {addr} did not answer within {timeout:?}"))),
+            Ok(Err(s)) => return Err(Error::Unavailable(format!("peer {addr}: {}", s.message()))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: std::result::Result<PeerReply, WireError> = decode(&reply.payload)?;
+        result.map_err(WireError::into_error)
+    }
+}
+
+/// Encodes a call's result for the wire.
+pub fn encode_reply(result: Result<PeerReply>) -> Vec<u8> {
+    let wire: std::result::Result<PeerReply, WireError> = result.map_err(|e| WireError::from(&e));
+    bincode::serialize(&wire).unwrap_or_else(|e| {
+        let fallback: std::result::Result<PeerReply, WireError> =
+            Err(WireError::from(&Error::Internal(format!("encode reply: {e}"))));
+        bincode::serialize(&fallback).expect("an error reply encodes")
+    })
+}
+
+/// Decodes a forwarded request.
+pub fn decode_call(bytes: &[u8]) -> Result<PeerCall> {
+    decode(bytes)
+}
+
+/// How a group's snapshot data travels: read into chunks on the sender, rebuilt on the receiver.
+pub trait SnapshotWire: RaftTypeConfig<NodeId = NodeId, Node = BasicNode> {
+    /// Reads a snapshot into chunks of at most `chunk_bytes`. May return a newer meta than the
+    /// one given when the content moved on (a flush since); the content always matches the
+    /// returned meta.
+    fn to_chunks(
+        snapshot: Snapshot<Self>,
+        chunk_bytes: usize,
+    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String>;
+    /// Rebuilds snapshot data from received chunks.
+    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<Self::SnapshotData, String>;
+}
+
+impl SnapshotWire for TypeConfig {
+    fn to_chunks(
+        snapshot: Snapshot<Self>,
+        chunk_bytes: usize,
+    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String> {
+        let pairs = snapshot.snapshot.materialize().map_err(|e| e.to_string())?;
+        let state = flushed_state_of(&pairs).map_err(|e| e.to_string())?;
+        if state.applied < snapshot.meta.last_log_id {
+            return Err(format!(
+                "shard content is at {:?}, older than the snapshot {:?}",
+                state.applied, snapshot.meta.last_log_id
+            ));
+        }
+        let meta = SnapshotMeta {
+            last_log_id: state.applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: format!("{}-sent", snapshot.meta.snapshot_id),
+        };
+        let mut chunks = Vec::new();
+        let mut current: Vec<SnapshotPair> = Vec::new();
+        let mut current_bytes = 0usize;
+        for p in pairs {
+            current_bytes += p.key.len() + p.value.len() + 16;
+            current.push(p);
+            if current_bytes >= chunk_bytes {
+                chunks.push(bincode::serialize(&current).map_err(|e| e.to_string())?);
+                current.clear();
+                current_bytes = 0;
+            }
+        }
+        if !current.is_empty() {
+            chunks.push(bincode::serialize(&current).map_err(|e| e.to_string())?);
+        }
+        Ok((meta, chunks))
+    }
+
+    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<ShardSnapshot, String> {
+        let mut snapshot = ShardSnapshot::empty();
+        for c in chunks {
+            let pairs: Vec<SnapshotPair> = bincode::deserialize(&c).map_err(|e| format!("snapshot chunk: {e}"))?;
+            for p in pairs {
+                snapshot.push(p);
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+impl SnapshotWire for MetaTypeConfig {
+    fn to_chunks(
+        snapshot: Snapshot<Self>,
+        chunk_bytes: usize,
+    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String> {
+        let chunks = snapshot.snapshot.0.chunks(chunk_bytes.max(1)).map(|c| c.to_vec()).collect();
+        Ok((snapshot.meta, chunks))
+    }
+
+    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<MetaSnapshot, String> {
+        Ok(MetaSnapshot(chunks.concat()))
+    }
+}
+
+/// Header of a snapshot stream.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The leader's vote.
+    pub vote: Vote<NodeId>,
+    /// What the snapshot holds.
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+}
+
+/// Builds openraft connections for one group.
+pub struct PeerNetwork<C> {
+    peers: Arc<Peers>,
+    group: u64,
+    types: PhantomData<C>,
+}
+
+impl<C> PeerNetwork<C> {
+    /// Connections for `group` over the shared pool.
+    pub fn new(peers: Arc<Peers>, group: u64) -> Self {
+        PeerNetwork { peers, group, types: PhantomData }
+    }
+}
+
+/// openraft's connection to one peer of one group.
+pub struct PeerConnection<C> {
+    peers: Arc<Peers>,
+    group: u64,
+    target: NodeId,
+    addr: String,
+    types: PhantomData<C>,
+}
+
+impl<C: SnapshotWire> RaftNetworkFactory<C> for PeerNetwork<C> {
+    type Network = PeerConnection<C>;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerConnection {
+            peers: self.peers.clone(),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            types: PhantomData,
+        }
+    }
+}
+
+fn rpc_error<E: std::error::Error>(target: NodeId, e: TransportError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        TransportError::Timeout => {
+            RPCError::Timeout(Timeout { action: openraft::RPCTypes::AppendEntries, id: 0, target, timeout: Duration::ZERO })
+        }
+        TransportError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
+        TransportError::Protocol(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(m))),
+    }
+}
+
+type RaftResult<T> = std::result::Result<T, RaftError<NodeId>>;
+
+impl<C: SnapshotWire> PeerConnection<C> {
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: u32,
+        req: &Req,
+        option: &RPCOption,
+    ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let result: RaftResult<Resp> = self
+            .peers
+            .raft(&self.addr, self.group, kind, req, option.hard_ttl())
+            .await
+            .map_err(|e| rpc_error(self.target, e))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> std::result::Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(KIND_APPEND, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> std::result::Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(KIND_VOTE, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<C>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> std::result::Result<SnapshotResponse<NodeId>, StreamingError<C, Fatal<NodeId>>> {
+        let chunk_bytes = self.peers.options().snapshot_chunk_bytes_max;
+        let encoded = crate::rt::spawn_blocking(move || C::to_chunks(snapshot, chunk_bytes)).await;
+        let (meta, chunks) = match encoded {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(e)))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))),
+        };
+        let header = bincode::serialize(&SnapshotHeader { vote, meta })
+            .map_err(|e| StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?;
+        // A snapshot may take long; allow it a generous multiple of the RPC timeout.
+        let timeout = option.hard_ttl().max(Duration::from_secs(60));
+        let send = self.peers.snapshot::<std::result::Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>(
+            &self.addr, self.group, header, chunks, timeout,
+        );
+        let result = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r,
+        };
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(fatal)) => Err(StreamingError::RemoteError(RemoteError::new(self.target, fatal))),
+            Err(TransportError::Timeout) => Err(StreamingError::Timeout(Timeout {
+                action: openraft::RPCTypes::InstallSnapshot,
+                id: 0,
+                target: self.target,
+                timeout,
+            })),
+            Err(TransportError::Unreachable(m)) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m))))
+            }
+            Err(TransportError::Protocol(m)) => {
+                Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(m))))
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The node-to-node gRPC service: Raft RPCs for every group hosted here (by group id), snapshot
+//! streams, and calls forwarded by other nodes. See `cluster::transport` for the client side.
+
+use std::sync::Arc;
+
+use hotlake_proto::internal::v1 as pb;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
+use openraft::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cluster::transport::{
+    decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
+};
+use crate::node::Node;
+use crate::storage::ShardId;
+
+/// The `Peer` service over a node.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    /// The service for `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        PeerService { node }
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    bincode::deserialize(bytes).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<pb::Payload>, Status> {
+    let payload = bincode::serialize(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+    Ok(Response::new(pb::Payload { payload }))
+}
+
+async fn raft_rpc<C: SnapshotWire>(raft: &Raft<C>, kind: u32, payload: &[u8]) -> Result<Response<pb::Payload>, Status> {
+    match kind {
+        KIND_APPEND => {
+            let req: AppendEntriesRequest<C> = decode(payload)?;
+            encode(&raft.append_entries(req).await)
+        }
+        KIND_VOTE => {
+            let req: VoteRequest<u64> = decode(payload)?;
+            encode(&raft.vote(req).await)
+        }
+        other => Err(Status::invalid_argument(format!("unknown raft rpc kind {other}"))),
+    }
+}
+
+async fn install<C: SnapshotWire>(
+    raft: &Raft<C>,
+    header: SnapshotHeader,
+    chunks: Vec<Vec<u8>>,
+) -> Result<Response<pb::Payload>, Status> {
+    let data = C::from_chunks(chunks).map_err(Status::invalid_argument)?;
+    let snapshot = Snapshot { meta: header.meta, snapshot: Box::new(data) };
+    encode(&raft.install_full_snapshot(header.vote, snapshot).await)
+}
+
+fn not_hosted(group: u64) -> Status {
+    // Unavailable, not an error reply: the sender's openraft retries, and the replica appears
+    // here once this node applies the placement that creates it.
+    Status::unavailable(format!("no replica of group {group} on this node"))
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn raft(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::Payload>, Status> {
+        let req = request.into_inner();
+        if req.group == META_GROUP {
+            return raft_rpc(&self.node.meta, req.kind, &req.payload).await;
+        }
+        let shard = u32::try_from(req.group).map_err(|_| Status::invalid_argument("bad group id"))?;
+        let group = self.node.local_group(ShardId(shard)).ok_or_else(|| not_hosted(req.group))?;
+        raft_rpc(&group.raft, req.kind, &req.payload).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let mut stream = request.into_inner();
+        let mut group = None;
+        let mut header: Option<SnapshotHeader> = None;
+        let mut chunks = Vec::new();
+        let mut bytes = 0usize;
+        let bytes_max = self.node.config().storage.node_memtable_bytes_hard_max as usize;
+        while let Some(chunk) = stream.message().await? {
+            if header.is_none() {
+                header = Some(decode(&chunk.header)?);
+                group = Some(chunk.group);
+            } else if Some(chunk.group) != group {
+                return Err(Status::invalid_argument("snapshot chunks of two groups in one stream"));
+            }
+            bytes += chunk.data.len();
+            if bytes > bytes_max {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot larger than {bytes_max} bytes (storage.node_memtable_bytes_hard_max)"
+                )));
+            }
+            chunks.push(chunk.data);
+        }
+        let (Some(group), Some(header)) = (group, header) else {
+            return Err(Status::invalid_argument("empty snapshot stream"));
+        };
+        if group == META_GROUP {
+            return install(&self.node.meta, header, chunks).await;
+        }
+        let shard = u32::try_from(group).map_err(|_| Status::invalid_argument("bad group id"))?;
+        let g = self.node.local_group(ShardId(shard)).ok_or_else(|| not_hosted(group))?;
+        install(&g.raft, header, chunks).await
+    }
+
+    async fn call(&self, request: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
+        let call = decode_call(&request.into_inner().payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let result = self.node.handle_call(call).await;
+        Ok(Response::new(pb::Payload { payload: encode_reply(result) }))
+    }
+}

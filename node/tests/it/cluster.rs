@@ -1,0 +1,381 @@
+//! Real 3- and 4-node clusters on loopback: leaders killed with SIGKILL during writes, nodes
+//! added and drained during writes, every node restarted. Each test ends by checking that every
+//! acknowledged point is readable with its value and that all replicas of every shard have the
+//! same content (per-shard digest at the same applied index).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{client, NodeProcess};
+
+const SHARDS: u32 = 8;
+const DEVICES: u64 = 64;
+const LINES_PER_BATCH: u64 = 100;
+const BASE_TS: i64 = 1_600_000_000_000_000_000;
+
+/// Small memtables so flushes, log purges and snapshot transfers happen within a test.
+const NODE_FLAGS: [&str; 4] = ["--shard-count", "8", "--shard-memtable-bytes-max", "32768"];
+
+struct Cluster {
+    nodes: Vec<NodeProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn flags(id: u64, join: Option<&str>) -> Vec<String> {
+    let mut f: Vec<String> = NODE_FLAGS.iter().map(|s| s.to_string()).collect();
+    f.extend(["--node-id".to_string(), id.to_string()]);
+    if let Some(j) = join {
+        f.extend(["--join".to_string(), j.to_string()]);
+    }
+    f
+}
+
+impl Cluster {
+    /// Starts node 1 (bootstraps), then nodes 2..=n joining through it, and waits until every
+    /// shard has `min(n, 3)` voters and a leader.
+    fn start(n: u64) -> Cluster {
+        let mut c = Cluster { nodes: Vec::new(), _dirs: Vec::new() };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c.wait_converged(Duration::from_secs(120));
+        c
+    }
+
+    fn add_node(&mut self, id: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let join = self.nodes.first().map(|n| n.grpc.clone());
+        let f = flags(id, join.as_deref());
+        let args: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
+        self.nodes.push(NodeProcess::start(dir.path(), &args));
+        self._dirs.push(dir);
+    }
+
+    fn running(&self) -> Vec<&NodeProcess> {
+        self.nodes.iter().filter(|n| n.is_running()).collect()
+    }
+
+    /// `GET /api/v1/cluster` from the first running node that answers.
+    fn status(&self) -> Option<Value> {
+        for n in self.running() {
+            if let Ok(r) = client().get(format!("http://{}/api/v1/cluster", n.http)).send() {
+                if r.status().is_success() {
+                    return r.json().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until every shard's placement has min(members, 3) replicas, every member answers,
+    /// and every replica it reports is a leader or follower of a group with a leader, with
+    /// exactly the placed replicas present.
+    fn wait_converged(&self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            if let Some(s) = self.status() {
+                match converged(&s) {
+                    Ok(()) => return s,
+                    Err(why) => last = why,
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster did not converge: {last}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The node leading the most shards.
+    fn busiest_leader(&self) -> u64 {
+        let s = self.status().expect("status");
+        let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
+        for m in s["members"].as_array().unwrap() {
+            if let Some(st) = m["status"].as_object() {
+                for r in st["replicas"].as_array().unwrap() {
+                    if r["role"] == "leader" {
+                        *leads.entry(st["node"].as_u64().unwrap()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        leads.into_iter().max_by_key(|(_, c)| *c).map(|(n, _)| n).expect("some leader")
+    }
+
+    fn node(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[id as usize - 1]
+    }
+}
+
+fn converged(s: &Value) -> Result<(), String> {
+    let members = s["members"].as_array().ok_or("no members")?;
+    let want = members.len().min(3);
+    let shards = s["map"]["shards"].as_array().ok_or("no shards")?;
+    let mut placed: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for (i, p) in shards.iter().enumerate() {
+        let replicas: Vec<u64> = p["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        if replicas.len() != want {
+            return Err(format!("shard {i} has replicas {replicas:?}"));
+        }
+        for r in replicas {
+            placed.entry(r).or_default().insert(i as u64);
+        }
+    }
+    for m in members {
+        let id = m["info"]["id"].as_u64().unwrap();
+        let st = m["status"].as_object().ok_or_else(|| format!("node {id} unreachable: {}", m["error"]))?;
+        let replicas = st["replicas"].as_array().unwrap();
+        let hosted: BTreeSet<u64> = replicas.iter().map(|r| r["shard"].as_u64().unwrap()).collect();
+        let expected = placed.get(&id).cloned().unwrap_or_default();
+        if hosted != expected {
+            return Err(format!("node {id} hosts {hosted:?}, placement says {expected:?}"));
+        }
+        for r in replicas {
+            let role = r["role"].as_str().unwrap();
+            if !(role == "leader" || role == "follower") || r["leader"].is_null() {
+                return Err(format!("node {id} shard {}: {role}, leader {}", r["shard"], r["leader"]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The point numbered `n`: device, timestamp and value are all derived from `n`.
+fn point(n: u64) -> (String, i64, i64) {
+    (format!("d{}", n % DEVICES), BASE_TS + (n as i64) * 1000, (n as i64) * 7 - 3)
+}
+
+/// Writers that send numbered batches to the nodes in turn and record acknowledged ones.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, u64)>>>,
+    failed: Arc<AtomicUsize>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(addrs: Vec<String>, threads: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicU64::new(0));
+        let handles = (0..threads)
+            .map(|t| {
+                let (stop, acked, failed, next, addrs) =
+                    (stop.clone(), acked.clone(), failed.clone(), next.clone(), addrs.clone());
+                std::thread::spawn(move || {
+                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+                    let mut turn = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let first = next.fetch_add(LINES_PER_BATCH, Ordering::SeqCst);
+                        let mut body = String::new();
+                        for n in first..first + LINES_PER_BATCH {
+                            let (d, ts, v) = point(n);
+                            body.push_str(&format!("cl,device_id={d} v={v}i {ts}\n"));
+                        }
+                        turn += 1;
+                        let addr = &addrs[turn % addrs.len()];
+                        match c.post(format!("http://{addr}/write?db=cl")).body(body).send() {
+                            Ok(r) if r.status().as_u16() == 204 => {
+                                acked.lock().unwrap().push((first, first + LINES_PER_BATCH))
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers { stop, acked, failed, handles }
+    }
+
+    fn acked_batches(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `more` further batches are acknowledged.
+    fn wait_for_more(&self, more: usize, timeout: Duration) {
+        let target = self.acked_batches() + more;
+        let deadline = Instant::now() + timeout;
+        while self.acked_batches() < target {
+            assert!(Instant::now() < deadline, "writes did not resume: {} acknowledged", self.acked_batches());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> (Vec<(u64, u64)>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// Every acknowledged point, read back through `node`, is there with its value.
+fn check_acknowledged(node: &NodeProcess, acked: &[(u64, u64)]) {
+    let (status, v) = node.query(json!({
+        "tenant": "cl", "measurement": "cl", "fields": ["v"],
+        "start": BASE_TS, "end": BASE_TS + 1_000_000_000_000_000,
+    }));
+    assert_eq!(status, 200, "query failed: {v}");
+    let mut stored: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for g in v["groups"].as_array().unwrap() {
+        let device = g["tags"]["device_id"].as_str().unwrap().to_string();
+        for r in g["rows"].as_array().unwrap() {
+            stored.insert((device.clone(), r[0].as_i64().unwrap()), r[1].as_i64().unwrap());
+        }
+    }
+    let mut checked = 0;
+    for &(from, to) in acked {
+        for n in from..to {
+            let (d, ts, v) = point(n);
+            assert_eq!(stored.get(&(d.clone(), ts)), Some(&v), "acknowledged point {n} ({d} @ {ts}) lost");
+            checked += 1;
+        }
+    }
+    for ((d, ts), v) in &stored {
+        let n = ((ts - BASE_TS) / 1000) as u64;
+        assert_eq!(point(n), (d.clone(), *ts, *v), "a point that was never written appeared");
+    }
+    assert!(checked > 0, "nothing was acknowledged");
+}
+
+/// Every replica of every shard reaches the same applied index and the same digest.
+fn check_replicas_identical(c: &Cluster, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let s = c.wait_converged(timeout);
+    let http: BTreeMap<u64, String> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["info"]["id"].as_u64().unwrap(), m["info"]["http_addr"].as_str().unwrap().to_string()))
+        .collect();
+    for shard in 0..SHARDS {
+        let replicas: Vec<u64> = s["map"]["shards"][shard as usize]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        loop {
+            let answers: Vec<Value> = replicas
+                .iter()
+                .map(|id| {
+                    client()
+                        .get(format!("http://{}/api/v1/shards/{shard}/digest", http[id]))
+                        .send()
+                        .unwrap()
+                        .json()
+                        .unwrap()
+                })
+                .collect();
+            let applied: BTreeSet<String> = answers.iter().map(|a| a["applied"].to_string()).collect();
+            let digests: BTreeSet<String> = answers.iter().map(|a| a["digest"].to_string()).collect();
+            if applied.len() == 1 {
+                assert_eq!(digests.len(), 1, "shard {shard}: replicas at the same index differ: {answers:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "shard {shard}: replicas do not catch up: {answers:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn http_addrs(c: &Cluster) -> Vec<String> {
+    c.nodes.iter().map(|n| n.http.clone()).collect()
+}
+
+#[test]
+fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
+    let mut c = Cluster::start(3);
+    let writers = Writers::start(http_addrs(&c), 3);
+    writers.wait_for_more(20, Duration::from_secs(60));
+    for round in 0..3 {
+        let victim = c.busiest_leader();
+        c.node(victim).kill9();
+        // Writes keep being acknowledged by the two remaining nodes.
+        writers.wait_for_more(20, Duration::from_secs(60));
+        c.node(victim).restart_no_wait();
+        c.wait_converged(Duration::from_secs(120));
+        writers.wait_for_more(10, Duration::from_secs(60));
+        eprintln!("round {round}: killed node {victim}; {} batches acknowledged", writers.acked_batches());
+    }
+    let (acked, failed) = writers.finish();
+    eprintln!("{} batches acknowledged, {failed} failed or unknown", acked.len());
+    check_replicas_identical(&c, Duration::from_secs(120));
+    for n in c.running() {
+        check_acknowledged(n, &acked);
+    }
+}
+
+#[test]
+fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
+    let mut c = Cluster::start(3);
+    let writers = Writers::start(http_addrs(&c), 2);
+    writers.wait_for_more(20, Duration::from_secs(60));
+    c.add_node(4);
+    let s = c.wait_converged(Duration::from_secs(180));
+    assert_balanced(&s, 4);
+    let first = c.nodes[0].http.clone();
+    let r = client().post(format!("http://{first}/api/v1/cluster/nodes/2/drain")).send().unwrap();
+    assert!(r.status().is_success(), "drain refused: {}", r.text().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = c.status().expect("status");
+        let gone = !s["map"]["nodes"].as_object().unwrap().contains_key("2");
+        if gone && converged(&s).is_ok() {
+            assert_balanced(&s, 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 was not drained and removed: {s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    writers.wait_for_more(10, Duration::from_secs(60));
+    let (acked, _) = writers.finish();
+    c.node(2).stop();
+    check_replicas_identical(&c, Duration::from_secs(120));
+    check_acknowledged(&c.nodes[0], &acked);
+}
+
+fn assert_balanced(s: &Value, nodes: usize) {
+    let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in s["map"]["shards"].as_array().unwrap() {
+        for r in p["replicas"].as_array().unwrap() {
+            *load.entry(r.as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(load.len(), nodes, "replicas on {load:?}");
+    let (min, max) = (load.values().min().unwrap(), load.values().max().unwrap());
+    assert!(max - min <= 1, "unbalanced placement {load:?}");
+}
+
+#[test]
+fn restarting_every_node_keeps_data_and_serves_again() {
+    let mut c = Cluster::start(3);
+    let writers = Writers::start(http_addrs(&c), 2);
+    writers.wait_for_more(30, Duration::from_secs(60));
+    let (acked, _) = writers.finish();
+    for id in 1..=3 {
+        c.node(id).stop();
+    }
+    for id in 1..=3 {
+        c.node(id).restart_no_wait();
+    }
+    c.wait_converged(Duration::from_secs(120));
+    for n in c.running() {
+        check_acknowledged(n, &acked);
+    }
+    let more = Writers::start(http_addrs(&c), 1);
+    more.wait_for_more(5, Duration::from_secs(60));
+    let (more_acked, _) = more.finish();
+    check_acknowledged(&c.nodes[2], &more_acked);
+    check_replicas_identical(&c, Duration::from_secs(60));
+}
