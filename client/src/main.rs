@@ -120,6 +120,43 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Cluster-wide views.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Node membership.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show every member: addresses, state, reachability, replicas and leaders it holds.
+    ///
+    /// Example: hotlakectl cluster status
+    Status {
+        /// Output format (`json` prints the node's full answer).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        /// First wait up to this many seconds until the cluster is ready: every member up and
+        /// every shard with its full set of voting replicas (no move in progress).
+        #[arg(long, default_value_t = 0)]
+        wait_ready_s: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Decommission a node: its replicas move to the other nodes (while writes go on), then it
+    /// leaves the cluster. Stop its process afterwards.
+    ///
+    /// Example: hotlakectl node remove 4 --watch
+    Remove {
+        /// The node's id.
+        id: u64,
+        /// Follow the move until the node is gone, printing the replicas it still holds.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 enum Failure {
@@ -163,6 +200,66 @@ fn post_json(cli: &Cli, path: &str, body: &Value) -> Result<Value, Failure> {
     } else {
         Err(Failure::Rejected(serde_json::to_string_pretty(&value).unwrap_or_default()))
     }
+}
+
+fn get_json(cli: &Cli, path: &str) -> Result<Value, Failure> {
+    let url = format!("http://{}{}", cli.http, path);
+    let resp = client(cli.timeout_s)
+        .get(&url)
+        .send()
+        .map_err(|e| Failure::Unreachable(format!("{url}: {e}. Is the node running? Check --http / HOTLAKE_HTTP.")))?;
+    let status = resp.status();
+    let value: Value = resp.json().map_err(|e| Failure::Unreachable(format!("{url}: bad response: {e}")))?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(Failure::Unreachable(value.to_string()))
+    }
+}
+
+/// True when every member answers and every shard has min(members, replication factor) voters,
+/// each hosted as a leader or follower.
+fn cluster_ready(status: &Value) -> bool {
+    let Some(members) = status["members"].as_array() else { return false };
+    let rf = status["map"]["replication_factor"].as_u64().unwrap_or(0) as usize;
+    let want = members.len().min(rf);
+    let shards_ok = status["map"]["shards"]
+        .as_array()
+        .is_some_and(|s| s.iter().all(|p| p["replicas"].as_array().is_some_and(|r| r.len() == want)));
+    let members_ok = members.iter().all(|m| {
+        m["status"]["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|x| (x["role"] == "leader" || x["role"] == "follower") && !x["leader"].is_null()))
+    });
+    want > 0 && shards_ok && members_ok
+}
+
+/// Rows of `cluster status`: one per member.
+fn member_rows(status: &Value) -> Vec<Vec<String>> {
+    let empty = Vec::new();
+    status["members"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|m| {
+            let info = &m["info"];
+            let replicas = m["status"]["replicas"].as_array();
+            let count = |role: &str| {
+                replicas.map(|r| r.iter().filter(|x| x["role"] == role).count().to_string()).unwrap_or_default()
+            };
+            let reach = if m["status"].is_null() { format!("unreachable: {}", cell(&m["error"])) } else { "up".into() };
+            vec![
+                cell(&info["id"]),
+                cell(&info["grpc_addr"]),
+                cell(&info["http_addr"]),
+                cell(&info["state"]),
+                reach,
+                replicas.map(|r| r.len().to_string()).unwrap_or_default(),
+                count("leader"),
+                count("learner"),
+            ]
+        })
+        .collect()
 }
 
 fn cell(v: &Value) -> String {
@@ -375,6 +472,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 _ => print_table(&headers, &rows, &mut out),
             }
         }
+        Command::Cluster(c) => run_cluster(cli, c, &mut out)?,
+        Command::Node(c) => run_node(cli, c, &mut out)?,
         Command::Last { measurement, db, fields, filters, output } => {
             let body = json!({
                 "tenant": db, "measurement": measurement, "fields": fields,
@@ -399,6 +498,79 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn run_cluster(cli: &Cli, command: &ClusterCommand, out: &mut impl Write) -> Result<(), Failure> {
+    match command {
+        ClusterCommand::Status { output, wait_ready_s } => {
+            let deadline = Instant::now() + Duration::from_secs(*wait_ready_s);
+            let mut status = get_json(cli, "/api/v1/cluster");
+            while Instant::now() < deadline && !status.as_ref().is_ok_and(cluster_ready) {
+                std::thread::sleep(Duration::from_millis(500));
+                status = get_json(cli, "/api/v1/cluster");
+            }
+            let status = status?;
+            let headers: Vec<String> =
+                ["node", "grpc", "http", "state", "reachable", "replicas", "leaders", "learners"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            let rows = member_rows(&status);
+            match output {
+                Output::Json => {
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+                }
+                Output::Csv => print_csv(&headers, &rows, out),
+                Output::Table => {
+                    let map = &status["map"];
+                    let _ = writeln!(
+                        out,
+                        "cluster {:016x}  map version {}  {} shards  replication factor {}",
+                        map["cluster_id"].as_u64().unwrap_or(0),
+                        map["version"],
+                        map["shard_count"],
+                        map["replication_factor"]
+                    );
+                    print_table(&headers, &rows, out);
+                }
+            }
+            if rows.iter().any(|r| r[4] != "up") {
+                return Err(Failure::Unreachable("some members are unreachable".into()));
+            }
+            if *wait_ready_s > 0 && !cluster_ready(&status) {
+                return Err(Failure::Unreachable(format!(
+                    "the cluster is not ready after {wait_ready_s} s: some shards lack replicas or leaders"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_node(cli: &Cli, command: &NodeCommand, out: &mut impl Write) -> Result<(), Failure> {
+    match command {
+        NodeCommand::Remove { id, watch } => {
+            post_json(cli, &format!("/api/v1/cluster/nodes/{id}/drain"), &json!({}))?;
+            let _ = writeln!(out, "node {id} is draining: its replicas move to other nodes, then it leaves");
+            if !watch {
+                return Ok(());
+            }
+            loop {
+                let status = get_json(cli, "/api/v1/cluster")?;
+                let key = id.to_string();
+                if !status["map"]["nodes"].as_object().is_some_and(|n| n.contains_key(&key)) {
+                    let _ = writeln!(out, "node {id} has left the cluster; its process can be stopped");
+                    return Ok(());
+                }
+                let placed = status["map"]["shards"]
+                    .as_array()
+                    .map(|s| s.iter().filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(&json!(id)))).count())
+                    .unwrap_or(0);
+                let _ = writeln!(out, "node {id}: {placed} replicas still placed there");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {

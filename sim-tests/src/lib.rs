@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  madsim runtime (one thread, simulated clock, network and randomness from the seed)
-//!    ├─ node host 10.0.0.1: hotlake_node::Node on MemEngine, gRPC via madsim-tonic
-//!    └─ client host 10.0.1.1: writers and readers recording what was acknowledged
+//!    ├─ node hosts 10.0.0.N: hotlake_node::Node on MemEngine, gRPC via madsim-tonic
+//!    └─ client host 10.0.1.1: writers and readers recording what was acknowledged, observers
+//!       reading the map, replica status and digests through the Peer service
 //! ```
 //!
 //! Build and run with `RUSTFLAGS="--cfg madsim"` and a target directory of its own (see
@@ -12,3 +13,5 @@
 
 #[cfg(madsim)]
 pub mod harness;
+#[cfg(madsim)]
+pub mod observe;

@@ -6,10 +6,10 @@
 //! ```
 //!
 //! Invariant: the log is the WAL. A write is acknowledged only after its entry is committed,
-//! which for a one-voter group means synced to this node's disk.
+//! that is synced on a majority of the group's voters. The transport between replicas is
+//! `cluster::transport`.
 
 pub mod log_store;
-pub mod network;
 pub mod runtime;
 pub mod state_machine;
 #[cfg(test)]

@@ -1,0 +1,109 @@
+//! Observing a simulated cluster from a client host through the node-to-node `Peer` service:
+//! the map, each node's view of its replicas, and per-replica digests.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hotlake_node::cluster::map::ClusterMap;
+use hotlake_node::cluster::transport::{NodeStatus, PeerCall, PeerReply, Peers, TransportOptions};
+use hotlake_node::storage::ShardId;
+
+/// A connection pool for observing nodes.
+pub fn peers() -> Peers {
+    Peers::new(TransportOptions {
+        call_timeout: Duration::from_secs(2),
+        snapshot_chunk_bytes_max: 1 << 20,
+        snapshot_bytes_per_s_max: 0,
+        message_bytes_max: 64 << 20,
+    })
+}
+
+/// The map as node `addr` applied it.
+pub async fn map(peers: &Peers, addr: &str) -> Option<ClusterMap> {
+    match peers.call(addr, &PeerCall::Map, Duration::from_secs(2)).await {
+        Ok(PeerReply::Map(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// What node `addr` says about itself.
+pub async fn status(peers: &Peers, addr: &str) -> Option<NodeStatus> {
+    match peers.call(addr, &PeerCall::Status, Duration::from_secs(2)).await {
+        Ok(PeerReply::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Why the cluster is not converged yet: every shard with `replicas` voters in the map, every
+/// node answering, hosting exactly its placed replicas as leader or follower of a group with a
+/// leader.
+pub async fn not_converged(peers: &Peers, addrs: &[String], replicas: usize) -> Option<String> {
+    let Some(m) = map(peers, &addrs[0]).await else { return Some("no map".into()) };
+    if !m.is_bootstrapped() || m.nodes.len() != addrs.len() {
+        return Some(format!("map has {} nodes", m.nodes.len()));
+    }
+    for (i, p) in m.shards.iter().enumerate() {
+        if p.replicas.len() != replicas {
+            return Some(format!("shard {i} placed on {:?}", p.replicas));
+        }
+    }
+    for (id, info) in &m.nodes {
+        let Some(s) = status(peers, &info.grpc_addr).await else { return Some(format!("node {id} silent")) };
+        let hosted: BTreeSet<ShardId> = s.replicas.iter().map(|r| r.shard).collect();
+        let placed: BTreeSet<ShardId> = m.shards_on(*id).into_iter().collect();
+        if hosted != placed {
+            return Some(format!("node {id} hosts {hosted:?}, placed {placed:?}"));
+        }
+        if let Some(r) = s.replicas.iter().find(|r| !(r.role == "leader" || r.role == "follower") || r.leader.is_none()) {
+            return Some(format!("node {id} {}: {} (leader {:?})", r.shard, r.role, r.leader));
+        }
+    }
+    None
+}
+
+/// Waits until [`not_converged`] is `None`, panicking with the last reason after `timeout`.
+pub async fn wait_converged(peers: &Peers, addrs: &[String], replicas: usize, timeout: Duration) {
+    let deadline = madsim::time::Instant::now() + timeout;
+    loop {
+        let why = not_converged(peers, addrs, replicas).await;
+        let Some(why) = why else { return };
+        assert!(madsim::time::Instant::now() < deadline, "cluster did not converge: {why}");
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The digest and applied index of node `addr`'s replica of `shard`.
+pub async fn digest(peers: &Peers, addr: &str, shard: ShardId) -> Option<(u64, u64)> {
+    let d = match peers.call(addr, &PeerCall::Digest { shard }, Duration::from_secs(5)).await {
+        Ok(PeerReply::Digest(d)) => d,
+        _ => return None,
+    };
+    let s = status(peers, addr).await?;
+    let applied = s.replicas.iter().find(|r| r.shard == shard)?.applied;
+    Some((d, applied))
+}
+
+/// Waits until all replicas of every shard are at the same applied index, then asserts their
+/// digests are equal.
+pub async fn assert_replicas_identical(peers: &Peers, addrs: &[String], timeout: Duration) {
+    let m = map(peers, &addrs[0]).await.expect("map");
+    let deadline = madsim::time::Instant::now() + timeout;
+    for (i, p) in m.shards.iter().enumerate() {
+        let shard = ShardId(i as u32);
+        loop {
+            let mut seen = Vec::new();
+            for n in &p.replicas {
+                let addr = m.grpc_addr(*n).expect("placed node is a member");
+                seen.push((*n, digest(peers, addr, shard).await));
+            }
+            let applied: BTreeSet<Option<u64>> = seen.iter().map(|(_, d)| d.map(|x| x.1)).collect();
+            if applied.len() == 1 && !applied.contains(&None) {
+                let digests: BTreeSet<u64> = seen.iter().filter_map(|(_, d)| d.map(|x| x.0)).collect();
+                assert_eq!(digests.len(), 1, "{shard}: replicas at the same index differ: {seen:?}");
+                break;
+            }
+            assert!(madsim::time::Instant::now() < deadline, "{shard}: replicas do not catch up: {seen:?}");
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
