@@ -218,7 +218,7 @@ fn get_json(cli: &Cli, path: &str) -> Result<Value, Failure> {
 }
 
 /// True when every member answers and every shard has min(members, replication factor) voters,
-/// each hosted as a leader or follower.
+/// each hosted where the map places it, as a leader or follower, with no voter change under way.
 fn cluster_ready(status: &Value) -> bool {
     let Some(members) = status["members"].as_array() else { return false };
     let rf = status["map"]["replication_factor"].as_u64().unwrap_or(0) as usize;
@@ -226,10 +226,20 @@ fn cluster_ready(status: &Value) -> bool {
     let shards_ok = status["map"]["shards"]
         .as_array()
         .is_some_and(|s| s.iter().all(|p| p["replicas"].as_array().is_some_and(|r| r.len() == want)));
+    let shards = status["map"]["shards"].as_array();
     let members_ok = members.iter().all(|m| {
-        m["status"]["replicas"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|x| (x["role"] == "leader" || x["role"] == "follower") && !x["leader"].is_null()))
+        let id = &m["info"]["id"];
+        let placed =
+            shards.map(|s| s.iter().filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(id))).count());
+        m["status"]["replicas"].as_array().is_some_and(|r| {
+            Some(r.len()) == placed
+                && r.iter().all(|x| {
+                    (x["role"] == "leader" || x["role"] == "follower")
+                        && !x["leader"].is_null()
+                        && x["joint"] == false
+                        && x["voters"].as_array().map(|v| v.len()) == Some(want)
+                })
+        })
     });
     want > 0 && shards_ok && members_ok
 }
@@ -564,7 +574,9 @@ fn run_node(cli: &Cli, command: &NodeCommand, out: &mut impl Write) -> Result<()
                 }
                 let placed = status["map"]["shards"]
                     .as_array()
-                    .map(|s| s.iter().filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(&json!(id)))).count())
+                    .map(|s| {
+                        s.iter().filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(&json!(id)))).count()
+                    })
                     .unwrap_or(0);
                 let _ = writeln!(out, "node {id}: {placed} replicas still placed there");
                 std::thread::sleep(Duration::from_secs(2));

@@ -195,7 +195,11 @@ impl Node {
                     .map_err(|e| anyhow::anyhow!("initialize shard {shard}: {e}"))?;
             }
         }
-        tracing::info!(cluster = format!("{cluster_id:016x}"), shards = self.config.shard_count, "bootstrapped a new cluster");
+        tracing::info!(
+            cluster = format!("{cluster_id:016x}"),
+            shards = self.config.shard_count,
+            "bootstrapped a new cluster"
+        );
         Ok(())
     }
 
@@ -573,7 +577,13 @@ impl Node {
             .map(str::to_string)
             .or_else(|| {
                 // A node not in the map yet (joining) is known to the groups it replicates.
-                self.meta.metrics().borrow().membership_config.nodes().find(|(id, _)| **id == node).map(|(_, n)| n.addr.clone())
+                self.meta
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .nodes()
+                    .find(|(id, _)| **id == node)
+                    .map(|(_, n)| n.addr.clone())
             })
             .ok_or_else(|| Error::Unavailable(format!("node {node} is not in the cluster map")))?;
         self.peers.call(&addr, call, self.peers.options().call_timeout).await
@@ -821,8 +831,8 @@ impl Node {
     /// largest while the node is over its memory limit.
     pub async fn flush_round(&self) {
         let s = &self.config.storage;
-        let mut sizes: Vec<(usize, Arc<ShardGroup>)> =
-            self.groups()
+        let mut sizes: Vec<(usize, Arc<ShardGroup>)> = self
+            .groups()
             .into_iter()
             .map(|g| {
                 let bytes = g.data.read().memtable_bytes();

@@ -54,8 +54,18 @@ pub async fn not_converged(peers: &Peers, addrs: &[String], replicas: usize) -> 
         if hosted != placed {
             return Some(format!("node {id} hosts {hosted:?}, placed {placed:?}"));
         }
-        if let Some(r) = s.replicas.iter().find(|r| !(r.role == "leader" || r.role == "follower") || r.leader.is_none()) {
+        if let Some(r) = s.replicas.iter().find(|r| !(r.role == "leader" || r.role == "follower") || r.leader.is_none())
+        {
             return Some(format!("node {id} {}: {} (leader {:?})", r.shard, r.role, r.leader));
+        }
+        if let Some(r) = s.replicas.iter().find(|r| r.joint || r.voters != m.replicas(r.shard)) {
+            return Some(format!(
+                "node {id} {}: voters {:?} (joint {}), placed {:?}",
+                r.shard,
+                r.voters,
+                r.joint,
+                m.replicas(r.shard)
+            ));
         }
     }
     None

@@ -110,8 +110,14 @@ async fn reconcile_replicas(node: &Node) {
         let map = map.clone();
         let placed = placed.contains(&g.id);
         async move {
-            let leader = g.raft.metrics().borrow().current_leader;
-            if leader == Some(me) {
+            // A leader removed from its group steps down to learner but may keep naming
+            // itself as the leader it last knew; only a replica in the leader state drives.
+            let leading = {
+                let m = g.raft.metrics();
+                let m = m.borrow();
+                m.state == ServerState::Leader && m.current_leader == Some(me)
+            };
+            if leading {
                 let target: BTreeSet<NodeId> = map.replicas(g.id).iter().copied().collect();
                 if let Err(e) = drive_membership(&g, &target, &map).await {
                     tracing::info!(shard = %g.id, error = %e, "membership change not done yet");
@@ -143,11 +149,13 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     }
     if &voters != target {
         let last = m.last_log_index.unwrap_or(0);
-        let matched = |n: &NodeId| {
-            m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index).unwrap_or(0)
-        };
-        let behind: Vec<NodeId> =
-            target.iter().copied().filter(|n| !voters.contains(n) && matched(n) + CATCH_UP_ENTRIES_MAX < last).collect();
+        let matched =
+            |n: &NodeId| m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+        let behind: Vec<NodeId> = target
+            .iter()
+            .copied()
+            .filter(|n| !voters.contains(n) && matched(n) + CATCH_UP_ENTRIES_MAX < last)
+            .collect();
         if !behind.is_empty() {
             return Err(Error::Unavailable(format!("learners {behind:?} are catching up")));
         }
@@ -320,10 +328,7 @@ async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
         if still_voting.is_empty() {
             return Ok(());
         }
-        node.meta
-            .change_membership(ChangeMembers::ReplaceAllVoters(still_voting), false)
-            .await
-            .map_err(write_error)?;
+        node.meta.change_membership(ChangeMembers::ReplaceAllVoters(still_voting), false).await.map_err(write_error)?;
         let learners_gone: BTreeSet<NodeId> = gone.difference(&voters).copied().collect();
         if !learners_gone.is_empty() {
             node.meta.change_membership(ChangeMembers::RemoveNodes(learners_gone), false).await.map_err(write_error)?;
@@ -346,7 +351,10 @@ async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
             .map(|n| n.id)
             .find(caught_up);
         if let Some(c) = candidate {
-            node.meta.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([c])), false).await.map_err(write_error)?;
+            node.meta
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([c])), false)
+                .await
+                .map_err(write_error)?;
             tracing::info!(node = c, "promoted to a meta group voter");
         }
     }
@@ -431,10 +439,14 @@ impl Node {
                     ServerState::Learner => "learner",
                     ServerState::Shutdown => "stopped",
                 };
+                let membership = m.membership_config.membership();
+                let joint = membership.get_joint_config();
                 ReplicaStatus {
                     shard: g.id,
                     role: role.into(),
                     leader: m.current_leader,
+                    voters: joint.last().map(|c| c.iter().copied().collect()).unwrap_or_default(),
+                    joint: joint.len() > 1,
                     applied: m.last_applied.map(|l| l.index).unwrap_or(0),
                     memtable_bytes: g.data.read().memtable_bytes() as u64,
                 }

@@ -106,11 +106,7 @@ impl MetaStateMachine {
             None => "meta-empty".into(),
         };
         Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: state.applied,
-                last_membership: state.membership.clone(),
-                snapshot_id,
-            },
+            meta: SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id },
             snapshot: Box::new(MetaSnapshot(bincode::serialize(state).map_err(read_err)?)),
         })
     }

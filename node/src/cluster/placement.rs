@@ -73,8 +73,7 @@ pub fn plan(map: &ClusterMap, input: &PlanInput) -> Vec<Move> {
         }
         let mut next: Vec<NodeId> = p.replicas.iter().copied().filter(|n| eligible.contains(n)).collect();
         while next.len() < rf {
-            let pick =
-                load.iter().filter(|(n, _)| !next.contains(n)).min_by_key(|(n, l)| (**l, **n)).map(|(n, _)| *n);
+            let pick = load.iter().filter(|(n, _)| !next.contains(n)).min_by_key(|(n, l)| (**l, **n)).map(|(n, _)| *n);
             match pick {
                 Some(n) => {
                     next.push(n);

@@ -155,6 +155,10 @@ pub struct ReplicaStatus {
     pub role: String,
     /// The group's leader as known here.
     pub leader: Option<NodeId>,
+    /// Voters of the membership this replica knows (the last of a joint one).
+    pub voters: Vec<NodeId>,
+    /// The known membership is joint: a voter change is half way.
+    pub joint: bool,
     /// Last applied log index.
     pub applied: u64,
     /// Bytes in memtables.
@@ -530,9 +534,12 @@ impl<C: SnapshotWire> RaftNetworkFactory<C> for PeerNetwork<C> {
 
 fn rpc_error<E: std::error::Error>(target: NodeId, e: TransportError) -> RPCError<NodeId, BasicNode, E> {
     match e {
-        TransportError::Timeout => {
-            RPCError::Timeout(Timeout { action: openraft::RPCTypes::AppendEntries, id: 0, target, timeout: Duration::ZERO })
-        }
+        TransportError::Timeout => RPCError::Timeout(Timeout {
+            action: openraft::RPCTypes::AppendEntries,
+            id: 0,
+            target,
+            timeout: Duration::ZERO,
+        }),
         TransportError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
         TransportError::Protocol(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(m))),
     }

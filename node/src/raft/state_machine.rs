@@ -50,10 +50,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Flusher {
         let state = self.shard.flush(cut).map_err(write_err)?;
         self.metrics.flushes.inc();
         self.metrics.flush_seconds.observe(started.elapsed_secs());
-        Ok(Snapshot {
-            meta: snapshot_meta(&state),
-            snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())),
-        })
+        Ok(Snapshot { meta: snapshot_meta(&state), snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())) })
     }
 }
 

@@ -14,7 +14,10 @@ use crate::storage::{Engine, MemEngine, ShardId};
 fn parts(engine: Engine) -> Result<(LogStore<TypeConfig>, StateMachine), RaftStorageError> {
     let shard = ShardId(3);
     let data = Arc::new(ShardData::open(engine.clone(), shard, ShardOptions::default()).map_err(super::read_err)?);
-    Ok((LogStore::new(engine, crate::storage::Space::Log(shard)), StateMachine::new(data, Arc::new(Metrics::default()))))
+    Ok((
+        LogStore::new(engine, crate::storage::Space::Log(shard)),
+        StateMachine::new(data, Arc::new(Metrics::default())),
+    ))
 }
 
 #[test]

@@ -223,8 +223,10 @@ async fn shard_digest(State(node): State<Arc<Node>>, Path(id): Path<u32>) -> Res
     let shard = crate::storage::ShardId(id);
     let applied = node.local_group(shard).and_then(|g| g.raft.metrics().borrow().last_applied).map(|l| l.index);
     match node.shard_digest(shard) {
-        Ok(d) => Json(json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }))
-            .into_response(),
+        Ok(d) => Json(
+            json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }),
+        )
+        .into_response(),
         Err(e) => to_response(e),
     }
 }

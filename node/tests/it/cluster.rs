@@ -23,6 +23,8 @@ const NODE_FLAGS: [&str; 4] = ["--shard-count", "8", "--shard-memtable-bytes-max
 
 struct Cluster {
     nodes: Vec<NodeProcess>,
+    /// Nodes that should be members of the map.
+    members: usize,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -39,7 +41,7 @@ impl Cluster {
     /// Starts node 1 (bootstraps), then nodes 2..=n joining through it, and waits until every
     /// shard has `min(n, 3)` voters and a leader.
     fn start(n: u64) -> Cluster {
-        let mut c = Cluster { nodes: Vec::new(), _dirs: Vec::new() };
+        let mut c = Cluster { nodes: Vec::new(), members: 0, _dirs: Vec::new() };
         for id in 1..=n {
             c.add_node(id);
         }
@@ -53,6 +55,7 @@ impl Cluster {
         let f = flags(id, join.as_deref());
         let args: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
         self.nodes.push(NodeProcess::start(dir.path(), &args));
+        self.members += 1;
         self._dirs.push(dir);
     }
 
@@ -76,16 +79,22 @@ impl Cluster {
     /// and every replica it reports is a leader or follower of a group with a leader, with
     /// exactly the placed replicas present.
     fn wait_converged(&self, timeout: Duration) -> Value {
+        let members = self.members;
+        self.wait_for(timeout, |s| converged(s, members))
+    }
+
+    /// Waits until `check` passes on the cluster status.
+    fn wait_for(&self, timeout: Duration, check: impl Fn(&Value) -> Result<(), String>) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         loop {
             if let Some(s) = self.status() {
-                match converged(&s) {
+                match check(&s) {
                     Ok(()) => return s,
                     Err(why) => last = why,
                 }
             }
-            assert!(Instant::now() < deadline, "cluster did not converge: {last}");
+            assert!(Instant::now() < deadline, "cluster did not reach the expected state: {last}");
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -111,8 +120,11 @@ impl Cluster {
     }
 }
 
-fn converged(s: &Value) -> Result<(), String> {
+fn converged(s: &Value, expected_members: usize) -> Result<(), String> {
     let members = s["members"].as_array().ok_or("no members")?;
+    if members.len() != expected_members {
+        return Err(format!("{} members, expected {expected_members}", members.len()));
+    }
     let want = members.len().min(3);
     let shards = s["map"]["shards"].as_array().ok_or("no shards")?;
     let mut placed: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
@@ -138,6 +150,11 @@ fn converged(s: &Value) -> Result<(), String> {
             let role = r["role"].as_str().unwrap();
             if !(role == "leader" || role == "follower") || r["leader"].is_null() {
                 return Err(format!("node {id} shard {}: {role}, leader {}", r["shard"], r["leader"]));
+            }
+            let voters: Vec<u64> = r["voters"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let placed = &shards[r["shard"].as_u64().unwrap() as usize]["replicas"];
+            if r["joint"] == true || json!(voters) != *placed {
+                return Err(format!("node {id} shard {}: voters {voters:?}, placement {placed}", r["shard"]));
             }
         }
     }
@@ -322,8 +339,7 @@ fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
     let writers = Writers::start(http_addrs(&c), 2);
     writers.wait_for_more(20, Duration::from_secs(60));
     c.add_node(4);
-    let s = c.wait_converged(Duration::from_secs(180));
-    assert_balanced(&s, 4);
+    c.wait_for(Duration::from_secs(180), |s| converged(s, 4).and_then(|_| balanced(s, 4)));
     let first = c.nodes[0].http.clone();
     let r = client().post(format!("http://{first}/api/v1/cluster/nodes/2/drain")).send().unwrap();
     assert!(r.status().is_success(), "drain refused: {}", r.text().unwrap());
@@ -331,13 +347,13 @@ fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
     loop {
         let s = c.status().expect("status");
         let gone = !s["map"]["nodes"].as_object().unwrap().contains_key("2");
-        if gone && converged(&s).is_ok() {
-            assert_balanced(&s, 3);
+        if gone && converged(&s, 3).and_then(|_| balanced(&s, 3)).is_ok() {
             break;
         }
         assert!(Instant::now() < deadline, "node 2 was not drained and removed: {s}");
         std::thread::sleep(Duration::from_millis(250));
     }
+    c.members = 3;
     writers.wait_for_more(10, Duration::from_secs(60));
     let (acked, _) = writers.finish();
     c.node(2).stop();
@@ -345,16 +361,19 @@ fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
     check_acknowledged(&c.nodes[0], &acked);
 }
 
-fn assert_balanced(s: &Value, nodes: usize) {
+/// Every member holds a replica count within one of every other's.
+fn balanced(s: &Value, nodes: usize) -> Result<(), String> {
     let mut load: BTreeMap<u64, usize> = BTreeMap::new();
     for p in s["map"]["shards"].as_array().unwrap() {
         for r in p["replicas"].as_array().unwrap() {
             *load.entry(r.as_u64().unwrap()).or_default() += 1;
         }
     }
-    assert_eq!(load.len(), nodes, "replicas on {load:?}");
-    let (min, max) = (load.values().min().unwrap(), load.values().max().unwrap());
-    assert!(max - min <= 1, "unbalanced placement {load:?}");
+    let (min, max) = (load.values().min().copied().unwrap_or(0), load.values().max().copied().unwrap_or(0));
+    if load.len() != nodes || max - min > 1 {
+        return Err(format!("unbalanced placement {load:?}"));
+    }
+    Ok(())
 }
 
 #[test]

@@ -38,20 +38,6 @@ impl NodeProcess {
         n
     }
 
-    /// Starts a node without waiting for it to be healthy (a cluster member whose peers are
-    /// still down cannot be).
-    pub fn start_no_wait(data_dir: &Path, extra: &[&str]) -> NodeProcess {
-        let mut n = NodeProcess {
-            child: None,
-            http: format!("127.0.0.1:{}", free_port()),
-            grpc: format!("127.0.0.1:{}", free_port()),
-            data_dir: data_dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        n.spawn_process();
-        n
-    }
-
     fn spawn(&mut self) {
         self.spawn_process();
         self.wait_healthy(Duration::from_secs(60));
@@ -67,7 +53,7 @@ impl NodeProcess {
             .arg("--grpc-addr")
             .arg(&self.grpc)
             .args(&self.extra)
-            .env("HOTLAKE_LOG", "warn")
+            .env("HOTLAKE_LOG", std::env::var("HOTLAKE_TEST_LOG").unwrap_or_else(|_| "error,openraft=off".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
