@@ -411,6 +411,9 @@ pub fn decode_call(bytes: &[u8]) -> Result<PeerCall> {
     decode(bytes)
 }
 
+/// A snapshot read for sending: the meta of what was read, and the content in chunks.
+pub type SnapshotChunks = (SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>);
+
 /// How a group's snapshot data travels: read into chunks on the sender, rebuilt on the receiver.
 pub trait SnapshotWire: RaftTypeConfig<NodeId = NodeId, Node = BasicNode> {
     /// Reads a snapshot into chunks of at most `chunk_bytes`. May return a newer meta than the
@@ -419,7 +422,7 @@ pub trait SnapshotWire: RaftTypeConfig<NodeId = NodeId, Node = BasicNode> {
     fn to_chunks(
         snapshot: Snapshot<Self>,
         chunk_bytes: usize,
-    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String>;
+    ) -> std::result::Result<SnapshotChunks, String>;
     /// Rebuilds snapshot data from received chunks.
     fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<Self::SnapshotData, String>;
 }
@@ -428,7 +431,7 @@ impl SnapshotWire for TypeConfig {
     fn to_chunks(
         snapshot: Snapshot<Self>,
         chunk_bytes: usize,
-    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String> {
+    ) -> std::result::Result<SnapshotChunks, String> {
         let pairs = snapshot.snapshot.materialize().map_err(|e| e.to_string())?;
         let state = flushed_state_of(&pairs).map_err(|e| e.to_string())?;
         if state.applied < snapshot.meta.last_log_id {
@@ -476,7 +479,7 @@ impl SnapshotWire for MetaTypeConfig {
     fn to_chunks(
         snapshot: Snapshot<Self>,
         chunk_bytes: usize,
-    ) -> std::result::Result<(SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>), String> {
+    ) -> std::result::Result<SnapshotChunks, String> {
         let chunks = snapshot.snapshot.0.chunks(chunk_bytes.max(1)).map(|c| c.to_vec()).collect();
         Ok((snapshot.meta, chunks))
     }
