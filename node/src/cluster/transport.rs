@@ -419,19 +419,13 @@ pub trait SnapshotWire: RaftTypeConfig<NodeId = NodeId, Node = BasicNode> {
     /// Reads a snapshot into chunks of at most `chunk_bytes`. May return a newer meta than the
     /// one given when the content moved on (a flush since); the content always matches the
     /// returned meta.
-    fn to_chunks(
-        snapshot: Snapshot<Self>,
-        chunk_bytes: usize,
-    ) -> std::result::Result<SnapshotChunks, String>;
+    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String>;
     /// Rebuilds snapshot data from received chunks.
     fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<Self::SnapshotData, String>;
 }
 
 impl SnapshotWire for TypeConfig {
-    fn to_chunks(
-        snapshot: Snapshot<Self>,
-        chunk_bytes: usize,
-    ) -> std::result::Result<SnapshotChunks, String> {
+    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String> {
         let pairs = snapshot.snapshot.materialize().map_err(|e| e.to_string())?;
         let state = flushed_state_of(&pairs).map_err(|e| e.to_string())?;
         if state.applied < snapshot.meta.last_log_id {
@@ -476,10 +470,7 @@ impl SnapshotWire for TypeConfig {
 }
 
 impl SnapshotWire for MetaTypeConfig {
-    fn to_chunks(
-        snapshot: Snapshot<Self>,
-        chunk_bytes: usize,
-    ) -> std::result::Result<SnapshotChunks, String> {
+    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String> {
         let chunks = snapshot.snapshot.0.chunks(chunk_bytes.max(1)).map(|c| c.to_vec()).collect();
         Ok((snapshot.meta, chunks))
     }

@@ -1,5 +1,6 @@
 //! Real 3- and 4-node clusters on loopback: leaders killed with SIGKILL during writes, nodes
-//! added and drained during writes, every node restarted. Each test ends by checking that every
+//! added and drained during writes, every node restarted; and a 3-node cluster in network
+//! namespaces whose busiest leader is partitioned away. Each test ends by checking that every
 //! acknowledged point is readable with its value and that all replicas of every shard have the
 //! same content (per-shard digest at the same applied index).
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::netns::TestNet;
 use crate::support::{client, NodeProcess};
 
 const SHARDS: u32 = 8;
@@ -25,6 +27,8 @@ struct Cluster {
     nodes: Vec<NodeProcess>,
     /// Nodes that should be members of the map.
     members: usize,
+    /// A private network the nodes run in (dropped after the nodes).
+    net: Option<TestNet>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -41,7 +45,12 @@ impl Cluster {
     /// Starts node 1 (bootstraps), then nodes 2..=n joining through it, and waits until every
     /// shard has `min(n, 3)` voters and a leader.
     fn start(n: u64) -> Cluster {
-        let mut c = Cluster { nodes: Vec::new(), members: 0, _dirs: Vec::new() };
+        Self::start_on(n, None)
+    }
+
+    /// As [`Cluster::start`], each node in its own network namespace of `net`.
+    fn start_on(n: u64, net: Option<TestNet>) -> Cluster {
+        let mut c = Cluster { nodes: Vec::new(), members: 0, net, _dirs: Vec::new() };
         for id in 1..=n {
             c.add_node(id);
         }
@@ -54,7 +63,14 @@ impl Cluster {
         let join = self.nodes.first().map(|n| n.grpc.clone());
         let f = flags(id, join.as_deref());
         let args: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
-        self.nodes.push(NodeProcess::start(dir.path(), &args));
+        let node = match &self.net {
+            Some(net) => {
+                let ip = net.ip(id);
+                NodeProcess::start_at(dir.path(), &format!("{ip}:7181"), &format!("{ip}:7101"), &net.prefix(id), &args)
+            }
+            None => NodeProcess::start(dir.path(), &args),
+        };
+        self.nodes.push(node);
         self.members += 1;
         self._dirs.push(dir);
     }
@@ -176,10 +192,15 @@ struct Writers {
 
 impl Writers {
     fn start(addrs: Vec<String>, threads: usize) -> Writers {
+        Self::start_from(addrs, threads, 0)
+    }
+
+    /// Writers whose point numbers start at `first`.
+    fn start_from(addrs: Vec<String>, threads: usize, first: u64) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(AtomicUsize::new(0));
-        let next = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicU64::new(first));
         let handles = (0..threads)
             .map(|t| {
                 let (stop, acked, failed, next, addrs) =
@@ -397,4 +418,43 @@ fn restarting_every_node_keeps_data_and_serves_again() {
     let (more_acked, _) = more.finish();
     check_acknowledged(&c.nodes[2], &more_acked);
     check_replicas_identical(&c, Duration::from_secs(60));
+}
+
+/// Sends one numbered batch to `addr`; true when acknowledged.
+fn write_batch(addr: &str, first: u64) -> bool {
+    let mut body = String::new();
+    for n in first..first + LINES_PER_BATCH {
+        let (d, ts, v) = point(n);
+        body.push_str(&format!("cl,device_id={d} v={v}i {ts}\n"));
+    }
+    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    matches!(c.post(format!("http://{addr}/write?db=cl")).body(body).send(), Ok(r) if r.status().as_u16() == 204)
+}
+
+#[test]
+fn a_partitioned_leader_stops_acknowledging_and_nothing_diverges() {
+    let mut c = Cluster::start_on(3, Some(TestNet::create(3)));
+    let writers = Writers::start(http_addrs(&c), 3);
+    writers.wait_for_more(20, Duration::from_secs(60));
+    let (mut acked, _) = writers.finish();
+    let victim = c.busiest_leader();
+    c.net.as_ref().unwrap().isolate(victim);
+    eprintln!("node {victim} partitioned away");
+    // Past the election timeout the majority elects new leaders; the minority node cannot commit.
+    std::thread::sleep(Duration::from_secs(3));
+    let minority = c.node(victim).http.clone();
+    let majority: Vec<String> = (1..=3).filter(|n| *n != victim).map(|n| c.node(n).http.clone()).collect();
+    // Numbers far above the writers' so these points are told apart.
+    let minority_first = 1_000_000_000;
+    assert!(!write_batch(&minority, minority_first), "the partitioned node acknowledged a write");
+    let majority_writers = Writers::start_from(majority, 2, 2_000_000_000);
+    majority_writers.wait_for_more(20, Duration::from_secs(60));
+    let (during, _) = majority_writers.finish();
+    c.net.as_ref().unwrap().heal(victim);
+    eprintln!("healed; {} batches acknowledged by the majority during the partition", during.len());
+    acked.extend(during);
+    check_replicas_identical(&c, Duration::from_secs(120));
+    for n in c.running() {
+        check_acknowledged(n, &acked);
+    }
 }

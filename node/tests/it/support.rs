@@ -14,6 +14,8 @@ pub struct NodeProcess {
     pub grpc: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    /// Command the binary runs under, e.g. `ip netns exec NS`.
+    prefix: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -33,6 +35,22 @@ impl NodeProcess {
             grpc: format!("127.0.0.1:{}", free_port()),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: Vec::new(),
+        };
+        n.spawn();
+        n
+    }
+
+    /// Starts a node on the given addresses under `prefix` (for example `ip netns exec NS`),
+    /// waiting until it is healthy.
+    pub fn start_at(data_dir: &Path, http: &str, grpc: &str, prefix: &[String], extra: &[&str]) -> NodeProcess {
+        let mut n = NodeProcess {
+            child: None,
+            http: http.to_string(),
+            grpc: grpc.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: prefix.to_vec(),
         };
         n.spawn();
         n
@@ -44,7 +62,15 @@ impl NodeProcess {
     }
 
     fn spawn_process(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
+        let mut command = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_hotlake"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_hotlake")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
