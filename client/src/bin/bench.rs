@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! hotlake-bench ingest --http 127.0.0.1:7181 --writers 8 --batch-lines 5000 --batches 200
+//! hotlake-bench ingest --http 127.0.0.1:7181,127.0.0.1:7182 --rate 50      # paced, for latency
+//! hotlake-bench failover --http A,B,C --pids 1=PID,2=PID,3=PID             # kill leaders, time recovery
+//! hotlake-bench move --http A --node 4                                     # time replica moves to node 4
 //! ```
 //!
 //! Data is TSBS-IoT-shaped (see `hotlake_client::tsbs`), generated before the clock starts so
@@ -29,9 +32,12 @@ enum Command {
     ///
     /// Example: hotlake-bench ingest --writers 8 --batch-lines 5000 --batches 200
     Ingest {
-        /// The node's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:7181")]
-        http: String,
+        /// HTTP addresses of the nodes to write to, comma-separated; writers use them in turn.
+        #[arg(long, default_value = "127.0.0.1:7181", value_delimiter = ',')]
+        http: Vec<String>,
+        /// Batches per second across all writers; 0 sends as fast as acknowledgements come.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
         /// Tenant (database) to write into.
         #[arg(long, default_value = "bench")]
         db: String,
@@ -51,6 +57,36 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Kill the node leading the most shards while writing, and time until writes are
+    /// acknowledged again; then restart nothing (the caller restarts the node).
+    ///
+    /// Example: hotlake-bench failover --http 127.0.0.1:7181,127.0.0.1:7182,127.0.0.1:7183 --pids 1=4711,2=4712,3=4713
+    Failover {
+        /// HTTP addresses of every node, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        http: Vec<String>,
+        /// `node_id=pid` of every node, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<String>,
+        /// Tenant (database) to write into.
+        #[arg(long, default_value = "bench")]
+        db: String,
+    },
+    /// Watch replicas move onto a node that just joined and print how long each shard's move
+    /// took (placement change → the new replica is a voter).
+    ///
+    /// Example: hotlake-bench move --http 127.0.0.1:7181 --node 4
+    Move {
+        /// HTTP address of any member.
+        #[arg(long, default_value = "127.0.0.1:7181")]
+        http: String,
+        /// The new node's id.
+        #[arg(long)]
+        node: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -61,8 +97,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ingest(
-    http: &str,
+    http: &[String],
+    rate: f64,
     db: &str,
     writers: usize,
     batch_lines: usize,
@@ -104,21 +142,33 @@ fn ingest(
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(batches)));
-    let url = format!("http://{http}/write?db={db}");
+    anyhow::ensure!(!http.is_empty(), "give at least one --http address");
+    anyhow::ensure!(rate >= 0.0 && rate.is_finite(), "--rate must be a non-negative number");
+    let urls: Arc<Vec<String>> = Arc::new(http.iter().map(|h| format!("http://{h}/write?db={db}")).collect());
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    // Fail early with a clear message if the node is not there.
-    client.get(format!("http://{http}/health")).send().with_context(|| format!("node at {http} is not reachable"))?;
+    // Fail early with a clear message if a node is not there.
+    for h in http {
+        client.get(format!("http://{h}/health")).send().with_context(|| format!("node at {h} is not reachable"))?;
+    }
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|_| {
-            let (bodies, next, latencies, url, client) =
-                (bodies.clone(), next.clone(), latencies.clone(), url.clone(), client.clone());
+            let (bodies, next, latencies, urls, client) =
+                (bodies.clone(), next.clone(), latencies.clone(), urls.clone(), client.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((body, _)) = bodies.get(i) else { return Ok(()) };
+                    if rate > 0.0 {
+                        // Batch i is due at i / rate seconds: a fixed schedule, so latency is
+                        // measured at the offered load, not at whatever the server sustains.
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let t = Instant::now();
-                    let resp = client.post(&url).body(body.clone()).send()?;
+                    let resp = client.post(&urls[i % urls.len()]).body(body.clone()).send()?;
                     let status = resp.status();
                     if !status.is_success() {
                         anyhow::bail!("batch {i} failed with {status}: {}", resp.text().unwrap_or_default());
@@ -135,8 +185,13 @@ fn ingest(
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort();
     let lines = batches * batch_lines;
-    println!("ingest: {writers} writers, {batches} batches x {batch_lines} lines, {trucks} trucks");
+    let pacing = if rate > 0.0 { format!(", paced at {rate} batches/s") } else { String::new() };
+    println!(
+        "ingest: {writers} writers, {batches} batches x {batch_lines} lines, {trucks} trucks, {} node(s){pacing}",
+        http.len()
+    );
     println!("  elapsed          {secs:.2} s");
+    println!("  batches/s        {:.1}", batches as f64 / secs);
     println!("  lines/s          {:.0}", lines as f64 / secs);
     println!("  field values/s   {:.0}", values_total as f64 / secs);
     println!(
@@ -147,10 +202,125 @@ fn ingest(
     Ok(())
 }
 
+fn get_json(client: &reqwest::blocking::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = client.get(url).send().with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    Ok(resp.json()?)
+}
+
+/// The node leading the most shards, per `GET /api/v1/cluster`.
+fn busiest_leader(status: &serde_json::Value) -> Option<u64> {
+    let mut best: Option<(usize, u64)> = None;
+    for m in status["members"].as_array()? {
+        let Some(replicas) = m["status"]["replicas"].as_array() else { continue };
+        let leads = replicas.iter().filter(|r| r["role"] == "leader").count();
+        let id = m["info"]["id"].as_u64()?;
+        if best.is_none_or(|(l, _)| leads > l) {
+            best = Some((leads, id));
+        }
+    }
+    best.map(|(_, id)| id)
+}
+
+fn failover(http: &[String], pids: &[String], db: &str) -> anyhow::Result<()> {
+    let pids: std::collections::BTreeMap<u64, u32> = pids
+        .iter()
+        .map(|p| {
+            let (id, pid) = p.split_once('=').with_context(|| format!("--pids entry {p:?} is not node=pid"))?;
+            Ok((id.parse()?, pid.parse()?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let status = get_json(&client, &format!("http://{}/api/v1/cluster", http[0]))?;
+    let victim = busiest_leader(&status).context("no leader found")?;
+    let victim_http = status["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["info"]["id"] == victim))
+        .and_then(|m| m["info"]["http_addr"].as_str())
+        .context("victim not in the map")?
+        .to_string();
+    let survivors: Vec<&String> = http.iter().filter(|h| **h != victim_http).collect();
+    anyhow::ensure!(!survivors.is_empty(), "no node would survive");
+    let pid = *pids.get(&victim).with_context(|| format!("no pid given for node {victim}"))?;
+    // One line per device on 256 devices: every batch touches (nearly) every shard.
+    let body: String =
+        (0..256).map(|d| format!("failover,device_id=dev{d} v={d}i
+")).collect();
+    let url = |h: &str| format!("http://{h}/write?db={db}");
+    for _ in 0..20 {
+        let r = client.post(url(survivors[0])).body(body.clone()).send()?;
+        anyhow::ensure!(r.status().is_success(), "warm-up write failed: {}", r.status());
+    }
+    let killed = Instant::now();
+    let ok = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    anyhow::ensure!(ok.success(), "kill -9 {pid} failed");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let r = client.post(url(survivors[attempts % survivors.len()])).body(body.clone()).send();
+        if matches!(&r, Ok(resp) if resp.status().is_success()) {
+            break;
+        }
+        anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "writes did not recover within 60 s");
+    }
+    println!("failover: killed node {victim} (pid {pid}), the leader of the most shards");
+    println!("  writes touching every shard acknowledged again after {:.0} ms ({attempts} attempts)", killed.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn watch_move(http: &str, node: u64, timeout_s: u64) -> anyhow::Result<()> {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let started = Instant::now();
+    let mut placed_at: std::collections::BTreeMap<u64, Instant> = Default::default();
+    let mut done_at: std::collections::BTreeMap<u64, Instant> = Default::default();
+    loop {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(timeout_s), "moves did not finish in {timeout_s} s");
+        let status = get_json(&client, &format!("http://{http}/api/v1/cluster"))?;
+        let now = Instant::now();
+        let shards = status["map"]["shards"].as_array().cloned().unwrap_or_default();
+        for (i, p) in shards.iter().enumerate() {
+            if p["replicas"].as_array().is_some_and(|r| r.contains(&serde_json::json!(node))) {
+                placed_at.entry(i as u64).or_insert(now);
+            }
+        }
+        let replicas = status["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["info"]["id"] == node))
+            .and_then(|m| m["status"]["replicas"].as_array().cloned())
+            .unwrap_or_default();
+        for r in &replicas {
+            let shard = r["shard"].as_u64().unwrap_or(u64::MAX);
+            let voter = (r["role"] == "follower" || r["role"] == "leader") && r["joint"] == false;
+            let placed = shards.get(shard as usize).map(|p| &p["replicas"]);
+            if voter && placed == Some(&r["voters"]) && placed_at.contains_key(&shard) {
+                done_at.entry(shard).or_insert(now);
+            }
+        }
+        let settled = !placed_at.is_empty()
+            && placed_at.keys().all(|s| done_at.contains_key(s))
+            && shards.iter().all(|p| p["replicas"].as_array().map(|r| r.len()) == Some(3));
+        if settled && started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut took: Vec<Duration> = placed_at.iter().map(|(s, t)| done_at[s].duration_since(*t)).collect();
+    took.sort();
+    println!("move: {} shards moved onto node {node} in {:.1} s", took.len(), started.elapsed().as_secs_f64());
+    println!(
+        "  per shard (placement change → voter): p50 {:.0} ms, max {:.0} ms",
+        percentile(&took, 0.5).as_secs_f64() * 1e3,
+        took.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Ingest { http, db, writers, batch_lines, batches, trucks, seed } => {
-            ingest(&http, &db, writers, batch_lines, batches, trucks, seed)
+        Command::Ingest { http, rate, db, writers, batch_lines, batches, trucks, seed } => {
+            ingest(&http, rate, &db, writers, batch_lines, batches, trucks, seed)
         }
+        Command::Failover { http, pids, db } => failover(&http, &pids, &db),
+        Command::Move { http, node, timeout_s } => watch_move(&http, node, timeout_s),
     }
 }
