@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
         group_by: vec![],
         fill: Fill::None,
         descending: false,
+        allow_partial: false,
         limit: 0,
     };
     let limits = Limits::default();

@@ -675,7 +675,7 @@ impl Node {
         let shards = self.plan_shards(&q.tenant, &q.predicates)?;
         let q = Arc::new(q);
         let budget = self.config.limits.query_points_max;
-        let tasks = shards.into_iter().map(|shard| {
+        let tasks = shards.iter().copied().map(|shard| {
             let q = q.clone();
             async move {
                 self.route(shard, move |target| {
@@ -703,8 +703,16 @@ impl Node {
         let results = futures::future::join_all(tasks).await;
         let mut answers = Vec::with_capacity(results.len());
         let mut scanned = 0u64;
-        for r in results {
-            let a = r?;
+        let mut missing = Vec::new();
+        for (shard, r) in shards.iter().zip(results) {
+            let a = match r {
+                Ok(a) => a,
+                Err(Error::Unavailable(_) | Error::Timeout(_) | Error::NotLeader { .. }) if q.allow_partial => {
+                    missing.push(shard.0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             scanned += a.points_scanned;
             if scanned > self.config.limits.query_points_max {
                 return Err(Error::LimitExceeded {
@@ -714,7 +722,8 @@ impl Node {
             }
             answers.push(a);
         }
-        let result = merge_answers(&q, answers);
+        let mut result = merge_answers(&q, answers);
+        result.missing_shards = missing;
         let rows: usize = result.groups.iter().map(|g| g.rows.len()).sum();
         if rows as u64 > self.config.limits.query_rows_max {
             return Err(Error::LimitExceeded {

@@ -243,9 +243,14 @@ fn failover(http: &[String], pids: &[String], db: &str) -> anyhow::Result<()> {
     anyhow::ensure!(!survivors.is_empty(), "no node would survive");
     let pid = *pids.get(&victim).with_context(|| format!("no pid given for node {victim}"))?;
     // One line per device on 256 devices: every batch touches (nearly) every shard.
-    let body: String =
-        (0..256).map(|d| format!("failover,device_id=dev{d} v={d}i
-")).collect();
+    let body: String = (0..256)
+        .map(|d| {
+            format!(
+                "failover,device_id=dev{d} v={d}i
+"
+            )
+        })
+        .collect();
     let url = |h: &str| format!("http://{h}/write?db={db}");
     for _ in 0..20 {
         let r = client.post(url(survivors[0])).body(body.clone()).send()?;
@@ -264,7 +269,10 @@ fn failover(http: &[String], pids: &[String], db: &str) -> anyhow::Result<()> {
         anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "writes did not recover within 60 s");
     }
     println!("failover: killed node {victim} (pid {pid}), the leader of the most shards");
-    println!("  writes touching every shard acknowledged again after {:.0} ms ({attempts} attempts)", killed.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "  writes touching every shard acknowledged again after {:.0} ms ({attempts} attempts)",
+        killed.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

@@ -141,7 +141,7 @@ pub fn merge_answers(q: &Query, answers: Vec<ShardResult>) -> QueryResult {
             }
         }
         groups.sort_by(|a, b| a.tags.cmp(&b.tags));
-        return QueryResult { groups, points_scanned };
+        return QueryResult { groups, points_scanned, missing_shards: Vec::new() };
     }
     let mut merged: Option<PartialAggregates> = None;
     for a in answers {
@@ -167,7 +167,7 @@ pub fn merge_answers(q: &Query, answers: Vec<ShardResult>) -> QueryResult {
         }
     }
     let groups = merged.map(|m| m.finish(q)).unwrap_or_default();
-    QueryResult { groups, points_scanned }
+    QueryResult { groups, points_scanned, missing_shards: Vec::new() }
 }
 
 /// Answers `Last` on one shard from the series index (no history is read).

@@ -146,6 +146,9 @@ pub struct Query {
     pub descending: bool,
     /// Rows per group; 0 = no limit beyond the server's.
     pub limit: usize,
+    /// Answer from the shards that can answer and list the others in
+    /// `QueryResult::missing_shards`, instead of failing when a shard cannot be reached.
+    pub allow_partial: bool,
 }
 
 impl Query {
@@ -208,6 +211,8 @@ pub struct QueryResult {
     pub groups: Vec<ResultGroup>,
     /// Points read to answer.
     pub points_scanned: u64,
+    /// Shards that could not answer (only with `Query::allow_partial`); empty = complete.
+    pub missing_shards: Vec<u32>,
 }
 
 /// A `Last` request: latest values per device.

@@ -263,6 +263,7 @@ pub fn query_from_proto(r: pb::QueryRequest) -> Result<Query, Error> {
         group_by: r.group_by_tags,
         fill,
         descending: r.descending,
+        allow_partial: r.allow_partial,
         limit: r.limit as usize,
     })
 }
@@ -314,6 +315,7 @@ impl Hotlake for GrpcService {
         let result = self.node.query(q).await.map_err(to_status)?;
         Ok(Response::new(pb::QueryResponse {
             points_scanned: result.points_scanned,
+            missing_shards: result.missing_shards,
             groups: result
                 .groups
                 .into_iter()

@@ -93,6 +93,10 @@ pub struct JsonQuery {
     /// Rows per group.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Answer from the shards that can, listing the others in `missing_shards`, instead of
+    /// failing when a shard cannot be reached.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// The body of `POST /api/v1/last`.
@@ -266,6 +270,7 @@ impl JsonQuery {
             fill,
             descending,
             limit: self.limit.unwrap_or(0) as usize,
+            allow_partial: self.partial,
         })
     }
 }
@@ -318,7 +323,11 @@ pub fn result_json(r: &QueryResult) -> Json {
             json!({"tags": tags_json(&g.tags), "columns": columns, "rows": rows})
         })
         .collect();
-    json!({"groups": groups, "points_scanned": r.points_scanned})
+    let mut out = json!({"groups": groups, "points_scanned": r.points_scanned});
+    if !r.missing_shards.is_empty() {
+        out["missing_shards"] = json!(r.missing_shards);
+    }
+    out
 }
 
 /// `Last` rows as JSON.

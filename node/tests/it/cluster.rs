@@ -447,6 +447,19 @@ fn a_partitioned_leader_stops_acknowledging_and_nothing_diverges() {
     // Numbers far above the writers' so these points are told apart.
     let minority_first = 1_000_000_000;
     assert!(!write_batch(&minority, minority_first), "the partitioned node acknowledged a write");
+    // A query that accepts partial results is told which shards are missing, never silently
+    // short; without that flag it fails.
+    let query = |partial: bool| {
+        let body = json!({"tenant": "cl", "measurement": "cl", "fields": ["v"], "partial": partial,
+            "start": BASE_TS, "end": BASE_TS + 1_000_000_000_000_000});
+        let r = client().post(format!("http://{minority}/api/v1/query")).json(&body).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (status, v) = query(true);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["missing_shards"].as_array().map(|m| m.len()), Some(SHARDS as usize), "{v}");
+    let (status, v) = query(false);
+    assert_eq!(status, 503, "{v}");
     let majority_writers = Writers::start_from(majority, 2, 2_000_000_000);
     majority_writers.wait_for_more(20, Duration::from_secs(60));
     let (during, _) = majority_writers.finish();
