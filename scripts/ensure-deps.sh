@@ -15,15 +15,17 @@ hotlake_ensure_deps() {
         missing+=(libclang-dev)
     fi
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    # The partition test puts nodes in network namespaces (`ip netns`).
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "installing ${missing[*]} (needed to build RocksDB)..." >&2
+        echo "installing ${missing[*]} (needed to build RocksDB and to run the tests)..." >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
-        echo "installing ${missing[*]} with sudo (needed to build RocksDB)..." >&2
+        echo "installing ${missing[*]} with sudo (needed to build RocksDB and to run the tests)..." >&2
         sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
