@@ -141,6 +141,9 @@ enum ClusterCommand {
         /// every shard with its full set of voting replicas (no move in progress).
         #[arg(long, default_value_t = 0)]
         wait_ready_s: u64,
+        /// With --wait-ready-s: also wait until the cluster has at least this many members.
+        #[arg(long, default_value_t = 1)]
+        wait_nodes: usize,
     },
 }
 
@@ -512,10 +515,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn run_cluster(cli: &Cli, command: &ClusterCommand, out: &mut impl Write) -> Result<(), Failure> {
     match command {
-        ClusterCommand::Status { output, wait_ready_s } => {
+        ClusterCommand::Status { output, wait_ready_s, wait_nodes } => {
+            let ready = |s: &Value| cluster_ready(s) && s["members"].as_array().is_some_and(|m| m.len() >= *wait_nodes);
             let deadline = Instant::now() + Duration::from_secs(*wait_ready_s);
             let mut status = get_json(cli, "/api/v1/cluster");
-            while Instant::now() < deadline && !status.as_ref().is_ok_and(cluster_ready) {
+            while Instant::now() < deadline && !status.as_ref().is_ok_and(ready) {
                 std::thread::sleep(Duration::from_millis(500));
                 status = get_json(cli, "/api/v1/cluster");
             }
@@ -547,7 +551,7 @@ fn run_cluster(cli: &Cli, command: &ClusterCommand, out: &mut impl Write) -> Res
             if rows.iter().any(|r| r[4] != "up") {
                 return Err(Failure::Unreachable("some members are unreachable".into()));
             }
-            if *wait_ready_s > 0 && !cluster_ready(&status) {
+            if *wait_ready_s > 0 && !ready(&status) {
                 return Err(Failure::Unreachable(format!(
                     "the cluster is not ready after {wait_ready_s} s: some shards lack replicas or leaders"
                 )));

@@ -535,7 +535,8 @@ impl Node {
             }
             tokio::time::sleep(backoff).await;
             hops = 0;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            // Short: a retry is cheap, and the usual wait is an election of a few hundred ms.
+            backoff = (backoff * 2).min(Duration::from_millis(100));
             if tried.len() >= self.map().replicas(shard).len().max(1) {
                 tried.clear();
             }
