@@ -307,10 +307,12 @@ fn watch_move(http: &str, node: u64, timeout_s: u64) -> anyhow::Result<()> {
         // Done when the new node holds its balanced share (replicas ÷ members, rounded down)
         // and every move onto it has finished.
         let members = status["members"].as_array().map(|m| m.len()).unwrap_or(1).max(1);
-        let replicas_total: usize =
-            shards.iter().map(|p| p["replicas"].as_array().map(|r| r.len()).unwrap_or(0)).sum();
+        let replicas_total: usize = shards.iter().map(|p| p["replicas"].as_array().map(|r| r.len()).unwrap_or(0)).sum();
         let share = replicas_total / members;
-        let on_node = shards.iter().filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(&serde_json::json!(node)))).count();
+        let on_node = shards
+            .iter()
+            .filter(|p| p["replicas"].as_array().is_some_and(|r| r.contains(&serde_json::json!(node))))
+            .count();
         let settled = on_node >= share.max(1) && placed_at.keys().all(|s| done_at.contains_key(s));
         if settled {
             break;
