@@ -12,6 +12,12 @@
 #![warn(missing_docs)]
 
 #[cfg(madsim)]
+pub mod checkers;
+#[cfg(madsim)]
+pub mod faults;
+#[cfg(madsim)]
 pub mod harness;
 #[cfg(madsim)]
 pub mod observe;
+#[cfg(madsim)]
+pub mod workload;

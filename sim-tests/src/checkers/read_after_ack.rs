@@ -1,0 +1,27 @@
+//! Read-after-acknowledgement: a read that started after a write was acknowledged sees it, for
+//! range reads (every point of the batch) and for `Last` (a timestamp at least as new).
+
+use crate::workload::{History, POINTS_PER_BATCH};
+
+/// The first read that missed an earlier acknowledged write.
+pub fn check(history: &History) -> Result<(), String> {
+    for r in &history.range_reads {
+        for &b in &r.acked_before {
+            let first = b as i64 * POINTS_PER_BATCH;
+            if let Some(t) = (first..first + POINTS_PER_BATCH).find(|t| !r.seen.contains(t)) {
+                return Err(format!("a read of d{} missed d{}@{t}s, acknowledged (batch {b}) before it began", r.device, r.device));
+            }
+        }
+    }
+    for r in &history.last_reads {
+        if let Some(acked) = r.acked_max {
+            if r.seen.is_none_or(|s| s < acked) {
+                return Err(format!(
+                    "last of d{} returned {:?}s, but {acked}s was acknowledged before the read began",
+                    r.device, r.seen
+                ));
+            }
+        }
+    }
+    Ok(())
+}
