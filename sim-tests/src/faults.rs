@@ -24,7 +24,7 @@ pub struct FaultPlan {
     pub one_way: bool,
     /// Packet loss rate for the whole run (0 = none).
     pub packet_loss: f64,
-    /// Upper bound of the per-packet latency for the whole run.
+    /// Upper bound of the per-packet latency for the whole run (1 = madsim's default, 1–10 ms).
     pub latency_ms_max: u64,
     /// Mean time between faults.
     pub interval_ms_mean: u64,
@@ -43,7 +43,7 @@ impl FaultPlan {
             partition: rng.gen_bool(0.5),
             one_way: rng.gen_bool(0.3),
             packet_loss: if rng.gen_bool(0.3) { rng.gen_range(0.001..0.05) } else { 0.0 },
-            latency_ms_max: if rng.gen_bool(0.4) { rng.gen_range(2..40) } else { 1 },
+            latency_ms_max: if rng.gen_bool(0.4) { rng.gen_range(11..40) } else { 1 },
             interval_ms_mean: rng.gen_range(300..3000),
             duration_ms_max: rng.gen_range(500..5000),
         };
@@ -70,7 +70,7 @@ impl FaultPlan {
     }
 }
 
-fn node_id(cluster: &SimCluster, id: u64) -> madsim::runtime::NodeId {
+fn node_id(cluster: &SimCluster, id: u64) -> madsim::task::NodeId {
     cluster.node(id).host.id()
 }
 
@@ -89,7 +89,9 @@ pub async fn run(cluster: &SimCluster, plan: &FaultPlan, duration: Duration) -> 
         let (loss, latency) = (plan.packet_loss, plan.latency_ms_max);
         net.update_config(|c| {
             c.packet_loss_rate = loss;
-            c.send_latency = Duration::from_millis(1)..Duration::from_millis(latency);
+            if latency > 1 {
+                c.send_latency = Duration::from_millis(1)..Duration::from_millis(latency);
+            }
         });
         note(format!("network: packet loss {loss:.3}, latency 1..{latency} ms"));
     }
@@ -101,7 +103,7 @@ pub async fn run(cluster: &SimCluster, plan: &FaultPlan, duration: Duration) -> 
             let wait = rng.gen_range(plan.interval_ms_mean / 2..plan.interval_ms_mean * 3 / 2 + 1);
             let kind = kinds[rng.gen_range(0..kinds.len())];
             let target = rng.gen_range(1..=nodes);
-            let other = (target + rng.gen_range(1..nodes)) % nodes + 1;
+            let other = (target - 1 + rng.gen_range(1..nodes)) % nodes + 1;
             let hold = rng.gen_range(100..plan.duration_ms_max);
             (wait, kind, target, other, hold)
         };

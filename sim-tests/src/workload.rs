@@ -126,7 +126,7 @@ pub async fn read_device(addr: &str, d: i64) -> Result<Vec<(i64, i64)>, String> 
             values: vec![format!("d{d}")],
         }],
         start_ns: 0,
-        end_ns: 1_000_000_000 * NS,
+        end_ns: 100_000_000 * NS,
         ..Default::default()
     };
     let resp = tokio::time::timeout(Duration::from_secs(20), c.query(req))
@@ -180,7 +180,11 @@ pub async fn write(addr: &str, b: u64) -> Outcome {
         Ok(Ok(_)) => Outcome::Acked,
         Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => Outcome::Failed,
         // Unavailable, deadline, cancelled, internal: the write may have been applied.
-        _ => Outcome::Unknown,
+        Ok(Err(s)) => {
+            tracing::debug!(addr, batch = b, status = %s, "write failed");
+            Outcome::Unknown
+        }
+        Err(_) => Outcome::Unknown,
     }
 }
 

@@ -12,10 +12,13 @@ use crate::storage::StorageError;
 /// Digest of every point in the shard.
 pub fn shard_digest(shard: &ShardData) -> Result<u64, StorageError> {
     let view = shard.read_view();
-    let series: Vec<(u32, String, String)> = {
+    // By (tenant, key), not by series id: ids are local bookkeeping, the content is what must
+    // agree.
+    let mut series: Vec<(u32, String, String)> = {
         let inner = shard.read();
         inner.index.all().iter().enumerate().map(|(i, s)| (i as u32, s.tenant.to_string(), s.key.to_string())).collect()
     };
+    series.sort_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
     let mut h = Xxh3::new();
     for (sid, tenant, key) in series {
         let mut block = read_series(shard, &view, sid, TimestampNs::MIN, TimestampNs::MAX, None)?;

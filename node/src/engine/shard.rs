@@ -477,6 +477,13 @@ impl ShardData {
         }
         drop(memtable);
         let state_bytes = bincode::serialize(&cut.state).expect("flushed state serializes");
+        #[cfg(feature = "bug-flush-state-before-blocks")]
+        {
+            let mut early = WriteBatch::new();
+            early.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes.clone());
+            self.engine.write(early, Durability::Buffered)?;
+            self.engine.sync()?;
+        }
         batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());

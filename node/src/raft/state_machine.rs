@@ -19,12 +19,21 @@ use crate::metrics::Metrics;
 pub struct StateMachine {
     shard: Arc<ShardData>,
     metrics: Arc<Metrics>,
+    /// Deliberate bug for the simulation's checkers: the first write entry after a restart is
+    /// skipped.
+    #[cfg(feature = "bug-skip-apply-after-restart")]
+    skipped_one: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StateMachine {
     /// The state machine over `shard`.
     pub fn new(shard: Arc<ShardData>, metrics: Arc<Metrics>) -> Self {
-        StateMachine { shard, metrics }
+        StateMachine {
+            shard,
+            metrics,
+            #[cfg(feature = "bug-skip-apply-after-restart")]
+            skipped_one: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 }
 
@@ -79,6 +88,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     out.push(ApplyOutcome::default());
                 }
                 EntryPayload::Normal(cmd) => {
+                    #[cfg(feature = "bug-skip-apply-after-restart")]
+                    if !self.skipped_one.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        self.shard.apply_meta(entry.log_id, None);
+                        out.push(ApplyOutcome::default());
+                        continue;
+                    }
                     let outcome = self.shard.apply(entry.log_id, &cmd).map_err(write_err)?;
                     self.metrics.points_applied.add(outcome.points);
                     out.push(outcome);
