@@ -637,14 +637,26 @@ impl Node {
         Ok(ring.shards().collect())
     }
 
-    /// Confirms this replica leads `shard` with a read-index round, so a read after it sees
-    /// every write acknowledged before it started.
+    /// Confirms this replica leads `shard` with a read-index round and waits until it has
+    /// applied every entry of its log, so a read after it sees every write acknowledged before
+    /// it started.
+    ///
+    /// openraft's read index alone is not enough: a leader that restarts before its election
+    /// timeout resumes its leadership, and if the power loss took its buffered commit index with
+    /// it, the read index can sit below entries it had already committed and acknowledged (found
+    /// by the simulator, seed 5237). Every committed entry is in the leader's log, so waiting for
+    /// the whole log closes that gap; in steady state the wait is only for in-flight writes.
     pub(crate) async fn ensure_linearizable(&self, group: &ShardGroup) -> Result<()> {
         group.raft.ensure_linearizable().await.map_err(|e| match e {
             RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
                 Error::NotLeader { shard: group.id, leader: f.leader_id }
             }
             other => Error::Unavailable(format!("shard {}: {other}", group.id)),
+        })?;
+        let last = group.raft.metrics().borrow().last_log_index;
+        let timeout = Duration::from_millis(self.config.limits.query_timeout_ms);
+        group.raft.wait(Some(timeout)).applied_index_at_least(last, "read after the whole log").await.map_err(|e| {
+            Error::Unavailable(format!("shard {} did not apply its log within {timeout:?}: {e}", group.id))
         })?;
         Ok(())
     }
@@ -947,10 +959,18 @@ impl Node {
     }
 
     /// A digest of this node's replica of `shard` (every point of every series, merged), equal
-    /// on replicas with the same content regardless of how they flushed.
-    pub fn shard_digest(&self, shard: ShardId) -> Result<u64> {
+    /// on replicas with the same content regardless of how they flushed, with the log index the
+    /// content is at. Fails with `Unavailable` while entries are being applied, so a digest is
+    /// never paired with an index it does not reflect.
+    pub fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
         let group = self.local_group(shard).ok_or_else(|| Error::invalid(format!("no replica of {shard} here")))?;
-        Ok(crate::engine::digest::shard_digest(&group.data)?)
+        let applied = || group.data.read().applied.map(|l| l.index).unwrap_or(0);
+        let before = applied();
+        let digest = crate::engine::digest::shard_digest(&group.data)?;
+        if applied() != before {
+            return Err(Error::Unavailable(format!("replica of {shard} is applying entries; retry")));
+        }
+        Ok((digest, before))
     }
 
     /// Raw key count of a shard's spaces, for diagnostics.

@@ -82,15 +82,13 @@ pub async fn wait_converged(peers: &Peers, addrs: &[String], replicas: usize, ti
     }
 }
 
-/// The digest and applied index of node `addr`'s replica of `shard`.
+/// The digest of node `addr`'s replica of `shard` and the applied index it reflects (one
+/// call, so the two always belong together).
 pub async fn digest(peers: &Peers, addr: &str, shard: ShardId) -> Option<(u64, u64)> {
-    let d = match peers.call(addr, &PeerCall::Digest { shard }, Duration::from_secs(5)).await {
-        Ok(PeerReply::Digest(d)) => d,
-        _ => return None,
-    };
-    let s = status(peers, addr).await?;
-    let applied = s.replicas.iter().find(|r| r.shard == shard)?.applied;
-    Some((d, applied))
+    match peers.call(addr, &PeerCall::Digest { shard }, Duration::from_secs(5)).await {
+        Ok(PeerReply::Digest { digest, applied }) => Some((digest, applied)),
+        _ => None,
+    }
 }
 
 /// Waits until all replicas of every shard are at the same applied index, then asserts their

@@ -41,6 +41,12 @@ pub struct RangeRead {
     pub acked_before: Vec<u64>,
     /// Timestamps (seconds) returned.
     pub seen: BTreeSet<i64>,
+    /// The node asked, and when the read began and ended (simulated ms since the workload began).
+    pub via: String,
+    /// When the read began.
+    pub began_ms: u64,
+    /// When its answer arrived.
+    pub ended_ms: u64,
 }
 
 /// One `Last` read.
@@ -59,6 +65,9 @@ pub struct LastRead {
 pub struct History {
     /// Outcome per batch sent.
     pub writes: BTreeMap<u64, Outcome>,
+    /// Per batch: the node it was sent to and when it ended (simulated ms since the workload
+    /// began), for failure reports.
+    pub write_trace: BTreeMap<u64, (String, u64)>,
     /// Successful range reads.
     pub range_reads: Vec<RangeRead>,
     /// Successful `Last` reads.
@@ -213,6 +222,7 @@ impl Workload {
 
     /// Runs `writers` writers and `readers` readers against `addrs` until stopped.
     pub async fn run(&self, addrs: Vec<String>, writers: usize, readers: usize) {
+        let started = madsim::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..writers {
             let (history, stop, next, addrs) =
@@ -222,7 +232,11 @@ impl Workload {
                     let b = next.fetch_add(1, Ordering::Relaxed);
                     let addr = addrs[thread_rng().gen_range(0..addrs.len())].clone();
                     let outcome = write(&addr, b).await;
-                    history.lock().unwrap().writes.insert(b, outcome);
+                    {
+                        let mut h = history.lock().unwrap();
+                        h.writes.insert(b, outcome);
+                        h.write_trace.insert(b, (addr, started.elapsed().as_millis() as u64));
+                    }
                     if outcome != Outcome::Acked {
                         madsim::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -238,8 +252,10 @@ impl Workload {
                         (rng.gen_range(0..DEVICES), addrs[rng.gen_range(0..addrs.len())].clone(), rng.gen_bool(0.3))
                     };
                     let acked_before: Vec<u64> = history.lock().unwrap().acked().into_iter().collect();
+                    let began_ms = started.elapsed().as_millis() as u64;
                     if use_last {
-                        let acked_max = acked_before.last().map(|b| *b as i64 * POINTS_PER_BATCH + POINTS_PER_BATCH - 1);
+                        let acked_max =
+                            acked_before.last().map(|b| *b as i64 * POINTS_PER_BATCH + POINTS_PER_BATCH - 1);
                         match last_of(&addr, d).await {
                             Ok(seen) => history.lock().unwrap().last_reads.push(LastRead {
                                 device: d,
@@ -254,6 +270,9 @@ impl Workload {
                                 device: d,
                                 acked_before,
                                 seen: points.iter().map(|(t, _)| *t).collect(),
+                                via: addr.clone(),
+                                began_ms,
+                                ended_ms: started.elapsed().as_millis() as u64,
                             }),
                             Err(_) => history.lock().unwrap().reads_failed += 1,
                         }

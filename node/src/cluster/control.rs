@@ -414,7 +414,10 @@ impl Node {
             }
             PeerCall::Map => Ok(PeerReply::Map((*self.map()).clone())),
             PeerCall::Status => Ok(PeerReply::Status(self.status())),
-            PeerCall::Digest { shard } => Ok(PeerReply::Digest(self.shard_digest(shard)?)),
+            PeerCall::Digest { shard } => {
+                let (digest, applied) = self.shard_digest(shard)?;
+                Ok(PeerReply::Digest { digest, applied })
+            }
             PeerCall::Group { shard } => {
                 let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
                 match group_report(&g, self.config.node_id) {

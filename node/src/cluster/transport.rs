@@ -90,7 +90,7 @@ pub enum PeerCall {
     Map,
     /// This node's view of itself and its replicas.
     Status,
-    /// Digest of one shard replica's content.
+    /// Digest of one shard replica's content, with its applied index.
     Digest {
         /// The shard.
         shard: ShardId,
@@ -114,8 +114,13 @@ pub enum PeerReply {
     Map(ClusterMap),
     /// Result of `Status`.
     Status(NodeStatus),
-    /// Result of `Digest`.
-    Digest(u64),
+    /// Result of `Digest`: the digest and the log index the content is at.
+    Digest {
+        /// Digest of the replica's content.
+        digest: u64,
+        /// Last applied log index of that content.
+        applied: u64,
+    },
     /// Result of `Group`.
     Group(GroupReport),
 }

@@ -15,6 +15,7 @@
 //!   one that a concurrent flush moves.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,8 @@ pub struct FlushCut {
     seq: u64,
     memtable: Arc<RwLock<Memtable>>,
     state: FlushedState,
+    /// The shard's install generation when the cut was taken.
+    generation: u64,
 }
 
 /// Snapshot data of a shard: its flushed blocks, index and flushed state.
@@ -205,6 +208,11 @@ pub struct ShardData {
     /// snapshot install) and by snapshot reads, so a snapshot never mixes two flushed states.
     /// Never taken before `inner` by a thread that then waits for `inner`.
     flush_lock: Mutex<()>,
+    /// Bumped (under `flush_lock`) by every snapshot install. A flush whose cut was taken in an
+    /// earlier generation belongs to content the install replaced: it must not write, or it
+    /// would put back an older flushed state and blocks whose keys may collide with the new
+    /// content's.
+    generation: AtomicU64,
 }
 
 fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
@@ -264,7 +272,14 @@ impl ShardData {
             retention: flushed.retention.clone(),
             flushed,
         };
-        Ok(ShardData { id, engine, options, inner: RwLock::new(inner), flush_lock: Mutex::new(()) })
+        Ok(ShardData {
+            id,
+            engine,
+            options,
+            inner: RwLock::new(inner),
+            flush_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        })
     }
 
     /// The engine the shard lives in.
@@ -430,7 +445,7 @@ impl ShardData {
             next_series_id: inner.index.next_id(),
             retention: inner.retention.clone(),
         };
-        FlushCut { seq, memtable, state }
+        FlushCut { seq, memtable, state, generation: self.generation.load(Ordering::Acquire) }
     }
 
     /// Writes a frozen memtable as blocks, atomically with its flushed state, then forgets it.
@@ -487,6 +502,10 @@ impl ShardData {
         batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(Ordering::Acquire) != cut.generation {
+                // A snapshot was installed since the cut: its content supersedes this flush.
+                return Ok(self.read().flushed.clone());
+            }
             self.engine.write(batch, Durability::Buffered)?;
         }
         let mut inner = self.write();
@@ -510,9 +529,13 @@ impl ShardData {
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             self.engine.write(batch, Durability::Sync)?;
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         let fresh = ShardData::open(self.engine.clone(), self.id, self.options.clone())?;
-        let new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Flush sequences only grow on a replica, so block keys of a flush before the install can
+        // never be reused by one after it.
+        new_inner.next_flush_seq = new_inner.next_flush_seq.max(self.read().next_flush_seq);
         let flushed = new_inner.flushed.clone();
         *self.write() = new_inner;
         Ok(flushed)

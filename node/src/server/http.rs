@@ -220,10 +220,8 @@ async fn drain_node(State(node): State<Arc<Node>>, Path(id): Path<u64>) -> Respo
 }
 
 async fn shard_digest(State(node): State<Arc<Node>>, Path(id): Path<u32>) -> Response {
-    let shard = crate::storage::ShardId(id);
-    let applied = node.local_group(shard).and_then(|g| g.raft.metrics().borrow().last_applied).map(|l| l.index);
-    match node.shard_digest(shard) {
-        Ok(d) => Json(
+    match node.shard_digest(crate::storage::ShardId(id)) {
+        Ok((d, applied)) => Json(
             json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }),
         )
         .into_response(),

@@ -9,7 +9,11 @@ pub fn check(history: &History) -> Result<(), String> {
         for &b in &r.acked_before {
             let first = b as i64 * POINTS_PER_BATCH;
             if let Some(t) = (first..first + POINTS_PER_BATCH).find(|t| !r.seen.contains(t)) {
-                return Err(format!("a read of d{} missed d{}@{t}s, acknowledged (batch {b}) before it began", r.device, r.device));
+                let (wrote_via, acked_ms) = history.write_trace.get(&b).cloned().unwrap_or_default();
+                return Err(format!(
+                    "a read of d{} via {} during [{}, {}] ms missed d{}@{t}s of batch {b}, acknowledged via {wrote_via} at {acked_ms} ms",
+                    r.device, r.via, r.began_ms, r.ended_ms, r.device
+                ));
             }
         }
     }
