@@ -451,6 +451,7 @@ impl Node {
                     voters: joint.last().map(|c| c.iter().copied().collect()).unwrap_or_default(),
                     joint: joint.len() > 1,
                     applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    flushed: g.data.read().flushed.applied.map(|l| l.index).unwrap_or(0),
                     memtable_bytes: g.data.read().memtable_bytes() as u64,
                 }
             })

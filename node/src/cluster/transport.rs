@@ -166,6 +166,8 @@ pub struct ReplicaStatus {
     pub joint: bool,
     /// Last applied log index.
     pub applied: u64,
+    /// Log index covered by the last flush (the log up to it is purged).
+    pub flushed: u64,
     /// Bytes in memtables.
     pub memtable_bytes: u64,
 }
