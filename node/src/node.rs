@@ -83,6 +83,11 @@ pub struct Node {
     shard_raft_config: Arc<RaftConfig>,
     metrics: Arc<Metrics>,
     pub(crate) stopping: AtomicBool,
+    /// Set once this node has seen itself in the map; a node removed after that does not join
+    /// again on its own (it was drained on purpose).
+    pub(crate) was_member: AtomicBool,
+    /// The removal above has been logged.
+    pub(crate) removed_noticed: AtomicBool,
 }
 
 fn raft_config(name: &str, c: &crate::config::ClusterConfig) -> RaftConfig {
@@ -146,6 +151,8 @@ impl Node {
             shard_raft_config,
             metrics,
             stopping: AtomicBool::new(false),
+            was_member: AtomicBool::new(false),
+            removed_noticed: AtomicBool::new(false),
         });
         for shard in engine.shards() {
             node.open_group(shard).await?;

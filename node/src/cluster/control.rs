@@ -73,6 +73,15 @@ async fn join_if_needed(node: &Node) -> Result<()> {
     let me = node.self_info();
     let map = node.map();
     if map.nodes.get(&me.id).is_some_and(|n| n.grpc_addr == me.grpc_addr && n.http_addr == me.http_addr) {
+        node.was_member.store(true, Ordering::Relaxed);
+        return Ok(());
+    }
+    if node.was_member.load(Ordering::Relaxed) {
+        // Removed after being a member (drained on purpose): stay out; the process can be
+        // stopped. A restart with `--join` asks to join again.
+        if !node.removed_noticed.swap(true, Ordering::Relaxed) {
+            tracing::warn!("this node was removed from the cluster; it will not join again until restarted");
+        }
         return Ok(());
     }
     if node.config.cluster.join.is_empty() {
