@@ -122,23 +122,32 @@ async fn connect(addr: &str) -> Option<HotlakeClient<Channel>> {
     HotlakeClient::connect(format!("http://{addr}")).await.ok()
 }
 
-/// (timestamp seconds, value) of every point of device `d`, read through `addr`.
-pub async fn read_device(addr: &str, d: i64) -> Result<Vec<(i64, i64)>, String> {
-    let mut c = connect(addr).await.ok_or("connect failed")?;
-    let req = pb::QueryRequest {
+/// The tag filter selecting device `d`.
+pub fn device_filter(d: i64) -> Vec<pb::TagPredicate> {
+    vec![pb::TagPredicate {
+        key: "device_id".into(),
+        op: pb::tag_predicate::Op::Eq as i32,
+        values: vec![format!("d{d}")],
+    }]
+}
+
+/// A query of field `v` of device `d` over every timestamp the workload writes.
+pub fn device_query(d: i64) -> pb::QueryRequest {
+    pb::QueryRequest {
         tenant: "sim".into(),
         measurement: "m".into(),
         fields: vec!["v".into()],
-        predicates: vec![pb::TagPredicate {
-            key: "device_id".into(),
-            op: pb::tag_predicate::Op::Eq as i32,
-            values: vec![format!("d{d}")],
-        }],
+        predicates: device_filter(d),
         start_ns: 0,
         end_ns: 100_000_000 * NS,
         ..Default::default()
-    };
-    let resp = tokio::time::timeout(Duration::from_secs(20), c.query(req))
+    }
+}
+
+/// (timestamp seconds, value) of every point of device `d`, read through `addr`.
+pub async fn read_device(addr: &str, d: i64) -> Result<Vec<(i64, i64)>, String> {
+    let mut c = connect(addr).await.ok_or("connect failed")?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), c.query(device_query(d)))
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?
@@ -163,11 +172,7 @@ pub async fn last_of(addr: &str, d: i64) -> Result<Option<(i64, i64)>, String> {
         tenant: "sim".into(),
         measurement: "m".into(),
         fields: vec!["v".into()],
-        predicates: vec![pb::TagPredicate {
-            key: "device_id".into(),
-            op: pb::tag_predicate::Op::Eq as i32,
-            values: vec![format!("d{d}")],
-        }],
+        predicates: device_filter(d),
     };
     let resp = tokio::time::timeout(Duration::from_secs(20), c.last(req))
         .await

@@ -13,7 +13,7 @@ use hotlake_sim_tests::checkers::{self, convergence, durability, liveness, model
 use hotlake_sim_tests::faults::{self, FaultPlan};
 use hotlake_sim_tests::harness::SimCluster;
 use hotlake_sim_tests::observe;
-use hotlake_sim_tests::workload::{Outcome, Workload, DEVICES};
+use hotlake_sim_tests::workload::{device_query, Outcome, Workload, DEVICES};
 
 /// Simulated seconds of faults per seed.
 const FAULT_SECONDS: u64 = 20;
@@ -31,23 +31,13 @@ fn number(v: &pb::Value) -> f64 {
 async fn aggregates(addr: &str, d: i64) -> (u64, f64, f64, f64) {
     let mut c = HotlakeClient::connect(format!("http://{addr}")).await.expect("connect");
     let req = pb::QueryRequest {
-        tenant: "sim".into(),
-        measurement: "m".into(),
-        fields: vec!["v".into()],
-        predicates: vec![pb::TagPredicate {
-            key: "device_id".into(),
-            op: pb::tag_predicate::Op::Eq as i32,
-            values: vec![format!("d{d}")],
-        }],
-        start_ns: 0,
-        end_ns: 100_000_000_000_000_000,
         aggregates: vec![
             pb::Aggregate::Count as i32,
             pb::Aggregate::Sum as i32,
             pb::Aggregate::Min as i32,
             pb::Aggregate::Max as i32,
         ],
-        ..Default::default()
+        ..device_query(d)
     };
     let resp = c.query(req).await.expect("aggregate query").into_inner();
     let Some(row) = resp.groups.first().and_then(|g| g.rows.first()) else { return (0, 0.0, f64::NAN, f64::NAN) };
