@@ -32,7 +32,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeId, ShardRaft};
 use crate::ring::Ring;
-use crate::storage::{Engine, ShardId, Space};
+use crate::storage::{Durability, Engine, ShardId, Space, WriteBatch};
 
 /// One shard replica hosted on this node.
 pub struct ShardGroup {
@@ -88,6 +88,31 @@ pub struct Node {
     pub(crate) was_member: AtomicBool,
     /// The removal above has been logged.
     pub(crate) removed_noticed: AtomicBool,
+    /// Chosen when this data directory was created; see [`NodeInfo::incarnation`].
+    incarnation: u64,
+    /// Whether this node takes part in Raft. A node with no Raft state on disk that joins
+    /// through `cluster.join` stays out until the cluster accepts the join: if it lost its
+    /// disk, its empty vote and log must not count in any election.
+    pub(crate) raft_open: AtomicBool,
+}
+
+const INCARNATION_KEY: &[u8] = b"incarnation";
+
+/// This data directory's incarnation, created (and synced) on first use.
+fn incarnation(engine: &Engine, config: &Config) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    if let Some(bytes) = engine.get(Space::NodeMeta, INCARNATION_KEY).context("read the incarnation")? {
+        let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt incarnation record"))?;
+        return Ok(u64::from_be_bytes(raw));
+    }
+    let id = xxhash_rust::xxh3::xxh3_64(
+        format!("{}/{}/{}/incarnation", config.grpc_addr, config.node_id, crate::clock::now_ns()).as_bytes(),
+    )
+    .max(1);
+    let mut b = WriteBatch::new();
+    b.put(Space::NodeMeta, INCARNATION_KEY.to_vec(), id.to_be_bytes().to_vec());
+    engine.write(b, Durability::Sync).context("record the incarnation")?;
+    Ok(id)
 }
 
 fn raft_config(name: &str, c: &crate::config::ClusterConfig) -> RaftConfig {
@@ -127,6 +152,7 @@ impl Node {
             snapshot_bytes_per_s_max: config.cluster.snapshot_bytes_per_s_max,
             message_bytes_max: (config.limits.body_bytes_max as usize).max(64 << 20) * 2,
         }));
+        let incarnation = incarnation(&engine, &config)?;
         let meta_sm = MetaStateMachine::open(engine.clone()).context("load cluster state")?;
         let meta = MetaRaft::new(
             config.node_id,
@@ -153,14 +179,20 @@ impl Node {
             stopping: AtomicBool::new(false),
             was_member: AtomicBool::new(false),
             removed_noticed: AtomicBool::new(false),
+            incarnation,
+            raft_open: AtomicBool::new(false),
         });
         for shard in engine.shards() {
             node.open_group(shard).await?;
         }
         let initialized = node.meta.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if initialized || node.config.cluster.join.is_empty() {
+            node.raft_open.store(true, Ordering::Relaxed);
+        }
         if !initialized && node.config.cluster.join.is_empty() {
             node.bootstrap().await?;
         }
+        node.peers.set_cluster_id(node.map().cluster_id);
         let map = node.map();
         if map.nodes.len() == 1 && map.nodes.contains_key(&node.config.node_id) {
             // A one-node cluster elects itself at once; serve only when every shard is ready.
@@ -217,6 +249,7 @@ impl Node {
             grpc_addr: self.config.grpc_addr.clone(),
             http_addr: self.config.http_addr.clone(),
             state: NodeState::Active,
+            incarnation: self.incarnation,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Starting simulated nodes and clients.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hotlake_node::config::Config;
 use hotlake_node::node::Node;
@@ -57,27 +57,64 @@ pub struct ClusterNode {
     pub addr: String,
     /// The simulated host.
     pub host: madsim::runtime::NodeHandle,
-    /// The node's "disk"; survives restarts.
-    pub engine: MemEngine,
+    /// The node's "disk"; survives restarts, replaced by [`SimCluster::wipe`].
+    disk: Arc<Mutex<MemEngine>>,
 }
+
+impl ClusterNode {
+    /// The node's current engine.
+    pub fn engine(&self) -> MemEngine {
+        self.disk.lock().unwrap().clone()
+    }
+}
+
+/// Changes a node's configuration before it starts (same for every start of that node).
+pub type ConfigTweak = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 /// Several simulated nodes forming one cluster: node 1 bootstraps, the others join it.
 pub struct SimCluster {
     /// Nodes, by id − 1.
     pub nodes: Vec<ClusterNode>,
+    tweak: ConfigTweak,
 }
+
+/// Prints the nodes' logs when `HOTLAKE_SIM_LOG` is set (a filter such as
+/// `hotlake_node::cluster=info`); call at the start of a test. Log lines carry simulated time.
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("HOTLAKE_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:?}", madsim::time::Instant::now())
+    }
+}
+
+/// Shards of a simulated cluster.
+pub const SIM_SHARDS: u32 = 4;
+
+/// Nodes 1..=3 are the seeds every later node joins through.
+const SEEDS: u64 = 3;
 
 /// Configuration of cluster node `id`.
 pub fn cluster_config(id: u64) -> Config {
     let mut c = Config {
         node_id: id,
-        shard_count: 4,
+        shard_count: SIM_SHARDS,
         grpc_addr: format!("10.0.0.{id}:7101"),
         http_addr: format!("10.0.0.{id}:7181"),
         ..Config::default()
     };
     if id > 1 {
-        c.cluster.join = vec!["10.0.0.1:7101".into()];
+        c.cluster.join = (1..=SEEDS).filter(|s| *s != id).map(|s| format!("10.0.0.{s}:7101")).collect();
     }
     c.cluster.reconcile_interval_ms = 200;
     c.storage.shard_memtable_bytes_max = 16 << 10;
@@ -85,32 +122,44 @@ pub fn cluster_config(id: u64) -> Config {
 }
 
 impl SimCluster {
-    /// Starts `n` nodes.
+    /// Starts `n` nodes with [`cluster_config`].
     pub fn start(n: u64) -> SimCluster {
-        let handle = madsim::runtime::Handle::current();
-        let nodes = (1..=n)
-            .map(|id| {
-                let engine = MemEngine::new();
-                let e = engine.clone();
-                let host = handle
-                    .create_node()
-                    .name(format!("node-{id}"))
-                    .ip(format!("10.0.0.{id}").parse().expect("valid ip"))
-                    .init(move || {
-                        let e = e.clone();
-                        async move {
-                            let config = cluster_config(id);
-                            let addr: SocketAddr = config.grpc_addr.parse().expect("valid addr");
-                            let node: Arc<Node> = Node::open(config, Arc::new(e)).await.expect("node opens");
-                            node.start_background();
-                            hotlake_node::server::serve_grpc(node, addr, std::future::pending()).await.expect("serve");
-                        }
-                    })
-                    .build();
-                ClusterNode { id, addr: format!("10.0.0.{id}:7101"), host, engine }
+        Self::start_with(n, Arc::new(|_| {}))
+    }
+
+    /// Starts `n` nodes with [`cluster_config`] changed by `tweak`.
+    pub fn start_with(n: u64, tweak: ConfigTweak) -> SimCluster {
+        let mut cluster = SimCluster { nodes: Vec::new(), tweak };
+        for _ in 0..n {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// Starts one more node (the next id), which joins the cluster. Returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let disk = Arc::new(Mutex::new(MemEngine::new()));
+        let (d, tweak) = (disk.clone(), self.tweak.clone());
+        let host = madsim::runtime::Handle::current()
+            .create_node()
+            .name(format!("node-{id}"))
+            .ip(format!("10.0.0.{id}").parse().expect("valid ip"))
+            .init(move || {
+                let engine = d.lock().unwrap().clone();
+                let tweak = tweak.clone();
+                async move {
+                    let mut config = cluster_config(id);
+                    tweak(&mut config);
+                    let addr: SocketAddr = config.grpc_addr.parse().expect("valid addr");
+                    let node: Arc<Node> = Node::open(config, Arc::new(engine)).await.expect("node opens");
+                    node.start_background();
+                    hotlake_node::server::serve_grpc(node, addr, std::future::pending()).await.expect("serve");
+                }
             })
-            .collect();
-        SimCluster { nodes }
+            .build();
+        self.nodes.push(ClusterNode { id, addr: format!("10.0.0.{id}:7101"), host, disk });
+        id
     }
 
     /// The node with `id`.
@@ -126,7 +175,15 @@ impl SimCluster {
     /// Kills node `id` and drops every write its engine had not synced (power loss).
     pub fn power_loss(&self, id: u64) -> usize {
         self.kill(id);
-        self.node(id).engine.crash()
+        self.node(id).engine().crash()
+    }
+
+    /// Kills node `id`, gives it an empty disk (a replaced drive) and starts it again with the
+    /// same id and addresses.
+    pub fn wipe(&self, id: u64) {
+        self.kill(id);
+        *self.node(id).disk.lock().unwrap() = MemEngine::new();
+        self.restart(id);
     }
 
     /// Restarts node `id` on its engine.
@@ -134,7 +191,7 @@ impl SimCluster {
         madsim::runtime::Handle::current().restart(self.node(id).host.id());
     }
 
-    /// gRPC addresses of every node.
+    /// gRPC addresses of every node ever started (members or not).
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hotlake_node::cluster::map::ClusterMap;
+use hotlake_node::cluster::map::{ClusterMap, MetaCommand, NodeState};
 use hotlake_node::cluster::transport::{NodeStatus, PeerCall, PeerReply, Peers, TransportOptions};
 use hotlake_node::storage::ShardId;
 
@@ -34,13 +34,62 @@ pub async fn status(peers: &Peers, addr: &str) -> Option<NodeStatus> {
     }
 }
 
-/// Why the cluster is not converged yet: every shard with `replicas` voters in the map, every
-/// node answering, hosting exactly its placed replicas as leader or follower of a group with a
-/// leader.
-pub async fn not_converged(peers: &Peers, addrs: &[String], replicas: usize) -> Option<String> {
-    let Some(m) = map(peers, &addrs[0]).await else { return Some("no map".into()) };
-    if !m.is_bootstrapped() || m.nodes.len() != addrs.len() {
-        return Some(format!("map has {} nodes", m.nodes.len()));
+/// The newest map among the ones `seeds` applied (a removed node keeps an old one).
+pub async fn best_map(peers: &Peers, seeds: &[String]) -> Option<ClusterMap> {
+    let mut best: Option<ClusterMap> = None;
+    for addr in seeds {
+        if let Some(m) = map(peers, addr).await {
+            if best.as_ref().is_none_or(|b| m.version > b.version) {
+                best = Some(m);
+            }
+        }
+    }
+    best
+}
+
+/// gRPC addresses of the members in the newest map.
+pub async fn members(peers: &Peers, seeds: &[String]) -> Vec<String> {
+    best_map(peers, seeds).await.map(|m| m.nodes.values().map(|n| n.grpc_addr.clone()).collect()).unwrap_or_default()
+}
+
+/// Proposes a meta command through the meta leader, as `hotlakectl` would.
+pub async fn propose(peers: &Peers, seeds: &[String], cmd: MetaCommand) -> Result<u64, String> {
+    let mut last = "no node answered".to_string();
+    for addr in seeds {
+        let Some(leader) = status(peers, addr).await.and_then(|s| s.meta_leader) else { continue };
+        let Some(m) = map(peers, addr).await else { continue };
+        let Some(leader_addr) = m.grpc_addr(leader) else { continue };
+        match peers.call(leader_addr, &PeerCall::Meta(cmd.clone()), Duration::from_secs(5)).await {
+            Ok(PeerReply::MapVersion(v)) => return Ok(v),
+            Ok(other) => last = format!("unexpected reply {other:?}"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// The node that currently leads `shard`, as its replicas report it.
+pub async fn shard_leader(peers: &Peers, seeds: &[String], shard: ShardId) -> Option<u64> {
+    for addr in seeds {
+        if let Some(s) = status(peers, addr).await {
+            if s.replicas.iter().any(|r| r.shard == shard && r.role == "leader") {
+                return Some(s.node);
+            }
+        }
+    }
+    None
+}
+
+/// Why the cluster is not converged yet: no node draining, every shard with `replicas` voters
+/// in the newest map, every member answering, hosting exactly its placed replicas as leader
+/// or follower of a group with a leader, with the placed voters.
+pub async fn not_converged(peers: &Peers, seeds: &[String], replicas: usize) -> Option<String> {
+    let Some(m) = best_map(peers, seeds).await else { return Some("no map".into()) };
+    if !m.is_bootstrapped() {
+        return Some("not bootstrapped".into());
+    }
+    if let Some(n) = m.nodes.values().find(|n| n.state == NodeState::Draining) {
+        return Some(format!("node {} is draining", n.id));
     }
     for (i, p) in m.shards.iter().enumerate() {
         if p.replicas.len() != replicas {
@@ -93,8 +142,8 @@ pub async fn digest(peers: &Peers, addr: &str, shard: ShardId) -> Option<(u64, u
 
 /// Waits until all replicas of every shard are at the same applied index, then asserts their
 /// digests are equal.
-pub async fn assert_replicas_identical(peers: &Peers, addrs: &[String], timeout: Duration) {
-    let m = map(peers, &addrs[0]).await.expect("map");
+pub async fn assert_replicas_identical(peers: &Peers, seeds: &[String], timeout: Duration) {
+    let m = best_map(peers, seeds).await.expect("map");
     let deadline = madsim::time::Instant::now() + timeout;
     for (i, p) in m.shards.iter().enumerate() {
         let shard = ShardId(i as u32);

@@ -60,6 +60,30 @@ pub struct LastRead {
     pub seen: Option<i64>,
 }
 
+/// One aggregate read (count, sum, min and max of one device's field).
+#[derive(Clone, Debug)]
+pub struct AggregateRead {
+    /// The device read.
+    pub device: i64,
+    /// Batches acknowledged before the read started.
+    pub acked_before: Vec<u64>,
+    /// The answer; `None` when the device had no points.
+    pub answer: Option<Aggregates>,
+}
+
+/// count, sum, min and max of a device's values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Aggregates {
+    /// Points counted.
+    pub count: u64,
+    /// Sum of their values.
+    pub sum: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
 /// Everything the workload saw.
 #[derive(Default, Debug)]
 pub struct History {
@@ -72,6 +96,8 @@ pub struct History {
     pub range_reads: Vec<RangeRead>,
     /// Successful `Last` reads.
     pub last_reads: Vec<LastRead>,
+    /// Successful aggregate reads.
+    pub aggregate_reads: Vec<AggregateRead>,
     /// Reads that failed (allowed while faults are on).
     pub reads_failed: u64,
 }
@@ -187,6 +213,36 @@ pub async fn last_of(addr: &str, d: i64) -> Result<Option<(i64, i64)>, String> {
     }
 }
 
+fn number(v: &pb::Value) -> Result<f64, String> {
+    match v.kind {
+        Some(pb::value::Kind::F64(x)) => Ok(x),
+        Some(pb::value::Kind::I64(x)) => Ok(x as f64),
+        Some(pb::value::Kind::U64(x)) => Ok(x as f64),
+        ref other => Err(format!("not a number: {other:?}")),
+    }
+}
+
+/// count, sum, min and max of device `d`'s field over all time, through `addr`.
+pub async fn aggregates_of(addr: &str, d: i64) -> Result<Option<Aggregates>, String> {
+    let mut c = connect(addr).await.ok_or("connect failed")?;
+    let req = pb::QueryRequest {
+        aggregates: [pb::Aggregate::Count, pb::Aggregate::Sum, pb::Aggregate::Min, pb::Aggregate::Max]
+            .into_iter()
+            .map(|a| a as i32)
+            .collect(),
+        ..device_query(d)
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(20), c.query(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let Some(row) = resp.groups.first().and_then(|g| g.rows.first()) else { return Ok(None) };
+    let v = row.values.iter().map(number).collect::<Result<Vec<f64>, String>>()?;
+    let [count, sum, min, max] = v[..] else { return Err(format!("expected 4 aggregates, got {v:?}")) };
+    Ok(Some(Aggregates { count: count as u64, sum, min, max }))
+}
+
 /// Sends batch `b` through `addr` and classifies the outcome.
 pub async fn write(addr: &str, b: u64) -> Outcome {
     let Some(mut c) = connect(addr).await else { return Outcome::Failed };
@@ -200,6 +256,21 @@ pub async fn write(addr: &str, b: u64) -> Outcome {
         }
         Err(_) => Outcome::Unknown,
     }
+}
+
+/// The nodes the workload sends to; faults that start nodes add theirs.
+pub type Targets = Arc<Mutex<Vec<String>>>;
+
+fn pick(targets: &Targets) -> String {
+    let t = targets.lock().unwrap();
+    t[thread_rng().gen_range(0..t.len())].clone()
+}
+
+/// What a reader asks next.
+enum ReadKind {
+    Range,
+    Last,
+    Aggregate,
 }
 
 /// Concurrent writers and readers until `stop`.
@@ -220,22 +291,27 @@ impl Workload {
         }
     }
 
+    /// An empty workload whose first batch is `first` (to follow batches written earlier).
+    pub fn starting_at(first: u64) -> Workload {
+        Workload { next_batch: Arc::new(AtomicU64::new(first)), ..Workload::new() }
+    }
+
     /// Tells the writers and readers to finish.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Runs `writers` writers and `readers` readers against `addrs` until stopped.
-    pub async fn run(&self, addrs: Vec<String>, writers: usize, readers: usize) {
+    /// Runs `writers` writers and `readers` readers against `targets` until stopped.
+    pub async fn run(&self, targets: Targets, writers: usize, readers: usize) {
         let started = madsim::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..writers {
-            let (history, stop, next, addrs) =
-                (self.history.clone(), self.stop.clone(), self.next_batch.clone(), addrs.clone());
+            let (history, stop, next, targets) =
+                (self.history.clone(), self.stop.clone(), self.next_batch.clone(), targets.clone());
             tasks.push(madsim::task::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let b = next.fetch_add(1, Ordering::Relaxed);
-                    let addr = addrs[thread_rng().gen_range(0..addrs.len())].clone();
+                    let addr = pick(&targets);
                     let outcome = write(&addr, b).await;
                     {
                         let mut h = history.lock().unwrap();
@@ -249,28 +325,43 @@ impl Workload {
             }));
         }
         for _ in 0..readers {
-            let (history, stop, addrs) = (self.history.clone(), self.stop.clone(), addrs.clone());
+            let (history, stop, targets) = (self.history.clone(), self.stop.clone(), targets.clone());
             tasks.push(madsim::task::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let (d, addr, use_last) = {
+                    let (d, kind) = {
                         let mut rng = thread_rng();
-                        (rng.gen_range(0..DEVICES), addrs[rng.gen_range(0..addrs.len())].clone(), rng.gen_bool(0.3))
+                        let kind = match rng.gen_range(0..4) {
+                            0 => ReadKind::Last,
+                            1 => ReadKind::Aggregate,
+                            _ => ReadKind::Range,
+                        };
+                        (rng.gen_range(0..DEVICES), kind)
                     };
+                    let addr = pick(&targets);
                     let acked_before: Vec<u64> = history.lock().unwrap().acked().into_iter().collect();
                     let began_ms = started.elapsed().as_millis() as u64;
-                    if use_last {
-                        let acked_max =
-                            acked_before.last().map(|b| *b as i64 * POINTS_PER_BATCH + POINTS_PER_BATCH - 1);
-                        match last_of(&addr, d).await {
-                            Ok(seen) => history.lock().unwrap().last_reads.push(LastRead {
+                    match kind {
+                        ReadKind::Last => {
+                            let acked_max =
+                                acked_before.last().map(|b| *b as i64 * POINTS_PER_BATCH + POINTS_PER_BATCH - 1);
+                            match last_of(&addr, d).await {
+                                Ok(seen) => history.lock().unwrap().last_reads.push(LastRead {
+                                    device: d,
+                                    acked_max,
+                                    seen: seen.map(|(t, _)| t),
+                                }),
+                                Err(_) => history.lock().unwrap().reads_failed += 1,
+                            }
+                        }
+                        ReadKind::Aggregate => match aggregates_of(&addr, d).await {
+                            Ok(answer) => history.lock().unwrap().aggregate_reads.push(AggregateRead {
                                 device: d,
-                                acked_max,
-                                seen: seen.map(|(t, _)| t),
+                                acked_before,
+                                answer,
                             }),
                             Err(_) => history.lock().unwrap().reads_failed += 1,
-                        }
-                    } else {
-                        match read_device(&addr, d).await {
+                        },
+                        ReadKind::Range => match read_device(&addr, d).await {
                             Ok(points) => history.lock().unwrap().range_reads.push(RangeRead {
                                 device: d,
                                 acked_before,
@@ -280,7 +371,7 @@ impl Workload {
                                 ended_ms: started.elapsed().as_millis() as u64,
                             }),
                             Err(_) => history.lock().unwrap().reads_failed += 1,
-                        }
+                        },
                     }
                     madsim::time::sleep(Duration::from_millis(200)).await;
                 }

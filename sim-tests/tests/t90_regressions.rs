@@ -1,53 +1,172 @@
-//! t90: regressions for known Raft pitfalls.
-//! - restart after purge: every node restarts after flushes purged the logs; the cluster comes
-//!   back from flushed state plus the log tail, with every acknowledged point and identical
-//!   replicas.
+//! t90: regressions for known Raft pitfalls. Each test drives one scenario, with writers
+//! running through it, and ends with every acknowledged point stored, nothing else stored and
+//! all replicas identical.
+//! - restart after purge: every node restarts after flushes purged the logs.
+//! - snapshot install during a membership change: a new node needs snapshots (the logs are
+//!   purged) while another node drains, and crashes once while installing.
+//! - purge racing a snapshot: a cut-off follower catches up through slow snapshots while the
+//!   leader keeps flushing and purging.
+//! - a learner that must not come back as a voter: a node killed while it joins (learner) is
+//!   drained and removed while down, then restarts with its old memberships on disk.
+//! - a replica wiped and re-added: a node comes back with an empty disk; the cluster refuses
+//!   it while replicas are placed on it, and takes it back as new once it was removed.
 #![cfg(madsim)]
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hotlake_node::cluster::map::{MetaCommand, NodeState};
 use hotlake_sim_tests::checkers::{self, durability, model};
-use hotlake_sim_tests::harness::SimCluster;
+use hotlake_sim_tests::harness::{SimCluster, SIM_SHARDS};
 use hotlake_sim_tests::observe;
-use hotlake_sim_tests::workload::{write, History, Outcome};
+use hotlake_sim_tests::workload::{write, History, Targets, Workload};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn client_host() -> madsim::runtime::NodeHandle {
+    madsim::runtime::Handle::current().create_node().name("client").ip("10.0.1.1".parse().unwrap()).build()
+}
+
+/// Runs `work` on the client host.
+async fn on<T: Send + 'static>(
+    client: &madsim::runtime::NodeHandle,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    client.spawn(work).await.expect("client task")
+}
+
+/// Waits until the cluster has `nodes` members and has converged.
+async fn settle(client: &madsim::runtime::NodeHandle, seeds: Vec<String>, nodes: usize) {
+    on(client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + SETTLE;
+        loop {
+            let members = observe::members(&peers, &seeds).await.len();
+            if members == nodes && observe::not_converged(&peers, &seeds, 3).await.is_none() {
+                return;
+            }
+            assert!(madsim::time::Instant::now() < deadline, "cluster did not settle at {nodes} members ({members})");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+/// Writes `batches` batches one after the other, through `targets` in turn.
+async fn write_batches(client: &madsim::runtime::NodeHandle, targets: Vec<String>, batches: u64) -> History {
+    let h = on(client, async move {
+        let mut h = History::default();
+        for b in 0..batches {
+            h.writes.insert(b, write(&targets[b as usize % targets.len()], b).await);
+        }
+        h
+    })
+    .await;
+    let acked = h.acked().len() as u64;
+    assert!(acked * 10 > batches * 8, "only {acked} of {batches} writes were acknowledged without faults");
+    h
+}
+
+/// Writers sending through `targets` in the background; batches are numbered from `first`.
+struct Writers {
+    workload: Arc<Workload>,
+    running: madsim::task::JoinHandle<()>,
+}
+
+impl Writers {
+    fn start(client: &madsim::runtime::NodeHandle, targets: Vec<String>, first: u64) -> Writers {
+        let workload = Arc::new(Workload::starting_at(first));
+        let (w, t): (_, Targets) = (workload.clone(), Arc::new(Mutex::new(targets)));
+        let running = client.spawn(async move { w.run(t, 2, 0).await });
+        Writers { workload, running }
+    }
+
+    /// Stops the writers and merges what they saw into `history`.
+    async fn stop_into(self, history: &mut History) {
+        self.workload.stop();
+        self.running.await.unwrap();
+        let h = self.workload.history.lock().unwrap();
+        history.writes.extend(h.writes.iter().map(|(b, o)| (*b, *o)));
+        assert!(h.acked().len() > 10, "writers got only {} batches acknowledged", h.acked().len());
+    }
+}
+
+/// Every final check: replicas identical, every acknowledged point stored, nothing else.
+async fn verify(client: &madsim::runtime::NodeHandle, seeds: Vec<String>, history: History) {
+    on(client, async move {
+        let peers = observe::peers();
+        observe::assert_replicas_identical(&peers, &seeds, SETTLE).await;
+        let members = observe::members(&peers, &seeds).await;
+        let state = checkers::read_final(&members[0]).await.expect("final read");
+        durability::check(&history, &state).unwrap_or_else(|e| panic!("durability: {e}"));
+        model::check(&history, &state).unwrap_or_else(|e| panic!("model: {e}"));
+    })
+    .await
+}
+
+/// Drains node `id` (unless it is draining already) and waits until the map no longer lists it.
+async fn drain_and_wait_removed(client: &madsim::runtime::NodeHandle, seeds: Vec<String>, id: u64) {
+    on(client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + SETTLE;
+        loop {
+            let Some(m) = observe::best_map(&peers, &seeds).await else { continue };
+            match m.nodes.get(&id) {
+                None => return,
+                Some(n) if n.state == NodeState::Active => {
+                    let drain = MetaCommand::SetNodeState { node: id, state: NodeState::Draining };
+                    if let Err(e) = observe::propose(&peers, &seeds, drain).await {
+                        println!("drain of node {id} not accepted yet: {e}");
+                    }
+                }
+                Some(_) => {}
+            }
+            assert!(madsim::time::Instant::now() < deadline, "node {id} was not removed after draining");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+/// Voters of every shard as its leader reports them (a lagging follower may still show an
+/// older membership), and every node that leads a shard. Asks every node ever started.
+async fn voters_and_leaders(seeds: Vec<String>) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let peers = observe::peers();
+    let (mut voters, mut leaders) = (BTreeSet::new(), BTreeSet::new());
+    for addr in &seeds {
+        if let Some(s) = observe::status(&peers, addr).await {
+            for r in s.replicas.iter().filter(|r| r.role == "leader") {
+                voters.extend(r.voters.iter().copied());
+                leaders.insert(s.node);
+            }
+        }
+    }
+    (voters, leaders)
+}
 
 #[madsim::test]
 async fn t90_restart_after_purge_keeps_everything() {
+    hotlake_sim_tests::harness::init_logging();
     println!("seed {}", madsim::runtime::Handle::current().seed());
     let cluster = SimCluster::start(3);
-    let addrs = cluster.addrs();
-    let handle = madsim::runtime::Handle::current();
-    let client = handle.create_node().name("client").ip("10.0.1.1".parse().unwrap()).build();
-    let a = addrs.clone();
-    let history = client
-        .spawn(async move {
-            observe::wait_converged(&observe::peers(), &a, 3, Duration::from_secs(60)).await;
-            let mut h = History::default();
-            // Enough batches that 16 KiB memtables flush several times and purge their logs.
-            for b in 0..300u64 {
-                let outcome = write(&a[(b % 3) as usize], b).await;
-                h.writes.insert(b, outcome);
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), 3).await;
+    // Enough batches that 16 KiB memtables flush several times and purge their logs.
+    let history = write_batches(&client, seeds.clone(), 300).await;
+    let s = seeds.clone();
+    let purged = on(&client, async move {
+        let peers = observe::peers();
+        let mut purged = 0;
+        for addr in &s {
+            if let Some(st) = observe::status(&peers, addr).await {
+                purged += st.replicas.iter().filter(|r| r.flushed > 0).count();
             }
-            h
-        })
-        .await
-        .unwrap();
-    let acked = history.writes.values().filter(|o| **o == Outcome::Acked).count();
-    assert!(acked > 250, "only {acked} of 300 writes were acknowledged without faults");
-    let a = addrs.clone();
-    let purged = client
-        .spawn(async move {
-            let peers = observe::peers();
-            let mut purged = 0;
-            for addr in &a {
-                if let Some(s) = observe::status(&peers, addr).await {
-                    purged += s.replicas.iter().filter(|r| r.flushed > 0).count();
-                }
-            }
-            purged
-        })
-        .await
-        .unwrap();
+        }
+        purged
+    })
+    .await;
     assert!(purged >= 6, "only {purged} replicas flushed (and purged their log); the test needs more writes");
     for id in 1..=3 {
         cluster.kill(id);
@@ -56,15 +175,140 @@ async fn t90_restart_after_purge_keeps_everything() {
     for id in 1..=3 {
         cluster.restart(id);
     }
-    let a = addrs.clone();
-    client
-        .spawn(async move {
-            observe::wait_converged(&observe::peers(), &a, 3, Duration::from_secs(60)).await;
-            observe::assert_replicas_identical(&observe::peers(), &a, Duration::from_secs(60)).await;
-            let state = checkers::read_final(&a[1]).await.expect("final read");
-            durability::check(&history, &state).unwrap_or_else(|e| panic!("durability: {e}"));
-            model::check(&history, &state).unwrap_or_else(|e| panic!("model: {e}"));
-        })
-        .await
-        .unwrap();
+    settle(&client, seeds.clone(), 3).await;
+    verify(&client, seeds, history).await;
+}
+
+#[madsim::test]
+async fn t90_snapshot_install_during_membership_change() {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    let mut cluster = SimCluster::start(3);
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), 3).await;
+    let mut history = write_batches(&client, seeds.clone(), 300).await;
+    let writers = Writers::start(&client, seeds[1..].to_vec(), 10_000);
+    // Node 4 can only catch up by snapshot (the logs are purged) while node 1 drains: the
+    // voters of every shard change while the snapshots install.
+    let new = cluster.add_node();
+    let s = cluster.addrs();
+    on(&client, async move {
+        let drain = MetaCommand::SetNodeState { node: 1, state: NodeState::Draining };
+        observe::propose(&observe::peers(), &s, drain).await.expect("drain accepted");
+    })
+    .await;
+    madsim::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill(new);
+    madsim::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(new);
+    drain_and_wait_removed(&client, cluster.addrs(), 1).await;
+    settle(&client, cluster.addrs(), 3).await;
+    writers.stop_into(&mut history).await;
+    verify(&client, cluster.addrs(), history).await;
+}
+
+#[madsim::test]
+async fn t90_purge_racing_snapshot() {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    // Slow snapshots (one 4 KiB chunk a second) so flushes and purges happen while they stream.
+    let cluster = SimCluster::start_with(
+        3,
+        Arc::new(|c| {
+            c.cluster.snapshot_bytes_per_s_max = 4096;
+            c.cluster.snapshot_chunk_bytes_max = 4096;
+        }),
+    );
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), 3).await;
+    let net = madsim::net::NetSim::current();
+    net.clog_node(cluster.node(3).host.id());
+    let mut history = write_batches(&client, seeds[..2].to_vec(), 300).await;
+    let writers = Writers::start(&client, seeds[..2].to_vec(), 10_000);
+    net.unclog_node(cluster.node(3).host.id());
+    madsim::time::sleep(Duration::from_secs(10)).await;
+    writers.stop_into(&mut history).await;
+    settle(&client, seeds.clone(), 3).await;
+    verify(&client, seeds, history).await;
+}
+
+#[madsim::test]
+async fn t90_removed_learner_does_not_come_back_as_voter() {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    let mut cluster = SimCluster::start(3);
+    let client = client_host();
+    settle(&client, cluster.addrs(), 3).await;
+    let mut history = write_batches(&client, cluster.addrs(), 100).await;
+    let writers = Writers::start(&client, cluster.addrs(), 10_000);
+    // Node 4 joins and is killed while it is still a learner of the groups placed on it.
+    let new = cluster.add_node();
+    let s = cluster.addrs();
+    on(&client, async move {
+        let peers = observe::peers();
+        while observe::best_map(&peers, &s).await.is_none_or(|m| m.shards_on(new).is_empty()) {
+            madsim::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    madsim::time::sleep(Duration::from_millis(200)).await;
+    cluster.kill(new);
+    drain_and_wait_removed(&client, cluster.addrs(), new).await;
+    cluster.restart(new);
+    // Its disk still names it a learner (or voter) of old memberships: it must not get back in.
+    let s = cluster.addrs();
+    on(&client, async move {
+        for _ in 0..50 {
+            let (voters, leaders) = voters_and_leaders(s.clone()).await;
+            assert!(!voters.contains(&new), "removed node {new} is a voter again: {voters:?}");
+            assert!(!leaders.contains(&new), "removed node {new} leads a shard");
+            let m = observe::best_map(&observe::peers(), &s).await.expect("map");
+            assert!(!m.nodes.contains_key(&new), "removed node {new} was let back in with its old disk");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    writers.stop_into(&mut history).await;
+    settle(&client, cluster.addrs(), 3).await;
+    verify(&client, cluster.addrs(), history).await;
+}
+
+#[madsim::test]
+async fn t90_wiped_replica_is_refused_then_re_added() {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    let cluster = SimCluster::start(4);
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), 4).await;
+    let mut history = write_batches(&client, seeds.clone(), 150).await;
+    let writers = Writers::start(&client, vec![seeds[0].clone(), seeds[1].clone(), seeds[3].clone()], 10_000);
+    cluster.wipe(3);
+    // Refused while replicas are placed on it: it hosts nothing and takes no part in Raft.
+    let s = seeds.clone();
+    on(&client, async move {
+        let peers = observe::peers();
+        for _ in 0..25 {
+            madsim::time::sleep(Duration::from_millis(200)).await;
+            if let Some(st) = observe::status(&peers, &s[2]).await {
+                assert!(st.replicas.is_empty(), "the wiped node opened replicas: {:?}", st.replicas);
+                assert_eq!(st.map_version, 0, "the wiped node was let back in");
+            }
+            let m = observe::best_map(&peers, &s).await.expect("map");
+            assert_eq!(m.shards.len(), SIM_SHARDS as usize);
+            assert!(!m.shards_on(3).is_empty(), "replicas left the wiped node without a drain");
+        }
+    })
+    .await;
+    // The operator removes it; it then joins again as a new member and gets replicas.
+    drain_and_wait_removed(&client, seeds.clone(), 3).await;
+    settle(&client, seeds.clone(), 4).await;
+    let s = seeds.clone();
+    let placed =
+        on(&client, async move { observe::best_map(&observe::peers(), &s).await.expect("map").shards_on(3) }).await;
+    assert!(!placed.is_empty(), "the re-added node got no replicas");
+    writers.stop_into(&mut history).await;
+    verify(&client, seeds, history).await;
 }

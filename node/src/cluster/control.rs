@@ -72,13 +72,19 @@ pub fn start(node: Arc<Node>) {
 async fn join_if_needed(node: &Node) -> Result<()> {
     let me = node.self_info();
     let map = node.map();
-    if map.nodes.get(&me.id).is_some_and(|n| n.grpc_addr == me.grpc_addr && n.http_addr == me.http_addr) {
+    node.peers.set_cluster_id(map.cluster_id);
+    if map
+        .nodes
+        .get(&me.id)
+        .is_some_and(|n| n.grpc_addr == me.grpc_addr && n.http_addr == me.http_addr && n.incarnation == me.incarnation)
+    {
         node.was_member.store(true, Ordering::Relaxed);
         return Ok(());
     }
     if node.was_member.load(Ordering::Relaxed) {
         // Removed after being a member (drained on purpose): stay out; the process can be
-        // stopped. A restart with `--join` asks to join again.
+        // stopped. The map remembers this data directory's incarnation, so it is refused
+        // after a restart too; an empty data directory joins as a new node.
         if !node.removed_noticed.swap(true, Ordering::Relaxed) {
             tracing::warn!("this node was removed from the cluster; it will not join again until restarted");
         }
@@ -92,8 +98,16 @@ async fn join_if_needed(node: &Node) -> Result<()> {
     for seed in &node.config.cluster.join {
         match node.peers.call(seed, &PeerCall::Join(me.clone()), node.peers.options().call_timeout).await {
             Ok(_) => {
+                node.raft_open.store(true, Ordering::Relaxed);
                 tracing::info!(seed, "joined; waiting for the cluster map");
                 return Err(Error::Unavailable("join accepted, map not replicated here yet".into()));
+            }
+            Err(refused @ Error::InvalidArgument { .. }) => {
+                // The cluster refused this node as it is (for example: it lost its disk while
+                // replicas are still placed on it). Say so loudly; retry, as the operator may
+                // be fixing it.
+                tracing::warn!(seed, reason = %refused, "the cluster refused to let this node join");
+                return Err(refused);
             }
             Err(e) => last = Some(format!("{seed}: {e}")),
         }
@@ -283,7 +297,9 @@ async fn meta_leader_round(node: &Node) {
             match d.reports.get(&shard).filter(|(_, at)| now.duration_since(*at) < REPORT_FRESH_FOR) {
                 Some((r, _)) => {
                     members.extend(r.voters.iter().chain(&r.learners));
-                    if r.joint || !r.learners.is_empty() || r.voters != p.replicas {
+                    // A membership the leader has not applied is not committed yet: a new
+                    // leader may still truncate it and bring back the old voters.
+                    if r.joint || !r.membership_applied || !r.learners.is_empty() || r.voters != p.replicas {
                         in_flight.insert(shard);
                     }
                 }

@@ -42,6 +42,10 @@ pub struct NodeInfo {
     pub http_addr: String,
     /// Whether it takes replicas.
     pub state: NodeState,
+    /// Random id the node chose when its data directory was created. A known node id coming
+    /// back with another incarnation lost its disk: its votes and acknowledged log entries
+    /// are gone, so it must not rejoin the groups that counted on them (see `AddNode`).
+    pub incarnation: u64,
 }
 
 /// Where one shard's replicas live.
@@ -68,7 +72,13 @@ pub struct ClusterMap {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// Placement per shard, indexed by shard id.
     pub shards: Vec<Placement>,
+    /// Incarnations of removed nodes, oldest first (at most [`REMOVED_REMEMBERED_MAX`]): a
+    /// data directory of a removed node does not join again.
+    pub removed: Vec<u64>,
 }
+
+/// How many removed incarnations the map remembers.
+pub const REMOVED_REMEMBERED_MAX: usize = 1024;
 
 /// A change to the cluster map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +94,8 @@ pub enum MetaCommand {
         /// The first node.
         node: NodeInfo,
     },
-    /// Adds a node, or updates the addresses of a known one.
+    /// Adds a node, or updates the addresses of a known one. A known node with a new
+    /// incarnation (an empty data directory) is rejected while replicas are placed on it.
     AddNode(NodeInfo),
     /// Marks a node active or draining.
     SetNodeState {
@@ -148,13 +159,28 @@ impl ClusterMap {
             }
             MetaCommand::AddNode(info) => {
                 self.require_bootstrapped()?;
+                if self.removed.contains(&info.incarnation) {
+                    return Err("this data directory belonged to a node that was removed from the cluster; \
+                                its replicas were moved away. To join again as a new node, start it \
+                                with an empty data directory"
+                        .into());
+                }
+                let placed = self.shards_on(info.id).len();
                 match self.nodes.get_mut(&info.id) {
-                    Some(known) if known.grpc_addr == info.grpc_addr && known.http_addr == info.http_addr => {
+                    Some(known) if known.incarnation != info.incarnation && placed > 0 => {
+                        return Err(lost_disk(info.id, placed));
+                    }
+                    Some(known)
+                        if known.grpc_addr == info.grpc_addr
+                            && known.http_addr == info.http_addr
+                            && known.incarnation == info.incarnation =>
+                    {
                         return Ok(());
                     }
                     Some(known) => {
                         known.grpc_addr = info.grpc_addr.clone();
                         known.http_addr = info.http_addr.clone();
+                        known.incarnation = info.incarnation;
                     }
                     None => {
                         if let Some(other) = self.nodes.values().find(|n| n.grpc_addr == info.grpc_addr) {
@@ -185,7 +211,12 @@ impl ClusterMap {
                 if self.nodes.len() == 1 {
                     return Err("the last node of a cluster cannot be removed".into());
                 }
-                self.nodes.remove(node);
+                if let Some(gone) = self.nodes.remove(node) {
+                    self.removed.push(gone.incarnation);
+                    if self.removed.len() > REMOVED_REMEMBERED_MAX {
+                        self.removed.remove(0);
+                    }
+                }
             }
             MetaCommand::SetPlacement { shard, replicas, epoch } => {
                 let p = self.shards.get(shard.0 as usize).ok_or_else(|| format!("no shard {shard}"))?;
@@ -222,6 +253,16 @@ impl ClusterMap {
     }
 }
 
+/// Why a node that lost its data directory cannot rejoin as itself yet.
+pub fn lost_disk(node: NodeId, placed: usize) -> String {
+    format!(
+        "node {node} came back with an empty data directory while {placed} replicas are still placed on it; \
+         the lost replicas may have held acknowledged writes and votes that the other replicas count on. \
+         Remove it first (`hotlakectl node remove {node}` moves its replicas away), then start it again, \
+         or start it with a new node id"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +273,7 @@ mod tests {
             grpc_addr: format!("127.0.0.{id}:7101"),
             http_addr: format!("127.0.0.{id}:7181"),
             state: NodeState::Active,
+            incarnation: id * 100,
         }
     }
 
@@ -273,6 +315,9 @@ mod tests {
         assert!(m.apply(&MetaCommand::RemoveNode { node: 1 }).is_err());
         m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap();
         assert!(!m.nodes.contains_key(&2));
+        let err = m.apply(&MetaCommand::AddNode(node(2))).unwrap_err();
+        assert!(err.contains("was removed"), "the removed data directory does not come back: {err}");
+        m.apply(&MetaCommand::AddNode(NodeInfo { incarnation: 7, ..node(2) })).unwrap();
     }
 
     #[test]
@@ -284,5 +329,20 @@ mod tests {
         assert_eq!(m.version, version);
         let clash = NodeInfo { id: 3, ..node(2) };
         assert!(m.apply(&MetaCommand::AddNode(clash)).is_err());
+    }
+
+    #[test]
+    fn a_node_with_a_new_disk_rejoins_only_after_its_replicas_moved_away() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        m.apply(&MetaCommand::SetPlacement { shard: ShardId(0), replicas: vec![1, 2], epoch: 1 }).unwrap();
+        let wiped = NodeInfo { incarnation: 999, ..node(2) };
+        let err = m.apply(&MetaCommand::AddNode(wiped.clone())).unwrap_err();
+        assert!(err.contains("empty data directory"), "{err}");
+        assert_eq!(m.nodes[&2].incarnation, 200, "the rejected join changed nothing");
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap(); // the same disk rejoining is fine
+        m.apply(&MetaCommand::SetPlacement { shard: ShardId(0), replicas: vec![1], epoch: 2 }).unwrap();
+        m.apply(&MetaCommand::AddNode(wiped)).unwrap();
+        assert_eq!(m.nodes[&2].incarnation, 999);
     }
 }

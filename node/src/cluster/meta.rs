@@ -12,7 +12,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::map::{ClusterMap, MetaCommand};
+use super::map::{ClusterMap, MetaCommand, NodeInfo};
 use crate::raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
 use crate::storage::{Durability, Engine, Space, WriteBatch};
 
@@ -112,6 +112,22 @@ impl MetaStateMachine {
     }
 }
 
+/// A node joining as `info` must not be a voter of the meta group with another disk: a voter
+/// that lost its vote and log could elect a leader that lacks committed entries. Such a node
+/// waits until the meta leader has removed it from the voters (which follows its removal from
+/// the map).
+fn may_vote_again(state: &MetaState, info: &NodeInfo) -> Result<(), String> {
+    let same_disk = state.map.nodes.get(&info.id).is_some_and(|known| known.incarnation == info.incarnation);
+    if !same_disk && state.membership.membership().voter_ids().any(|v| v == info.id) {
+        return Err(format!(
+            "node {} is still a voter of the meta group with its old data directory; remove it first \
+             (`hotlakectl node remove {}`) and retry once it is out of the meta group, or start it with a new node id",
+            info.id, info.id
+        ));
+    }
+    Ok(())
+}
+
 impl RaftSnapshotBuilder<MetaTypeConfig> for MetaStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<MetaTypeConfig>, RaftStorageError> {
         let state = self.lock().clone();
@@ -142,7 +158,11 @@ impl RaftStateMachine<MetaTypeConfig> for MetaStateMachine {
                     EntryPayload::Blank => {}
                     EntryPayload::Membership(m) => s.membership = StoredMembership::new(Some(entry.log_id), m),
                     EntryPayload::Normal(cmd) => {
-                        if let Err(reason) = s.map.apply(&cmd) {
+                        let checked = match &cmd {
+                            MetaCommand::AddNode(info) => may_vote_again(&s, info),
+                            _ => Ok(()),
+                        };
+                        if let Err(reason) = checked.and_then(|()| s.map.apply(&cmd)) {
                             outcome.rejected = Some(reason);
                         }
                     }

@@ -143,6 +143,7 @@ mod tests {
             grpc_addr: format!("127.0.0.{id}:7101"),
             http_addr: format!("127.0.0.{id}:7181"),
             state: NodeState::Active,
+            incarnation: 1,
         };
         let mut m = ClusterMap::default();
         m.apply(&MetaCommand::Bootstrap { cluster_id: 1, shard_count: shards, replication_factor: rf, node: info(1) })
@@ -198,6 +199,7 @@ mod tests {
             grpc_addr: "127.0.0.4:7101".into(),
             http_addr: "127.0.0.4:7181".into(),
             state: NodeState::Active,
+            incarnation: 1,
         }))
         .unwrap();
         run_to_fixpoint(&mut m, &[1, 2, 3, 4]);
@@ -228,6 +230,7 @@ mod tests {
             grpc_addr: "127.0.0.4:7101".into(),
             http_addr: "127.0.0.4:7181".into(),
             state: NodeState::Active,
+            incarnation: 1,
         }))
         .unwrap();
         run_to_fixpoint(&mut m, &[1, 2, 4]);

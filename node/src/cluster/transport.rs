@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -265,6 +266,9 @@ pub struct TransportOptions {
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     options: TransportOptions,
+    /// The cluster this node belongs to (0 until it knows), sent with every Raft message so
+    /// that a node of another cluster at a reused address refuses it.
+    cluster_id: AtomicU64,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -308,7 +312,17 @@ fn status_error(s: tonic::Status) -> TransportError {
 impl Peers {
     /// An empty pool.
     pub fn new(options: TransportOptions) -> Self {
-        Peers { channels: Mutex::new(HashMap::new()), options }
+        Peers { channels: Mutex::new(HashMap::new()), options, cluster_id: AtomicU64::new(0) }
+    }
+
+    /// Sets the cluster id sent with Raft messages.
+    pub fn set_cluster_id(&self, id: u64) {
+        self.cluster_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The cluster id sent with Raft messages (0 while unknown).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
     }
 
     /// Transport settings.
@@ -345,7 +359,7 @@ impl Peers {
     ) -> std::result::Result<Resp, TransportError> {
         let payload = bincode::serialize(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let mut client = self.client(addr)?;
-        let call = client.raft(pb::RaftRequest { group, kind, payload });
+        let call = client.raft(pb::RaftRequest { group, kind, payload, cluster_id: self.cluster_id() });
         let reply = match tokio::time::timeout(timeout, call).await {
             Err(_) => return Err(TransportError::Timeout),
             Ok(Err(s)) => return Err(status_error(s)),
@@ -367,11 +381,17 @@ impl Peers {
         let pace = self.options.snapshot_bytes_per_s_max;
         let mut messages = Vec::with_capacity(chunks.len().max(1));
         let mut header = Some(header);
+        let cluster_id = self.cluster_id();
         if chunks.is_empty() {
-            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data: Vec::new() });
+            messages.push(pb::SnapshotChunk {
+                group,
+                header: header.take().unwrap_or_default(),
+                data: Vec::new(),
+                cluster_id,
+            });
         }
         for data in chunks {
-            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data });
+            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data, cluster_id });
         }
         let stream = futures::stream::unfold(messages.into_iter(), move |mut it| async move {
             let chunk = it.next()?;

@@ -1,6 +1,7 @@
 //! The node-to-node gRPC service: Raft RPCs for every group hosted here (by group id), snapshot
 //! streams, and calls forwarded by other nodes. See `cluster::transport` for the client side.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hotlake_proto::internal::v1 as pb;
@@ -62,6 +63,21 @@ async fn install<C: SnapshotWire>(
     encode(&raft.install_full_snapshot(header.vote, snapshot).await)
 }
 
+/// Refuses Raft traffic this node must not take part in: while it waits for the cluster to
+/// accept its join (it may have lost its disk), and from another cluster (a reused address).
+fn admit(node: &Node, sender_cluster: u64) -> Result<(), Status> {
+    if !node.raft_open.load(Ordering::Relaxed) {
+        return Err(Status::unavailable("this node has not been accepted into the cluster yet"));
+    }
+    let mine = node.map().cluster_id;
+    if sender_cluster != 0 && mine != 0 && sender_cluster != mine {
+        return Err(Status::failed_precondition(format!(
+            "Raft message from cluster {sender_cluster:016x}; this node belongs to cluster {mine:016x}"
+        )));
+    }
+    Ok(())
+}
+
 fn not_hosted(group: u64) -> Status {
     // Unavailable, not an error reply: the sender's openraft retries, and the replica appears
     // here once this node applies the placement that creates it.
@@ -72,6 +88,7 @@ fn not_hosted(group: u64) -> Status {
 impl pb::peer_server::Peer for PeerService {
     async fn raft(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::Payload>, Status> {
         let req = request.into_inner();
+        admit(&self.node, req.cluster_id)?;
         if req.group == META_GROUP {
             return raft_rpc(&self.node.meta, req.kind, &req.payload).await;
         }
@@ -92,6 +109,7 @@ impl pb::peer_server::Peer for PeerService {
         let bytes_max = self.node.config().storage.node_memtable_bytes_hard_max as usize;
         while let Some(chunk) = stream.message().await? {
             if header.is_none() {
+                admit(&self.node, chunk.cluster_id)?;
                 header = Some(decode(&chunk.header)?);
                 group = Some(chunk.group);
             } else if Some(chunk.group) != group {
