@@ -133,6 +133,8 @@ async fn change_membership(
         (rng.gen_range(0..3u32), rng.gen_range(0..64usize), rng.gen_range(0..64usize), rng.gen_range(0..64usize))
     };
     let rf = map.replication_factor as usize;
+    // A cluster at its size limit drains instead of growing.
+    let choice = if choice == 0 && cluster.nodes.len() >= NODES_MAX { 1 } else { choice };
     let cmd = match choice {
         1 if active.len() > rf => {
             let node = active[pick_node % active.len()];
