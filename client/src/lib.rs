@@ -1,76 +1,77 @@
 //! Rust client for Hotlake.
 //!
 //! ```text
-//!  your app ──Client (gRPC, hotlake.v1)──► any node ──► shards
+//!  your app ─► Client ── cluster map (cached) ──► shard of each series ──► that shard's leader
+//!               │  retries: backoff with jitter, within a budget; map refreshed on
+//!               │  `stale_map` / `not_leader`
+//!               └─ BatchWriter: batches by points, bytes and linger time, bounded memory
 //! ```
 //!
-//! This release connects to one node and forwards writes, queries, `Last` and health checks;
-//! the node routes to shards. Points are keyed by (series, timestamp, field) with last write
-//! wins, so retrying a write whose outcome is unknown is safe: the retry rewrites the same
-//! values. The limit of that guarantee: a retry that races a *different* write of the same key
-//! may end with either value.
+//! # Connecting
+//! [`Client::connect`] takes seed addresses; any member will do. The client fetches the
+//! cluster map from one and learns the others from it. [`ClientBuilder`] sets timeouts, the
+//! [`RetryPolicy`], a bearer token and a hook to configure every endpoint (TLS).
+//!
+//! # Writes and retries
+//! [`Client::write`] splits a write by shard and sends each part straight to the shard's
+//! leader, asking the node not to forward (`leader_only`): a node that does not lead the shard,
+//! or that has a newer map than the client, refuses at once, and the client refreshes its map
+//! and resends. Leader changes, unreachable nodes and overload are retried with exponential
+//! backoff and full jitter until the retry budget (default 30 s) is spent.
+//!
+//! Retrying a write is safe because a point is keyed by (series, timestamp, field) and the last
+//! write of a key wins: sending the same points again stores the same values. The limits of
+//! that guarantee:
+//! - a retry that races a *different* write of the same key may end with either value, and a
+//!   retry that arrives after a newer write of the key overwrites it with the older value;
+//! - a write that fails (even after its retries) may have been applied in part: some shards'
+//!   parts may be stored. Resend it or accept that.
+//!
+//! [`BatchWriter`] buffers series for one tenant and writes them in batches, with a byte budget:
+//! when it is full, [`BatchWriter::write`] waits (backpressure) or fails with
+//! [`ClientError::BufferFull`], never grows.
+//!
+//! # Reads
+//! [`Client::query`] takes a [`QueryBuilder`] and returns a typed [`QueryResult`];
+//! [`Client::last`] takes a [`LastBuilder`]. Reads go to any member (which scatters them to the
+//! shards) and move to another member on retryable errors. Dropping a request's future cancels
+//! it; each attempt has the client's request timeout.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hotlake_client::ClientError> {
-//! use hotlake_client::{Client, SeriesBuilder};
-//! let mut client = Client::connect("http://127.0.0.1:7101").await?;
+//! use hotlake_client::{Aggregate, Client, QueryBuilder, SeriesBuilder};
+//! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102"]).await?;
 //! let mut s = SeriesBuilder::new("readings").tag("device_id", "truck_1");
 //! s.push_f64(1_451_606_400_000_000_000, "velocity", 42.0);
 //! let written = client.write("fleet", vec![s.build()]).await?;
 //! assert_eq!(written.points_written, 1);
+//! let mean = client
+//!     .query(QueryBuilder::new("readings").tenant("fleet").field("velocity").aggregate(Aggregate::Mean)
+//!         .range(1_451_606_400_000_000_000, 1_451_606_460_000_000_000))
+//!     .await?;
+//! println!("{:?}", mean.groups[0].rows[0].values[0]);
 //! # Ok(()) }
 //! ```
+//!
+//! Runnable programs are in `client/examples/` (`cargo run -p hotlake-client --example
+//! quickstart` against the local cluster of `scripts/run`).
 #![warn(missing_docs, unreachable_pub)]
 
+mod client;
+mod cluster;
+mod error;
+mod query;
+mod retry;
 pub mod tsbs;
+mod writer;
 
+pub use client::{Client, ClientBuilder, EndpointHook, WriteSummary};
+pub use cluster::{ClusterView, NodeView, ShardView};
+pub use error::ClientError;
 pub use hotlake_proto::v1 as proto;
-use hotlake_proto::v1::hotlake_client::HotlakeClient;
-use tonic::transport::Channel;
-
-/// Errors of the client, with what to do about them.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Could not connect; check the address and that the node runs.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// Address tried.
-        addr: String,
-        /// Cause.
-        source: tonic::transport::Error,
-    },
-    /// The request was wrong; fix it before retrying.
-    #[error("rejected ({kind}): {message}")]
-    Rejected {
-        /// Stable error kind from the server.
-        kind: String,
-        /// The server's explanation.
-        message: String,
-    },
-    /// The node could not serve now; retrying later is safe.
-    #[error("unavailable ({kind}): {message}")]
-    Retryable {
-        /// Stable error kind from the server.
-        kind: String,
-        /// The server's explanation.
-        message: String,
-    },
-}
-
-impl From<tonic::Status> for ClientError {
-    fn from(s: tonic::Status) -> Self {
-        let kind =
-            s.metadata().get("hotlake-error-kind").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_string();
-        let message = s.message().to_string();
-        match s.code() {
-            tonic::Code::Unavailable | tonic::Code::ResourceExhausted if kind != "limit_exceeded" => {
-                ClientError::Retryable { kind, message }
-            }
-            tonic::Code::DeadlineExceeded => ClientError::Retryable { kind, message },
-            _ => ClientError::Rejected { kind, message },
-        }
-    }
-}
+pub use query::{Aggregate, Fill, Group, LastBuilder, LastRow, QueryBuilder, QueryResult, Row, Value};
+pub use retry::RetryPolicy;
+pub use writer::{BatchConfig, BatchStats, BatchWriter, WhenFull};
 
 /// Builds the points of one series in columnar form.
 #[derive(Clone, Debug)]
@@ -93,24 +94,48 @@ impl SeriesBuilder {
     /// Adds a row with one float field. Rows of several fields: call once per field with the
     /// same timestamp, or build the columns yourself with [`SeriesBuilder::raw`].
     pub fn push_f64(&mut self, timestamp_ns: i64, field: &str, value: f64) {
+        self.push(timestamp_ns, field, Scalar::F64(value));
+    }
+
+    /// Adds a row with one signed integer field.
+    pub fn push_i64(&mut self, timestamp_ns: i64, field: &str, value: i64) {
+        self.push(timestamp_ns, field, Scalar::I64(value));
+    }
+
+    /// Adds a row with one boolean field.
+    pub fn push_bool(&mut self, timestamp_ns: i64, field: &str, value: bool) {
+        self.push(timestamp_ns, field, Scalar::Bool(value));
+    }
+
+    /// Adds a row with one string field.
+    pub fn push_str(&mut self, timestamp_ns: i64, field: &str, value: &str) {
+        self.push(timestamp_ns, field, Scalar::Str(value.to_string()));
+    }
+
+    fn push(&mut self, timestamp_ns: i64, field: &str, value: Scalar) {
         use proto::field_column::Values;
         let row = self.series.timestamps_ns.len() as u32;
         self.series.timestamps_ns.push(timestamp_ns);
-        let mut found = false;
+        let mut value = Some(value);
         for col in &mut self.series.fields {
-            if col.name == field {
-                if let Some(Values::F64(v)) = &mut col.values {
-                    v.values.push(value);
-                    found = true;
-                }
+            let matches = col.name == field && value.as_ref().is_some_and(|v| v.fits(col.values.as_ref()));
+            if matches {
+                value.take().expect("checked").append_to(col.values.as_mut().expect("a column has values"));
             } else {
                 col.absent_rows.push(row);
             }
         }
-        if !found {
+        if let Some(v) = value {
+            let mut values = match v {
+                Scalar::F64(_) => Values::F64(Default::default()),
+                Scalar::I64(_) => Values::I64(Default::default()),
+                Scalar::Bool(_) => Values::Bool(Default::default()),
+                Scalar::Str(_) => Values::String(Default::default()),
+            };
+            v.append_to(&mut values);
             self.series.fields.push(proto::FieldColumn {
                 name: field.into(),
-                values: Some(Values::F64(proto::DoubleValues { values: vec![value] })),
+                values: Some(values),
                 absent_rows: (0..row).collect(),
             });
         }
@@ -127,48 +152,35 @@ impl SeriesBuilder {
     }
 }
 
-/// A connection to one Hotlake node.
-#[derive(Clone)]
-pub struct Client {
-    inner: HotlakeClient<Channel>,
+/// One value pushed by [`SeriesBuilder`].
+enum Scalar {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Str(String),
 }
 
-impl Client {
-    /// Connects to a node's gRPC address, e.g. `http://127.0.0.1:7101`.
-    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let channel = Channel::from_shared(addr.to_string())
-            .map_err(|e| ClientError::Rejected {
-                kind: "invalid_argument".into(),
-                message: format!("bad address {addr:?}: {e}"),
-            })?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
-        Ok(Client { inner: HotlakeClient::new(channel).max_decoding_message_size(256 << 20) })
+impl Scalar {
+    /// Whether a column of these values can take this scalar.
+    fn fits(&self, values: Option<&proto::field_column::Values>) -> bool {
+        use proto::field_column::Values;
+        matches!(
+            (self, values),
+            (Scalar::F64(_), Some(Values::F64(_)))
+                | (Scalar::I64(_), Some(Values::I64(_)))
+                | (Scalar::Bool(_), Some(Values::Bool(_)))
+                | (Scalar::Str(_), Some(Values::String(_)))
+        )
     }
 
-    /// Writes series; returns after every point is committed.
-    pub async fn write(
-        &mut self,
-        tenant: &str,
-        series: Vec<proto::SeriesPoints>,
-    ) -> Result<proto::WriteResponse, ClientError> {
-        let req = proto::WriteRequest { tenant: tenant.into(), series };
-        Ok(self.inner.write(req).await?.into_inner())
-    }
-
-    /// Runs a query.
-    pub async fn query(&mut self, req: proto::QueryRequest) -> Result<proto::QueryResponse, ClientError> {
-        Ok(self.inner.query(req).await?.into_inner())
-    }
-
-    /// Latest values per device.
-    pub async fn last(&mut self, req: proto::LastRequest) -> Result<proto::LastResponse, ClientError> {
-        Ok(self.inner.last(req).await?.into_inner())
-    }
-
-    /// The node's health.
-    pub async fn health(&mut self) -> Result<proto::HealthResponse, ClientError> {
-        Ok(self.inner.health(proto::HealthRequest {}).await?.into_inner())
+    fn append_to(self, values: &mut proto::field_column::Values) {
+        use proto::field_column::Values;
+        match (self, values) {
+            (Scalar::F64(x), Values::F64(v)) => v.values.push(x),
+            (Scalar::I64(x), Values::I64(v)) => v.values.push(x),
+            (Scalar::Bool(x), Values::Bool(v)) => v.values.push(x),
+            (Scalar::Str(x), Values::String(v)) => v.values.push(x),
+            _ => unreachable!("checked by fits"),
+        }
     }
 }

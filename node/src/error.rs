@@ -31,6 +31,16 @@ pub enum Error {
         /// The current leader, when known.
         leader: Option<NodeId>,
     },
+    /// The client routed with an older cluster map than this node's; refresh it and resend.
+    #[error(
+        "the request was routed with cluster map version {client}, this node has {current}; refresh the map and resend"
+    )]
+    StaleMap {
+        /// The client's map version.
+        client: u64,
+        /// This node's map version.
+        current: u64,
+    },
     /// Memtables are over their hard limit; retry after a short wait.
     #[error("node overloaded: {0}; retry shortly")]
     Overloaded(String),
@@ -63,6 +73,7 @@ impl Error {
             Error::InvalidArgument { .. } => "invalid_argument",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::NotLeader { .. } => "not_leader",
+            Error::StaleMap { .. } => "stale_map",
             Error::Overloaded(_) => "overloaded",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",

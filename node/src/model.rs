@@ -86,53 +86,8 @@ impl FieldValue {
     }
 }
 
-/// Escapes a measurement name for the canonical series key (commas and spaces).
-pub fn escape_measurement(s: &str, out: &mut String) {
-    if !s.bytes().any(|b| matches!(b, b',' | b' ' | b'\\')) {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        if matches!(c, ',' | ' ' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-}
-
-/// Escapes a tag key or value for the canonical series key (commas, equals signs and spaces).
-pub fn escape_tag(s: &str, out: &mut String) {
-    if !s.bytes().any(|b| matches!(b, b',' | b'=' | b' ' | b'\\')) {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        if matches!(c, ',' | '=' | ' ' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-}
-
-/// Builds the canonical series key from a measurement and tags sorted by key.
-///
-/// ```
-/// use hotlake_node::model::series_key;
-/// let key = series_key("cpu", &[("host", "a b"), ("region", "eu")]);
-/// assert_eq!(key, "cpu,host=a\\ b,region=eu");
-/// ```
-pub fn series_key<K: AsRef<str>, V: AsRef<str>>(measurement: &str, sorted_tags: &[(K, V)]) -> String {
-    let mut key = String::with_capacity(measurement.len() + sorted_tags.len() * 16);
-    escape_measurement(measurement, &mut key);
-    for (k, v) in sorted_tags {
-        debug_assert!(!k.as_ref().is_empty());
-        key.push(',');
-        escape_tag(k.as_ref(), &mut key);
-        key.push('=');
-        escape_tag(v.as_ref(), &mut key);
-    }
-    key
-}
+// The canonical series key is shared with the client library, which routes by it.
+pub use hotlake_proto::routing::{escape_measurement, escape_tag, series_key};
 
 /// Splits a canonical series key back into its measurement and tags.
 pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {

@@ -46,6 +46,16 @@ pub struct ShardGroup {
     dirty_since: Mutex<Option<tokio::time::Instant>>,
 }
 
+/// How a client routed a write (the `map_version` and `leader_only` fields of a gRPC write).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteRouting {
+    /// The client's map version (0: not routed).
+    pub map_version: u64,
+    /// Fail shard parts this node does not lead (`NotLeader`) and requests routed with an
+    /// older map (`StaleMap`) instead of forwarding them.
+    pub leader_only: bool,
+}
+
 /// Outcome of a write request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct WriteSummary {
@@ -416,9 +426,23 @@ impl Node {
     /// written; retrying is safe because points are keyed by (series, timestamp, field) with
     /// last write wins).
     pub async fn write_batches(&self, batches: Vec<(ShardId, ShardWrite)>) -> Result<WriteSummary> {
+        self.write_batches_routed(batches, WriteRouting::default()).await
+    }
+
+    /// [`Node::write_batches`] for a client that routes by shard itself (see [`WriteRouting`]).
+    pub async fn write_batches_routed(
+        &self,
+        batches: Vec<(ShardId, ShardWrite)>,
+        routing: WriteRouting,
+    ) -> Result<WriteSummary> {
         let started = crate::clock::Stopwatch::start();
         if self.stopping.load(Ordering::Relaxed) {
             return Err(Error::Unavailable("node is shutting down".into()));
+        }
+        let current = self.map().version;
+        if routing.leader_only && routing.map_version != 0 && routing.map_version < current {
+            self.metrics.error("stale_map");
+            return Err(Error::StaleMap { client: routing.map_version, current });
         }
         let memtable_bytes: usize = self.groups().iter().map(|g| g.data.read().memtable_bytes()).sum();
         if memtable_bytes as u64 > self.config.storage.node_memtable_bytes_hard_max {
@@ -478,7 +502,18 @@ impl Node {
                 });
             }
         }
-        let writes = prepared.into_iter().map(|(shard, w)| self.route_write(shard, w));
+        let writes = prepared.into_iter().map(|(shard, w)| async move {
+            if routing.leader_only {
+                self.propose_here(shard, ShardCommand::Write(w)).await.map_err(|e| match e {
+                    Error::NotLeader { leader: None, .. } => {
+                        Error::NotLeader { shard, leader: self.known_leader(shard) }
+                    }
+                    other => other,
+                })
+            } else {
+                self.route_write(shard, w).await
+            }
+        });
         let results = futures::future::join_all(writes).await;
         let mut summary = WriteSummary::default();
         let mut first_error = None;
@@ -600,6 +635,14 @@ impl Node {
         let map = self.map();
         let replicas = map.replicas(shard);
         replicas.iter().copied().find(|n| !tried.contains(n)).or_else(|| replicas.first().copied())
+    }
+
+    /// The leader of `shard` as this node knows it: its own replica's view, else the last hint.
+    pub fn known_leader(&self, shard: ShardId) -> Option<NodeId> {
+        if let Some(l) = self.local_group(shard).and_then(|g| g.raft.metrics().borrow().current_leader) {
+            return Some(l);
+        }
+        self.leader_hints.lock().unwrap_or_else(|p| p.into_inner()).get(&shard).copied()
     }
 
     fn set_leader_hint(&self, shard: ShardId, leader: Option<NodeId>) {

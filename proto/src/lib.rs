@@ -8,6 +8,8 @@
 //! function because its shape differs between production and simulation builds.
 #![allow(missing_docs, clippy::all)]
 
+pub mod routing;
+
 /// Generated code for `hotlake.v1`.
 pub mod v1 {
     tonic::include_proto!("hotlake.v1");

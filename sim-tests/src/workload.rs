@@ -141,7 +141,7 @@ pub fn batch(b: u64) -> pb::WriteRequest {
             }],
         })
         .collect();
-    pb::WriteRequest { tenant: "sim".into(), series }
+    pb::WriteRequest { tenant: "sim".into(), series, ..Default::default() }
 }
 
 async fn connect(addr: &str) -> Option<HotlakeClient<Channel>> {

@@ -24,7 +24,7 @@ fn batch(first: i64, n: i64) -> pb::WriteRequest {
             }],
         })
         .collect();
-    pb::WriteRequest { tenant: "sim".into(), series }
+    pb::WriteRequest { tenant: "sim".into(), series, ..Default::default() }
 }
 
 async fn connect() -> HotlakeClient<tonic::transport::Channel> {

@@ -27,7 +27,7 @@ fn batch(first: i64, n: i64) -> pb::WriteRequest {
             }],
         })
         .collect();
-    pb::WriteRequest { tenant: "sim".into(), series }
+    pb::WriteRequest { tenant: "sim".into(), series, ..Default::default() }
 }
 
 async fn client(addr: &str) -> Option<HotlakeClient<tonic::transport::Channel>> {

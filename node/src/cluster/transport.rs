@@ -224,7 +224,7 @@ impl From<&Error> for WireError {
                 w.message = m.clone();
             }
             Error::PartialWrite { rejected, .. } => w.details = rejected.clone(),
-            Error::Storage(_) => {}
+            Error::StaleMap { .. } | Error::Storage(_) => {}
         }
         w
     }
@@ -241,7 +241,7 @@ impl WireError {
             },
             "not_leader" => Error::NotLeader { shard: self.shard.unwrap_or(ShardId(0)), leader: self.leader },
             "overloaded" => Error::Overloaded(self.message),
-            "unavailable" => Error::Unavailable(self.message),
+            "unavailable" | "stale_map" => Error::Unavailable(self.message),
             "timeout" => Error::Timeout(self.message),
             _ => Error::Internal(format!("on a peer: {}", self.message)),
         }

@@ -5,8 +5,6 @@
 //!
 //! Invariant: `ring` does no I/O.
 
-use xxhash_rust::xxh3::xxh3_64;
-
 use crate::storage::ShardId;
 
 /// The ring of a cluster (shard count fixed at bootstrap).
@@ -27,19 +25,14 @@ impl Ring {
         self.shard_count
     }
 
-    /// Hash of a device within a tenant.
+    /// Hash of a device within a tenant (see `hotlake_proto::routing`).
     pub fn hash(tenant: &str, device: &str) -> u64 {
-        // Length-prefix the tenant so ("ab", "c") and ("a", "bc") hash apart.
-        let mut buf = Vec::with_capacity(8 + tenant.len() + device.len());
-        buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
-        buf.extend_from_slice(tenant.as_bytes());
-        buf.extend_from_slice(device.as_bytes());
-        xxh3_64(&buf)
+        hotlake_proto::routing::device_hash(tenant, device)
     }
 
     /// The shard owning a hash: shards own equal, contiguous ranges of the hash space.
     pub fn shard_of_hash(&self, hash: u64) -> ShardId {
-        ShardId(((hash as u128 * self.shard_count as u128) >> 64) as u32)
+        ShardId(hotlake_proto::routing::shard_of_hash(hash, self.shard_count))
     }
 
     /// The shard owning a device.

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use crate::error::Error;
 use crate::model::{series_key, FieldValue};
-use crate::node::{Node, WriteSummary};
+use crate::node::{Node, WriteRouting, WriteSummary};
 use crate::query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
 use crate::storage::ShardId;
 
@@ -34,6 +34,7 @@ pub fn to_status(e: Error) -> Status {
         Error::InvalidArgument { .. } | Error::PartialWrite { .. } => tonic::Code::InvalidArgument,
         Error::LimitExceeded { .. } | Error::Overloaded(_) => tonic::Code::ResourceExhausted,
         Error::NotLeader { .. } | Error::Unavailable(_) => tonic::Code::Unavailable,
+        Error::StaleMap { .. } => tonic::Code::FailedPrecondition,
         Error::Timeout(_) => tonic::Code::DeadlineExceeded,
         Error::Storage(_) | Error::Internal(_) => tonic::Code::Internal,
     };
@@ -199,7 +200,7 @@ fn summary_to_response(summary: WriteSummary) -> Result<pb::WriteResponse, Error
     if !summary.rejected.is_empty() {
         return Err(Error::PartialWrite { written_points: summary.points, rejected: summary.rejected });
     }
-    Ok(pb::WriteResponse { values_written: summary.values, points_written: summary.points })
+    Ok(pb::WriteResponse { values_written: summary.values, points_written: summary.points, map_version: 0 })
 }
 
 fn predicate_from_proto(p: pb::TagPredicate) -> Result<TagPredicate, Error> {
@@ -289,9 +290,13 @@ fn tags_to_proto(tags: Vec<(String, String)>) -> Vec<pb::Tag> {
 #[tonic::async_trait]
 impl Hotlake for GrpcService {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let batches = write_request_to_batches(&self.node, request.into_inner()).map_err(to_status)?;
-        let summary = self.node.write_batches(batches).await.map_err(to_status)?;
-        summary_to_response(summary).map(Response::new).map_err(to_status)
+        let req = request.into_inner();
+        let routing = WriteRouting { map_version: req.map_version, leader_only: req.leader_only };
+        let batches = write_request_to_batches(&self.node, req).map_err(to_status)?;
+        let summary = self.node.write_batches_routed(batches, routing).await.map_err(to_status)?;
+        let mut response = summary_to_response(summary).map_err(to_status)?;
+        response.map_version = self.node.map().version;
+        Ok(Response::new(response))
     }
 
     async fn write_stream(
@@ -307,7 +312,9 @@ impl Hotlake for GrpcService {
             total.values += s.values;
             total.rejected.extend(s.rejected);
         }
-        summary_to_response(total).map(Response::new).map_err(to_status)
+        let mut response = summary_to_response(total).map_err(to_status)?;
+        response.map_version = self.node.map().version;
+        Ok(Response::new(response))
     }
 
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
@@ -368,6 +375,43 @@ impl Hotlake for GrpcService {
             shards: h.shards,
             shards_with_leader: h.shards_with_leader,
             version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn cluster_map(
+        &self,
+        _request: Request<pb::ClusterMapRequest>,
+    ) -> Result<Response<pb::ClusterMapResponse>, Status> {
+        let map = self.node.map();
+        Ok(Response::new(pb::ClusterMapResponse {
+            version: map.version,
+            cluster_id: map.cluster_id,
+            shard_count: map.shard_count,
+            device_tag: self.node.config().device_tag.clone(),
+            nodes: map
+                .nodes
+                .values()
+                .map(|n| pb::MapNode {
+                    id: n.id,
+                    grpc_addr: n.grpc_addr.clone(),
+                    http_addr: n.http_addr.clone(),
+                    state: n.state.name().into(),
+                })
+                .collect(),
+            shards: map
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let shard = ShardId(i as u32);
+                    pb::MapShard {
+                        id: shard.0,
+                        replicas: p.replicas.clone(),
+                        epoch: p.epoch,
+                        leader: self.node.known_leader(shard).unwrap_or(0),
+                    }
+                })
+                .collect(),
         }))
     }
 }

@@ -41,6 +41,7 @@ pub fn to_response(e: Error) -> Response {
         Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::NotLeader { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::StaleMap { .. } => StatusCode::CONFLICT,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let details = match &e {

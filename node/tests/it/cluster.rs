@@ -354,6 +354,114 @@ fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
     }
 }
 
+/// A write sent with `leader_only` to a node that does not lead its shard fails with
+/// `not_leader` naming the leader; one routed with an old map fails with `stale_map`.
+fn routing_errors_tell_the_client_what_to_refresh(seeds: &[String]) {
+    use hotlake_client::proto as pb;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = hotlake_client::Client::connect(seeds.to_vec()).await.expect("connect");
+        let view = client.cluster_view();
+        assert!(view.version > 1, "a 3-node cluster has changed its map since bootstrap");
+        let mut s = hotlake_client::SeriesBuilder::new("routing").tag("device_id", "r1");
+        s.push_i64(BASE_TS, "v", 1);
+        let series = s.build();
+        let shard = view.shard_of("cl", &series);
+        let leader = view.shards[shard as usize].leader.expect("a converged cluster knows its leaders");
+        let follower = view.nodes.values().find(|n| n.id != leader).unwrap();
+        let mut raw =
+            pb::hotlake_client::HotlakeClient::connect(format!("http://{}", follower.grpc_addr)).await.unwrap();
+        let req = |map_version| pb::WriteRequest {
+            tenant: "cl".into(),
+            series: vec![series.clone()],
+            map_version,
+            leader_only: true,
+        };
+        let err = hotlake_client::ClientError::from(raw.write(req(view.version)).await.unwrap_err());
+        match &err {
+            hotlake_client::ClientError::Unavailable { kind, leader: l, .. } => {
+                assert_eq!((kind.as_str(), *l), ("not_leader", Some(leader)), "{err}")
+            }
+            other => panic!("expected not_leader, got {other:?}"),
+        }
+        let err = hotlake_client::ClientError::from(raw.write(req(1)).await.unwrap_err());
+        assert_eq!(err.kind(), Some("stale_map"), "{err}");
+        assert!(err.is_retryable());
+        // The client itself routes the same write to the leader at once.
+        let w = client.write("cl", vec![series.clone()]).await.unwrap();
+        assert_eq!((w.points_written, w.attempts), (1, 1));
+    });
+}
+
+/// `hotlake-client` writing through 3 SIGKILLs of the busiest leader: with its retry budget no
+/// error reaches the caller, and every point it acknowledged is there afterwards.
+#[test]
+fn client_library_rides_out_leader_kills_without_surfacing_errors() {
+    let mut c = Cluster::start(3);
+    let seeds: Vec<String> = c.nodes.iter().map(|n| n.grpc.clone()).collect();
+    routing_errors_tell_the_client_what_to_refresh(&seeds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let client = hotlake_client::Client::connect(seeds).await.expect("connect");
+                let mut first = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut by_device: BTreeMap<String, hotlake_client::SeriesBuilder> = BTreeMap::new();
+                    for n in first..first + LINES_PER_BATCH {
+                        let (d, ts, v) = point(n);
+                        let s = by_device
+                            .entry(d.clone())
+                            .or_insert_with(|| hotlake_client::SeriesBuilder::new("cl").tag("device_id", &d));
+                        s.push_i64(ts, "v", v);
+                    }
+                    let series = by_device.into_values().map(|s| s.build()).collect();
+                    match client.write("cl", series).await {
+                        Ok(w) => {
+                            assert_eq!(w.points_written, LINES_PER_BATCH);
+                            acked.lock().unwrap().push((first, first + LINES_PER_BATCH));
+                        }
+                        Err(e) => errors.lock().unwrap().push(e.to_string()),
+                    }
+                    first += LINES_PER_BATCH;
+                }
+            })
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    let wait_for_more = |more: usize| {
+        let target = acked_count() + more;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked_count() < target {
+            assert!(Instant::now() < deadline, "client writes did not resume ({} acknowledged)", acked_count());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_more(20);
+    for round in 0..3 {
+        let victim = c.busiest_leader();
+        c.node(victim).kill9();
+        wait_for_more(20);
+        c.node(victim).restart_no_wait();
+        c.wait_converged(Duration::from_secs(120));
+        wait_for_more(10);
+        eprintln!("round {round}: killed node {victim}; {} batches acknowledged", acked_count());
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let errors = errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "errors reached the caller: {errors:?}");
+    let acked = acked.lock().unwrap().clone();
+    check_replicas_identical(&c, Duration::from_secs(120));
+    for n in c.running() {
+        check_acknowledged(n, &acked);
+    }
+}
+
 #[test]
 fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
     let mut c = Cluster::start(3);

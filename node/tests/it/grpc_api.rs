@@ -1,8 +1,9 @@
 //! The gRPC API end to end through `hotlake-client`: unary and streaming writes, queries,
-//! `Last`, health, and clear `InvalidArgument` errors that change nothing.
+//! `Last`, health, the cluster map, and clear `InvalidArgument` errors that
+//! change nothing.
 
 use hotlake_client::proto as pb;
-use hotlake_client::{Client, ClientError, SeriesBuilder};
+use hotlake_client::{Client, ClientError, LastBuilder, SeriesBuilder, Value};
 
 use crate::support::NodeProcess;
 
@@ -38,43 +39,38 @@ fn grpc_writes_queries_and_rejects_bad_batches() {
     let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = Client::connect(&format!("http://{}", node.grpc)).await.unwrap();
-        let h = c.health().await.unwrap();
+        let c = Client::connect([node.grpc.as_str()]).await.unwrap();
+        let health = c.health().await;
+        let h = health.values().next().unwrap().as_ref().unwrap();
         assert_eq!(h.shards, 4);
         assert_eq!(h.shards_with_leader, 4);
+        let view = c.cluster_view();
+        assert_eq!((view.shards.len(), view.nodes.len()), (4, 1));
+        assert!(view.shards.iter().all(|s| s.leader == Some(1)), "{view:?}");
 
-        // Unary write.
+        // Unary write, routed by the client.
         let r = c.write("grid", vec![series("m1", 0, 10), series("m2", 0, 5)]).await.unwrap();
-        assert_eq!(r.points_written, 15);
+        assert_eq!((r.points_written, r.attempts), (15, 1));
 
         // Client-streaming write: acknowledged as a whole at the end.
-        let mut raw = hotlake_client::proto::hotlake_client::HotlakeClient::connect(format!("http://{}", node.grpc))
-            .await
-            .unwrap();
-        let batches =
-            (0..3).map(|k| pb::WriteRequest { tenant: "grid".into(), series: vec![series("m1", 10 + k * 10, 10)] });
-        let r = raw.write_stream(futures_stream(batches.collect())).await.unwrap().into_inner();
+        let batches = (0..3).map(|k| pb::WriteRequest {
+            tenant: "grid".into(),
+            series: vec![series("m1", 10 + k * 10, 10)],
+            ..Default::default()
+        });
+        let r = c.write_stream(futures_stream(batches.collect())).await.unwrap();
         assert_eq!(r.points_written, 30);
 
         let resp = c.query(query("m1")).await.unwrap();
         assert_eq!(resp.groups.len(), 1);
-        let kw: Vec<f64> = resp.groups[0]
-            .rows
-            .iter()
-            .map(|r| match r.values[0].kind {
-                Some(pb::value::Kind::F64(v)) => v,
-                ref other => panic!("unexpected {other:?}"),
-            })
-            .collect();
+        let kw: Vec<f64> = resp.groups[0].column("kw").unwrap().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(kw, (0..40).map(|i| i as f64).collect::<Vec<_>>());
 
-        let last = c
-            .last(pb::LastRequest { tenant: "grid".into(), measurement: "meter".into(), ..Default::default() })
-            .await
-            .unwrap();
-        assert_eq!(last.rows.len(), 2);
-        assert_eq!(last.rows[0].device, "m1");
-        assert_eq!(last.rows[0].values[0].timestamp_ns, T0 + 39 * 1_000_000_000);
+        let last = c.last(LastBuilder::new("meter").tenant("grid")).await.unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[0].device, "m1");
+        assert_eq!(last[0].values[0].1, T0 + 39 * 1_000_000_000);
+        assert_eq!(last[0].values[0].2, Value::F64(39.0));
 
         // A bad batch (values and timestamps disagree) is rejected whole with details.
         let mut bad = series("m3", 0, 3);
