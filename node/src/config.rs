@@ -148,6 +148,10 @@ pub struct ClusterConfig {
     /// gRPC addresses of members to join through. Empty: this node bootstraps a new cluster
     /// when its data directory holds none.
     pub join: Vec<String>,
+    /// `auto`: a node with no cluster in its data directory and no `join` creates one at start.
+    /// `manual`: it waits for `hotlakectl cluster init` (`POST /api/v1/cluster/init`), so that
+    /// nodes started together with the same `join` list never create two clusters.
+    pub bootstrap: String,
     /// Voting replicas per shard (used when the cluster is bootstrapped).
     pub replication_factor: u32,
     /// Voters of the meta group; further nodes follow it as learners.
@@ -176,6 +180,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             join: Vec::new(),
+            bootstrap: "auto".into(),
             replication_factor: 3,
             meta_voters_max: 3,
             moves_concurrent_max: 4,
@@ -224,6 +229,11 @@ impl Config {
 
     /// Checks values that would make the node misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.cluster.bootstrap.as_str(), "auto" | "manual"),
+            "cluster.bootstrap must be \"auto\" or \"manual\", got {:?}",
+            self.cluster.bootstrap
+        );
         anyhow::ensure!(
             self.shard_count >= 1 && self.shard_count <= 4096,
             "shard_count must be 1..=4096, got {}",

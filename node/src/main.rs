@@ -33,7 +33,7 @@ enum Command {
     /// and exits.
     ///
     /// Example: hotlake serve --data-dir /var/lib/hotlake --http-addr 127.0.0.1:7181
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the default configuration (a commented sample is deploy/hotlake.toml).
     Config,
 }
@@ -64,6 +64,12 @@ struct ServeArgs {
     /// Example: hotlake serve --node-id 2 --grpc-addr 127.0.0.2:7101 --join 127.0.0.1:7101
     #[arg(long, value_delimiter = ',')]
     join: Vec<String>,
+    /// `auto` creates a cluster at start when there is none and no --join; `manual` waits for
+    /// `hotlakectl cluster init` [default: auto].
+    ///
+    /// Example: hotlake serve --node-id 1 --bootstrap manual --join 127.0.0.2:7101,127.0.0.3:7101
+    #[arg(long, value_parser = ["auto", "manual"])]
+    bootstrap: Option<String>,
     /// Replicas per shard; used when bootstrapping [default: 3].
     #[arg(long)]
     replication_factor: Option<u32>,
@@ -97,6 +103,9 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if !args.join.is_empty() {
         config.cluster.join = args.join.clone();
+    }
+    if let Some(b) = &args.bootstrap {
+        config.cluster.bootstrap = b.clone();
     }
     if let Some(n) = args.replication_factor {
         config.cluster.replication_factor = n;
@@ -183,7 +192,7 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(*args))
         }
     }
 }

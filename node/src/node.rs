@@ -196,10 +196,11 @@ impl Node {
             node.open_group(shard).await?;
         }
         let initialized = node.meta.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if initialized || node.config.cluster.join.is_empty() {
+        let auto_bootstrap = node.config.cluster.join.is_empty() && node.config.cluster.bootstrap == "auto";
+        if initialized || auto_bootstrap {
             node.raft_open.store(true, Ordering::Relaxed);
         }
-        if !initialized && node.config.cluster.join.is_empty() {
+        if !initialized && auto_bootstrap {
             node.bootstrap().await?;
         }
         node.peers.set_cluster_id(node.map().cluster_id);
@@ -212,7 +213,7 @@ impl Node {
     }
 
     /// Creates a new cluster: this node alone in the meta group and in every shard group.
-    async fn bootstrap(&self) -> anyhow::Result<()> {
+    pub(crate) async fn bootstrap(&self) -> anyhow::Result<()> {
         let me = self.config.node_id;
         let members = BTreeMap::from([(me, BasicNode { addr: self.config.grpc_addr.clone() })]);
         self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;

@@ -138,7 +138,7 @@ async fn change_membership(
     let cmd = match choice {
         1 if active.len() > rf => {
             let node = active[pick_node % active.len()];
-            MetaCommand::SetNodeState { node, state: NodeState::Draining }
+            MetaCommand::SetNodeState { node, state: NodeState::Removing }
         }
         2 if !map.shards.is_empty() => {
             let shard = ShardId((pick_shard % map.shards.len()) as u32);

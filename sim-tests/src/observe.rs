@@ -88,8 +88,8 @@ pub async fn not_converged(peers: &Peers, seeds: &[String], replicas: usize) -> 
     if !m.is_bootstrapped() {
         return Some("not bootstrapped".into());
     }
-    if let Some(n) = m.nodes.values().find(|n| n.state == NodeState::Draining) {
-        return Some(format!("node {} is draining", n.id));
+    if let Some(n) = m.nodes.values().find(|n| n.state != NodeState::Active) {
+        return Some(format!("node {} is {}", n.id, n.state.name()));
     }
     for (i, p) in m.shards.iter().enumerate() {
         if p.replicas.len() != replicas {

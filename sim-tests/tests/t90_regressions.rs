@@ -115,7 +115,7 @@ async fn drain_and_wait_removed(client: &madsim::runtime::NodeHandle, seeds: Vec
             match m.nodes.get(&id) {
                 None => return,
                 Some(n) if n.state == NodeState::Active => {
-                    let drain = MetaCommand::SetNodeState { node: id, state: NodeState::Draining };
+                    let drain = MetaCommand::SetNodeState { node: id, state: NodeState::Removing };
                     if let Err(e) = observe::propose(&peers, &seeds, drain).await {
                         println!("drain of node {id} not accepted yet: {e}");
                     }
@@ -194,7 +194,7 @@ async fn t90_snapshot_install_during_membership_change() {
     let new = cluster.add_node();
     let s = cluster.addrs();
     on(&client, async move {
-        let drain = MetaCommand::SetNodeState { node: 1, state: NodeState::Draining };
+        let drain = MetaCommand::SetNodeState { node: 1, state: NodeState::Removing };
         observe::propose(&observe::peers(), &s, drain).await.expect("drain accepted");
     })
     .await;

@@ -320,9 +320,9 @@ async fn meta_leader_round(node: &Node) {
             return;
         }
     }
-    // A draining node that no placement and no reported membership names is gone: remove it.
+    // A node being removed that no placement and no reported membership names is gone.
     if in_flight.is_empty() {
-        for n in map.nodes.values().filter(|n| n.state == NodeState::Draining) {
+        for n in map.nodes.values().filter(|n| n.state == NodeState::Removing) {
             if map.shards_on(n.id).is_empty() && !reported_members.contains(&n.id) {
                 tracing::info!(node = n.id, "drained node removed from the cluster");
                 if let Err(e) = node.propose_meta(MetaCommand::RemoveNode { node: n.id }, false).await {
@@ -509,9 +509,69 @@ impl Node {
         ClusterStatus { map: (*map).clone(), members }
     }
 
-    /// Asks the meta group to drain a node: its replicas move away, then it is removed.
-    pub async fn drain_node(&self, id: NodeId) -> Result<u64> {
-        self.propose_meta(MetaCommand::SetNodeState { node: id, state: NodeState::Draining }, false).await
+    /// Sets a node's state: `Draining` moves its replicas away and keeps it a member,
+    /// `Removing` moves them away and then removes it, `Active` makes it take replicas again.
+    pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<u64> {
+        self.propose_meta(MetaCommand::SetNodeState { node: id, state }, false).await
+    }
+
+    /// Moves `shard`'s replica from node `from` to node `to` (the planner keeps replica counts
+    /// balanced, so it may later move another shard back to `from`).
+    pub async fn move_replica(&self, shard: ShardId, from: NodeId, to: NodeId) -> Result<u64> {
+        let map = self.map();
+        let p = map.shards.get(shard.0 as usize).ok_or_else(|| Error::invalid(format!("no shard {shard}")))?;
+        if !p.replicas.contains(&from) {
+            return Err(Error::invalid(format!("{shard} has no replica on node {from} (replicas {:?})", p.replicas)));
+        }
+        if p.replicas.contains(&to) {
+            return Err(Error::invalid(format!("{shard} already has a replica on node {to}")));
+        }
+        match map.nodes.get(&to) {
+            Some(n) if n.state == NodeState::Active => {}
+            Some(n) => return Err(Error::invalid(format!("node {to} is {}; it takes no replicas", n.state.name()))),
+            None => return Err(Error::invalid(format!("node {to} is not a member"))),
+        }
+        let replicas = p.replicas.iter().map(|&n| if n == from { to } else { n }).collect();
+        self.propose_meta(MetaCommand::SetPlacement { shard, replicas, epoch: p.epoch }, false).await
+    }
+
+    /// The placement changes still needed to reach the target placement, as the planner would
+    /// make them with every member considered up and no move limit.
+    pub fn pending_moves(&self) -> Vec<super::placement::Move> {
+        let mut map = (*self.map()).clone();
+        let live = map.nodes.keys().copied().collect();
+        let input = PlanInput { live, in_flight: Default::default(), moves_max: usize::MAX };
+        let mut all = Vec::new();
+        // Each round settles what the previous one changed; a placement converges in a few.
+        for _ in 0..64 {
+            let round = plan(&map, &input);
+            if round.is_empty() {
+                break;
+            }
+            for mv in round {
+                let cmd = MetaCommand::SetPlacement { shard: mv.shard, replicas: mv.replicas.clone(), epoch: mv.epoch };
+                if map.apply(&cmd).is_ok() {
+                    all.push(mv);
+                }
+            }
+        }
+        all
+    }
+
+    /// Creates the cluster on this node if it has none (`cluster.bootstrap = "manual"`).
+    /// Returns the cluster id and whether this call created it.
+    pub async fn init_cluster(&self) -> Result<(u64, bool)> {
+        let map = self.map();
+        if map.is_bootstrapped() {
+            return Ok((map.cluster_id, false));
+        }
+        let initialized = self.meta.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
+        if initialized {
+            return Err(Error::Unavailable("this node is joining a cluster already; retry on a member".into()));
+        }
+        self.raft_open.store(true, Ordering::Relaxed);
+        self.bootstrap().await.map_err(|e| Error::Unavailable(format!("bootstrap failed: {e:#}")))?;
+        Ok((self.map().cluster_id, true))
     }
 
     /// Adds a node to the map by hand (it still has to run with the same id and addresses).

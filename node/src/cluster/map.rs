@@ -17,8 +17,10 @@ use crate::storage::ShardId;
 pub enum NodeState {
     /// Serving and eligible for replicas.
     Active,
-    /// Being decommissioned: its replicas move away, then it is removed.
+    /// Drained: its replicas move away; it stays a member (and can be made active again).
     Draining,
+    /// Being removed: its replicas move away, then it leaves the cluster.
+    Removing,
 }
 
 impl NodeState {
@@ -27,6 +29,7 @@ impl NodeState {
         match self {
             NodeState::Active => "active",
             NodeState::Draining => "draining",
+            NodeState::Removing => "removing",
         }
     }
 }
@@ -167,7 +170,8 @@ impl ClusterMap {
                 }
                 let placed = self.shards_on(info.id).len();
                 match self.nodes.get_mut(&info.id) {
-                    Some(known) if known.incarnation != info.incarnation && placed > 0 => {
+                    // Incarnation 0: added by hand before it ever ran; any disk may claim it.
+                    Some(known) if known.incarnation != 0 && known.incarnation != info.incarnation && placed > 0 => {
                         return Err(lost_disk(info.id, placed));
                     }
                     Some(known)

@@ -117,7 +117,11 @@ impl MetaStateMachine {
 /// waits until the meta leader has removed it from the voters (which follows its removal from
 /// the map).
 fn may_vote_again(state: &MetaState, info: &NodeInfo) -> Result<(), String> {
-    let same_disk = state.map.nodes.get(&info.id).is_some_and(|known| known.incarnation == info.incarnation);
+    let same_disk = state
+        .map
+        .nodes
+        .get(&info.id)
+        .is_some_and(|known| known.incarnation == 0 || known.incarnation == info.incarnation);
     if !same_disk && state.membership.membership().voter_ids().any(|v| v == info.id) {
         return Err(format!(
             "node {} is still a voter of the meta group with its old data directory; remove it first \

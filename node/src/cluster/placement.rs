@@ -36,7 +36,7 @@ pub struct Move {
 /// distinct, active, live nodes with balanced replica counts, within the move budget.
 ///
 /// Rules, in order:
-/// 1. replicas on draining nodes move away; replicas on nodes that are down are replaced when
+/// 1. replicas on draining or removing nodes move away; replicas on nodes that are down are replaced when
 ///    another node can take them (a down node keeps its replica otherwise: it may come back);
 /// 2. under-replicated shards gain replicas on the least loaded eligible nodes;
 /// 3. while one eligible node holds two or more replicas more than another, a replica moves from
@@ -84,7 +84,7 @@ pub fn plan(map: &ClusterMap, input: &PlanInput) -> Vec<Move> {
         }
         // Keep replicas on down (but not draining) nodes while the shard is short of replicas.
         for n in &p.replicas {
-            let draining = map.nodes.get(n).is_none_or(|info| info.state == NodeState::Draining);
+            let draining = map.nodes.get(n).is_none_or(|info| info.state != NodeState::Active);
             if next.len() < rf && !next.contains(n) && !draining {
                 next.push(*n);
             }

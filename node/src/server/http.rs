@@ -9,7 +9,13 @@
 //! | `GET /health` | 200 when every shard has a leader, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/v1/cluster` | cluster map and every member's status |
-//! | `POST /api/v1/cluster/nodes/{id}/drain` | move a node's replicas away, then remove it |
+//! | `POST /api/v1/cluster/init` | create the cluster on a node started with `cluster.bootstrap = "manual"` |
+//! | `GET /api/v1/cluster/plan` | placement changes still needed to reach the target placement |
+//! | `POST /api/v1/cluster/nodes` | add a node by hand: `{"id", "grpc_addr", "http_addr"}` |
+//! | `POST /api/v1/cluster/nodes/{id}/drain` | move a node's replicas away; it stays a member |
+//! | `POST /api/v1/cluster/nodes/{id}/remove` | move a node's replicas away, then remove it |
+//! | `POST /api/v1/cluster/nodes/{id}/activate` | let a drained node take replicas again |
+//! | `POST /api/v1/shards/{id}/move` | move one replica: `{"from": node, "to": node}` |
 //! | `GET /api/v1/shards/{id}/digest` | digest of this node's replica of a shard |
 //!
 //! Writes follow InfluxDB: good lines are written, bad lines are reported; the reply is 204 when
@@ -29,6 +35,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::json::{last_json, result_json, ErrorBody, ErrorInfo, JsonLast, JsonQuery};
+use crate::cluster::map::{NodeInfo, NodeState};
 use crate::error::Error;
 use crate::ingest::line_protocol::Precision;
 use crate::node::Node;
@@ -64,7 +71,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/cluster", get(cluster_status))
-        .route("/api/v1/cluster/nodes/{id}/drain", post(drain_node))
+        .route("/api/v1/cluster/init", post(init_cluster))
+        .route("/api/v1/cluster/plan", get(cluster_plan))
+        .route("/api/v1/cluster/nodes", post(add_node))
+        .route("/api/v1/cluster/nodes/{id}/{action}", post(node_action))
+        .route("/api/v1/shards/{id}/move", post(move_replica))
         .route("/api/v1/shards/{id}/digest", get(shard_digest))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(node)
@@ -213,9 +224,79 @@ async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
     Json(node.cluster_status().await).into_response()
 }
 
-async fn drain_node(State(node): State<Arc<Node>>, Path(id): Path<u64>) -> Response {
-    match node.drain_node(id).await {
-        Ok(version) => Json(json!({ "node": id, "state": "draining", "map_version": version })).into_response(),
+/// Parses a JSON body into `T`, with an error that says what is wrong.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("bad JSON body: {e}")))
+}
+
+async fn init_cluster(State(node): State<Arc<Node>>) -> Response {
+    match node.init_cluster().await {
+        Ok((id, created)) => Json(json!({ "cluster_id": format!("{id:016x}"), "created": created })).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+async fn cluster_plan(State(node): State<Arc<Node>>) -> Response {
+    let map = node.map();
+    let moves: Vec<_> = node
+        .pending_moves()
+        .into_iter()
+        .map(|m| json!({ "shard": m.shard.0, "from": map.replicas(m.shard), "to": m.replicas }))
+        .collect();
+    Json(json!({ "map_version": map.version, "moves": moves })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct NewNode {
+    id: u64,
+    grpc_addr: String,
+    http_addr: String,
+}
+
+async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let n: NewNode = match json_body(&body) {
+        Ok(n) => n,
+        Err(e) => return to_response(e),
+    };
+    if n.id == 0 || n.grpc_addr.is_empty() || n.http_addr.is_empty() {
+        return to_response(Error::invalid("id (> 0), grpc_addr and http_addr are required"));
+    }
+    let info =
+        NodeInfo { id: n.id, grpc_addr: n.grpc_addr, http_addr: n.http_addr, state: NodeState::Active, incarnation: 0 };
+    match node.add_node(info).await {
+        Ok(version) => Json(json!({ "node": n.id, "map_version": version })).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+async fn node_action(State(node): State<Arc<Node>>, Path((id, action)): Path<(u64, String)>) -> Response {
+    let state = match action.as_str() {
+        "drain" => NodeState::Draining,
+        "remove" => NodeState::Removing,
+        "activate" => NodeState::Active,
+        other => {
+            return to_response(Error::invalid(format!("unknown node action {other:?}: drain, remove or activate")))
+        }
+    };
+    match node.set_node_state(id, state).await {
+        Ok(version) => Json(json!({ "node": id, "state": state.name(), "map_version": version })).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReplicaMove {
+    from: u64,
+    to: u64,
+}
+
+async fn move_replica(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: Bytes) -> Response {
+    let m: ReplicaMove = match json_body(&body) {
+        Ok(m) => m,
+        Err(e) => return to_response(e),
+    };
+    match node.move_replica(crate::storage::ShardId(id), m.from, m.to).await {
+        Ok(version) => Json(json!({ "shard": id, "from": m.from, "to": m.to, "map_version": version })).into_response(),
         Err(e) => to_response(e),
     }
 }

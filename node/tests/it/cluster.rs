@@ -23,16 +23,16 @@ const BASE_TS: i64 = 1_600_000_000_000_000_000;
 /// Small memtables so flushes, log purges and snapshot transfers happen within a test.
 const NODE_FLAGS: [&str; 4] = ["--shard-count", "8", "--shard-memtable-bytes-max", "32768"];
 
-struct Cluster {
-    nodes: Vec<NodeProcess>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<NodeProcess>,
     /// Nodes that should be members of the map.
-    members: usize,
+    pub(crate) members: usize,
     /// A private network the nodes run in (dropped after the nodes).
     net: Option<TestNet>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
-fn flags(id: u64, join: Option<&str>) -> Vec<String> {
+pub(crate) fn flags(id: u64, join: Option<&str>) -> Vec<String> {
     let mut f: Vec<String> = NODE_FLAGS.iter().map(|s| s.to_string()).collect();
     f.extend(["--node-id".to_string(), id.to_string()]);
     if let Some(j) = join {
@@ -44,7 +44,7 @@ fn flags(id: u64, join: Option<&str>) -> Vec<String> {
 impl Cluster {
     /// Starts node 1 (bootstraps), then nodes 2..=n joining through it, and waits until every
     /// shard has `min(n, 3)` voters and a leader.
-    fn start(n: u64) -> Cluster {
+    pub(crate) fn start(n: u64) -> Cluster {
         Self::start_on(n, None)
     }
 
@@ -58,7 +58,7 @@ impl Cluster {
         c
     }
 
-    fn add_node(&mut self, id: u64) {
+    pub(crate) fn add_node(&mut self, id: u64) {
         let dir = tempfile::tempdir().unwrap();
         let join = self.nodes.first().map(|n| n.grpc.clone());
         let f = flags(id, join.as_deref());
@@ -80,7 +80,7 @@ impl Cluster {
     }
 
     /// `GET /api/v1/cluster` from the first running node that answers.
-    fn status(&self) -> Option<Value> {
+    pub(crate) fn status(&self) -> Option<Value> {
         for n in self.running() {
             if let Ok(r) = client().get(format!("http://{}/api/v1/cluster", n.http)).send() {
                 if r.status().is_success() {
@@ -94,13 +94,13 @@ impl Cluster {
     /// Waits until every shard's placement has min(members, 3) replicas, every member answers,
     /// and every replica it reports is a leader or follower of a group with a leader, with
     /// exactly the placed replicas present.
-    fn wait_converged(&self, timeout: Duration) -> Value {
+    pub(crate) fn wait_converged(&self, timeout: Duration) -> Value {
         let members = self.members;
         self.wait_for(timeout, |s| converged(s, members))
     }
 
     /// Waits until `check` passes on the cluster status.
-    fn wait_for(&self, timeout: Duration, check: impl Fn(&Value) -> Result<(), String>) -> Value {
+    pub(crate) fn wait_for(&self, timeout: Duration, check: impl Fn(&Value) -> Result<(), String>) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         loop {
@@ -131,7 +131,7 @@ impl Cluster {
         leads.into_iter().max_by_key(|(_, c)| *c).map(|(n, _)| n).expect("some leader")
     }
 
-    fn node(&mut self, id: u64) -> &mut NodeProcess {
+    pub(crate) fn node(&mut self, id: u64) -> &mut NodeProcess {
         &mut self.nodes[id as usize - 1]
     }
 }
@@ -470,7 +470,7 @@ fn adding_and_draining_nodes_during_writes_moves_replicas_and_loses_nothing() {
     c.add_node(4);
     c.wait_for(Duration::from_secs(180), |s| converged(s, 4).and_then(|_| balanced(s, 4)));
     let first = c.nodes[0].http.clone();
-    let r = client().post(format!("http://{first}/api/v1/cluster/nodes/2/drain")).send().unwrap();
+    let r = client().post(format!("http://{first}/api/v1/cluster/nodes/2/remove")).send().unwrap();
     assert!(r.status().is_success(), "drain refused: {}", r.text().unwrap());
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {

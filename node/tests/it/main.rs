@@ -1,8 +1,10 @@
 //! Integration tests against the real `hotlake` binary: HTTP and gRPC API behaviour, kill -9
-//! crash recovery, and multi-node clusters (leader kills, node add and drain, full restarts, a partition).
+//! crash recovery, multi-node clusters (leader kills, node add and drain, full restarts, a partition),
+//! and every `hotlakectl` command against a real cluster.
 
 mod cluster;
 mod crash;
+mod ctl;
 mod grpc_api;
 mod http_api;
 mod netns;

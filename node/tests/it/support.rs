@@ -41,6 +41,27 @@ impl NodeProcess {
         n
     }
 
+    /// Two free loopback addresses (HTTP, gRPC) for a node started later with [`NodeProcess::start_at`].
+    pub fn free_addrs() -> (String, String) {
+        (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// Starts a node on fresh loopback ports without waiting for it to be healthy (a node
+    /// waiting for `cluster init` never is).
+    pub fn start_unready(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let (http, grpc) = Self::free_addrs();
+        let mut n = NodeProcess {
+            child: None,
+            http,
+            grpc,
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: Vec::new(),
+        };
+        n.spawn_process();
+        n
+    }
+
     /// Starts a node on the given addresses under `prefix` (for example `ip netns exec NS`),
     /// waiting until it is healthy.
     pub fn start_at(data_dir: &Path, http: &str, grpc: &str, prefix: &[String], extra: &[&str]) -> NodeProcess {

@@ -1,0 +1,475 @@
+//! `hotlakectl`: the operator's command line for a Hotlake cluster.
+//!
+//! Talks to the cluster's HTTP API (any member; the next address is tried when one does not
+//! answer). Addresses come from `--cluster`, else `HOTLAKE_CLUSTER`, else the config file
+//! (`--config`, `HOTLAKECTL_CONFIG`, or `~/.config/hotlake/hotlakectl.toml`), else the local
+//! cluster of `scripts/run`.
+
+mod admin;
+mod api;
+mod data;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::json;
+
+use crate::api::Api;
+use crate::output::Output;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the cluster rejected the request (bad input, a limit, an impossible change); fix it first
+  2  usage error (bad flags or arguments, unreadable input file)
+  3  the cluster could not be reached or was unavailable; retrying later may help
+  4  a waited-for state (--watch, --wait-ready-s) was not reached in time; the work goes on";
+
+/// Command line for Hotlake clusters: status, membership, shards, data.
+#[derive(Parser)]
+#[command(version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// HTTP addresses of cluster members, comma-separated (any member works).
+    /// [default: the config file's `cluster`, else 127.0.0.1:7181,127.0.0.1:7182,127.0.0.1:7183]
+    #[arg(long, alias = "http", global = true, env = "HOTLAKE_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// Config file with `cluster = ["host:port", ...]` and `timeout_s = N`.
+    /// [default: ~/.config/hotlake/hotlakectl.toml when it exists]
+    #[arg(long, global = true, env = "HOTLAKECTL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Give up on one request after this many seconds [default: 60].
+    #[arg(long, global = true)]
+    timeout_s: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show whether every member is up and every shard has a leader.
+    ///
+    /// Example: hotlakectl health
+    Health {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Write line protocol from a file or stdin, in batches spread over the members, with a
+    /// progress bar (points/s, ETA) on stderr.
+    ///
+    /// Example: hotlakectl write --db fleet --file points.lp
+    Write {
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        /// File to read; `-` or absent reads stdin.
+        #[arg(long)]
+        file: Option<String>,
+        /// Timestamp precision of the lines: ns, us, ms, s.
+        #[arg(long, default_value = "ns")]
+        precision: String,
+        /// Lines per request.
+        #[arg(long, default_value_t = 5000)]
+        batch_lines: usize,
+    },
+    /// Query raw points or aggregates.
+    ///
+    /// Example: hotlakectl query readings --db fleet --field velocity --where fleet=East --start 2016-01-01T00:00:00Z --end 2016-01-02T00:00:00Z --agg mean --bucket 1h
+    Query {
+        /// Measurement.
+        measurement: String,
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        /// Field to return (repeatable); none returns all.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Tag filter `key=value`, `key!=value`, `key=~regex` or `key!~regex` (repeatable).
+        #[arg(long = "where")]
+        filters: Vec<String>,
+        /// Start: RFC 3339 or nanoseconds.
+        #[arg(long)]
+        start: String,
+        /// End (exclusive): RFC 3339 or nanoseconds.
+        #[arg(long)]
+        end: String,
+        /// Aggregate (repeatable): count, sum, min, max, mean, first, last, stddev, percentile.
+        #[arg(long = "agg")]
+        aggregates: Vec<String>,
+        /// Quantile for percentile (0-100).
+        #[arg(long)]
+        percentile: Option<f64>,
+        /// Bucket width, e.g. 10s, 1h.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Tag to group by (repeatable).
+        #[arg(long = "group-by")]
+        group_by: Vec<String>,
+        /// Rows per group.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        desc: bool,
+        /// Answer from the shards that can, listing the others, instead of failing.
+        #[arg(long)]
+        partial: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Latest values per device matching a filter.
+    ///
+    /// Example: hotlakectl last readings --db fleet --where fleet=East --field latitude --field longitude
+    Last {
+        /// Measurement.
+        measurement: String,
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        /// Field (repeatable); none returns all.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Tag filter (repeatable), as for `query`.
+        #[arg(long = "where")]
+        filters: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The cluster as a whole.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Member nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Shards and their replicas.
+    #[command(subcommand)]
+    Shard(ShardCommand),
+    /// Show the placement changes still needed to balance replicas, and follow them until done.
+    /// Placement is continuous (the cluster makes these moves by itself, a few shards at a
+    /// time); this command shows and waits.
+    ///
+    /// Example: hotlakectl rebalance --dry-run
+    Rebalance {
+        /// Only show the moves.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        watch_s: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: hotlakectl completions bash > /etc/bash_completion.d/hotlakectl
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create the cluster on a node started with `--bootstrap manual` (once, on one node).
+    ///
+    /// Example: hotlakectl --cluster 127.0.0.1:7181 cluster init
+    Init,
+    /// Every member: addresses, state, reachability, replicas and leaders it holds.
+    ///
+    /// Example: hotlakectl cluster status --wait-ready-s 60
+    Status {
+        /// Output format (`json` prints the whole answer, with every replica).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        /// First wait up to this many seconds until the cluster is ready: every member up and
+        /// every shard with its full set of voting replicas and a leader.
+        #[arg(long, default_value_t = 0)]
+        wait_ready_s: u64,
+        /// With --wait-ready-s: also wait until the cluster has at least this many members.
+        #[arg(long, default_value_t = 1)]
+        wait_nodes: usize,
+    },
+    /// The cluster map: members and the placement of every shard.
+    ///
+    /// Example: hotlakectl cluster map --output json
+    Map {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Every member with its state and replicas.
+    ///
+    /// Example: hotlakectl node list
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Register a node before starting it (a node started with --join registers itself).
+    ///
+    /// Example: hotlakectl node add 4 --grpc-addr 10.0.0.4:7101 --http-addr 10.0.0.4:7181
+    Add {
+        /// The node's id.
+        id: u64,
+        /// Its gRPC address.
+        #[arg(long)]
+        grpc_addr: String,
+        /// Its HTTP address.
+        #[arg(long)]
+        http_addr: String,
+    },
+    /// Move a node's replicas to the other nodes; it stays a member (`node activate` undoes it).
+    ///
+    /// Example: hotlakectl node drain 3 --watch
+    Drain {
+        /// The node's id.
+        id: u64,
+        /// Follow until the node holds no replica.
+        #[arg(long)]
+        watch: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        watch_s: u64,
+    },
+    /// Decommission a node: its replicas move away (while writes go on), then it leaves the
+    /// cluster. Stop its process afterwards; its data directory cannot rejoin.
+    ///
+    /// Example: hotlakectl node remove 4 --watch
+    Remove {
+        /// The node's id.
+        id: u64,
+        /// Follow until the node has left.
+        #[arg(long)]
+        watch: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        watch_s: u64,
+    },
+    /// Let a drained node take replicas again.
+    ///
+    /// Example: hotlakectl node activate 3
+    Activate {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Every shard: replicas, leader, applied index, and whether it is moving.
+    ///
+    /// Example: hotlakectl shard list
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One shard's replicas: role, voters, applied and flushed index, memtable, digest.
+    ///
+    /// Example: hotlakectl shard show 7
+    Show {
+        /// The shard's id.
+        id: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Move one replica of a shard to another node (the new replica catches up first, then
+    /// the voters change). Replica counts are kept balanced, so another shard may later move
+    /// back to the source node.
+    ///
+    /// Example: hotlakectl shard move 7 --from 2 --to 4 --watch
+    Move {
+        /// The shard's id.
+        id: usize,
+        /// Node that gives up its replica.
+        #[arg(long)]
+        from: u64,
+        /// Node that takes it.
+        #[arg(long)]
+        to: u64,
+        /// Follow until the move is done.
+        #[arg(long)]
+        watch: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        watch_s: u64,
+    },
+}
+
+/// Why a command failed; each maps to an exit code.
+pub enum Failure {
+    Rejected(String),
+    Usage(String),
+    Unreachable(String),
+    NotDone(String),
+}
+
+impl Failure {
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Rejected(m) | Failure::Usage(m) | Failure::Unreachable(m) | Failure::NotDone(m) => m,
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    cluster: Option<Vec<String>>,
+    timeout_s: Option<u64>,
+}
+
+fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => match std::env::var_os("HOME") {
+            Some(home) => (PathBuf::from(home).join(".config/hotlake/hotlakectl.toml"), false),
+            None => return Ok(FileConfig::default()),
+        },
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| Failure::Usage(format!("config file {}: {e}", path.display()))),
+        Err(_) if !explicit => Ok(FileConfig::default()),
+        Err(e) => Err(Failure::Usage(format!("cannot read config file {}: {e}", path.display()))),
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let file = file_config(cli)?;
+    let addrs = if !cli.cluster.is_empty() {
+        cli.cluster.clone()
+    } else {
+        file.cluster.unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:718{i}")).collect())
+    };
+    let addrs: Vec<String> = addrs
+        .iter()
+        .map(|a| a.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let api = Api::new(addrs, Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let watch = |on: bool, s: u64| on.then_some(s);
+    match &cli.command {
+        Command::Health { output } => data::health(&api, *output, &mut out),
+        Command::Write { db, file, precision, batch_lines } => {
+            let o = data::WriteOptions { db, file: file.as_deref(), precision, batch_lines: (*batch_lines).max(1) };
+            data::write(&api, &o, &mut out)
+        }
+        Command::Query {
+            measurement,
+            db,
+            fields,
+            filters,
+            start,
+            end,
+            aggregates,
+            percentile,
+            bucket,
+            group_by,
+            limit,
+            desc,
+            partial,
+            output,
+        } => {
+            let mut body = json!({
+                "tenant": db, "measurement": measurement, "fields": fields,
+                "where": filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
+                "start": data::time_json(start), "end": data::time_json(end),
+                "aggregates": aggregates, "group_by": group_by,
+                "order": if *desc { "desc" } else { "asc" }, "partial": partial,
+            });
+            if let Some(p) = percentile {
+                body["percentile"] = json!(p);
+            }
+            if let Some(b) = bucket {
+                body["bucket"] = json!(b);
+            }
+            if let Some(l) = limit {
+                body["limit"] = json!(l);
+            }
+            let v = api.post("/api/v1/query", &body)?;
+            data::print_query(&v, *output, &mut out);
+            if let Some(missing) = v["missing_shards"].as_array().filter(|m| !m.is_empty()) {
+                eprintln!("warning: shards {missing:?} did not answer; the result is partial");
+            }
+            Ok(())
+        }
+        Command::Last { measurement, db, fields, filters, output } => {
+            let body = json!({
+                "tenant": db, "measurement": measurement, "fields": fields,
+                "where": filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
+            });
+            let v = api.post("/api/v1/last", &body)?;
+            data::print_last(&v, *output, &mut out);
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Init) => admin::cluster_init(&api, &mut out),
+        Command::Cluster(ClusterCommand::Status { output, wait_ready_s, wait_nodes }) => {
+            admin::cluster_status(&api, *output, *wait_ready_s, *wait_nodes, &mut out)
+        }
+        Command::Cluster(ClusterCommand::Map { output }) => admin::cluster_map(&api, *output, &mut out),
+        Command::Node(NodeCommand::List { output }) => admin::node_list(&api, *output, &mut out),
+        Command::Node(NodeCommand::Add { id, grpc_addr, http_addr }) => {
+            admin::node_add(&api, *id, grpc_addr, http_addr, &mut out)
+        }
+        Command::Node(NodeCommand::Drain { id, watch: w, watch_s }) => {
+            admin::node_state(&api, *id, "drain", watch(*w, *watch_s), &mut out)
+        }
+        Command::Node(NodeCommand::Remove { id, watch: w, watch_s }) => {
+            admin::node_state(&api, *id, "remove", watch(*w, *watch_s), &mut out)
+        }
+        Command::Node(NodeCommand::Activate { id }) => admin::node_state(&api, *id, "activate", None, &mut out),
+        Command::Shard(ShardCommand::List { output }) => admin::shard_list(&api, *output, &mut out),
+        Command::Shard(ShardCommand::Show { id, output }) => admin::shard_show(&api, *id, *output, &mut out),
+        Command::Shard(ShardCommand::Move { id, from, to, watch: w, watch_s }) => {
+            admin::shard_move(&api, *id, *from, *to, watch(*w, *watch_s), &mut out)
+        }
+        Command::Rebalance { dry_run, watch_s, output } => {
+            admin::rebalance(&api, *dry_run, *watch_s, *output, &mut out)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "hotlakectl", &mut out);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(&cli);
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Rejected(m)) => {
+            eprintln!("error: the cluster rejected the request: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(3)
+        }
+        Err(Failure::NotDone(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_and_flag_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,217 @@
+//! Every `hotlakectl` command, run as the real binary against a real local cluster: tables are
+//! parsed, JSON must be valid, CSV must have its header, and exit codes follow `--help`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{flags, Cluster};
+use crate::support::NodeProcess;
+
+/// The `hotlakectl` binary next to this test's binary (built by `cargo test --workspace`).
+fn hotlakectl() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("hotlakectl");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p hotlake-client --bin hotlakectl`",
+        bin.display()
+    );
+    bin
+}
+
+struct Ctl {
+    cluster: String,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "hotlakectl failed: {}\n{}", self.stderr, self.stdout);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// A table as rows of whitespace-separated cells, header first.
+    fn table(&self) -> Vec<Vec<String>> {
+        self.stdout.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
+    }
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(hotlakectl())
+            .arg("--cluster")
+            .arg(&self.cluster)
+            .args(args)
+            .env_remove("HOTLAKE_CLUSTER")
+            .env("HOME", "/nonexistent")
+            .output()
+            .expect("run hotlakectl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[test]
+fn every_hotlakectl_command_works_against_a_real_cluster() {
+    let mut c = Cluster::start(3);
+    let ctl = Ctl { cluster: c.nodes.iter().map(|n| n.http.clone()).collect::<Vec<_>>().join(",") };
+
+    // health: every member answers.
+    let h = ctl.run(&["health", "--output", "json"]).ok().json();
+    assert_eq!(h.as_array().unwrap().len(), 3, "{h}");
+    assert!(h.as_array().unwrap().iter().all(|n| n["status"] == "ok"), "{h}");
+
+    // cluster status: a table with a row per member, JSON with the whole answer.
+    let t = ctl.run(&["cluster", "status", "--wait-ready-s", "60", "--wait-nodes", "3"]).ok().table();
+    assert!(t[0].contains(&"ready".to_string()), "{t:?}");
+    assert_eq!(t[1][..3], ["NODE", "GRPC", "HTTP"]);
+    assert_eq!(t.len(), 5, "summary, header and 3 members: {t:?}");
+    let s = ctl.run(&["cluster", "status", "--output", "json"]).ok().json();
+    assert_eq!(s["members"].as_array().unwrap().len(), 3);
+
+    // cluster map as CSV: a header and one row per shard.
+    let map = ctl.run(&["cluster", "map", "--output", "csv"]).ok().stdout;
+    let lines: Vec<&str> = map.lines().collect();
+    assert_eq!(lines[0], "shard,replicas,epoch");
+    assert_eq!(lines.len(), 1 + 8, "{map}");
+    let cm = ctl.run(&["cluster", "map", "--output", "json"]).ok().json();
+    assert_eq!(cm["shards"].as_array().unwrap().len(), 8);
+
+    // node list and shard list.
+    let nodes = ctl.run(&["node", "list", "--output", "json"]).ok().json();
+    assert_eq!(nodes.as_array().unwrap().len(), 3);
+    let shards = ctl.run(&["shard", "list", "--output", "json"]).ok().json();
+    let shards = shards.as_array().unwrap();
+    assert_eq!(shards.len(), 8);
+    assert!(shards.iter().all(|s| s["leader"] != "none" && s["state"] == "settled"), "{shards:?}");
+    let show = ctl.run(&["shard", "show", "3", "--output", "json"]).ok().json();
+    let replicas = show.as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{show}");
+    assert_eq!(replicas.iter().filter(|r| r["role"] == "leader").count(), 1, "{show}");
+
+    // write from a file, then query and last.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("points.lp");
+    let lp: String =
+        (0..2000).map(|i| format!("m,device_id=d{} v={i}i {}\n", i % 20, 1_600_000_000_000_000_000i64 + i)).collect();
+    std::fs::write(&file, lp).unwrap();
+    let w = ctl.run(&["write", "--db", "ctl", "--batch-lines", "300", "--file", file.to_str().unwrap()]).ok();
+    assert!(w.stdout.starts_with("2000 points sent, 0 rejected"), "{}", w.stdout);
+    assert!(w.stderr.contains("points/s"), "progress is shown: {}", w.stderr);
+    let range = ["--start", "1600000000000000000", "--end", "1600000000000010000"];
+    let q = ctl
+        .run(&[&["query", "m", "--db", "ctl", "--agg", "count", "--output", "json"][..], &range].concat())
+        .ok()
+        .json();
+    assert_eq!(q["groups"][0]["rows"][0][1], 2000, "{q}");
+    let q =
+        ctl.run(&[&["query", "m", "--db", "ctl", "--agg", "sum", "--group-by", "device_id"][..], &range].concat()).ok();
+    let t = q.table();
+    assert_eq!(t.len(), 1 + 20, "header and one row per device: {}", q.stdout);
+    let csv = ctl
+        .run(&[&["query", "m", "--db", "ctl", "--where", "device_id=d3", "--output", "csv"][..], &range].concat())
+        .ok();
+    assert_eq!(csv.stdout.lines().count(), 1 + 100, "{}", csv.stdout);
+    let last = ctl.run(&["last", "m", "--db", "ctl", "--output", "json"]).ok().json();
+    assert_eq!(last["rows"].as_array().unwrap().len(), 20, "{last}");
+    assert_eq!(ctl.run(&["last", "m", "--db", "ctl", "--where", "device_id=d7"]).ok().table().len(), 2);
+
+    // node add before the node runs, then start it: it joins as the registered node.
+    let (http, grpc) = NodeProcess::free_addrs();
+    ctl.run(&["node", "add", "4", "--grpc-addr", &grpc, "--http-addr", &http]).ok();
+    let node4_dir = tempfile::tempdir().unwrap();
+    let f = flags(4, Some(&c.nodes[0].grpc));
+    let args: Vec<&str> = f.iter().map(String::as_str).collect();
+    let node4 = NodeProcess::start_at(node4_dir.path(), &http, &grpc, &[], &args);
+    c.members = 4;
+    // rebalance follows the planner until placement is balanced over 4 nodes.
+    let plan = ctl.run(&["rebalance", "--dry-run", "--output", "json"]).ok().json();
+    assert!(plan["moves"].is_array(), "{plan}");
+    ctl.run(&["rebalance", "--watch-s", "180"]).ok();
+    c.wait_converged(Duration::from_secs(120));
+
+    // shard move: one replica from a node holding it to one that does not.
+    let s = ctl.run(&["cluster", "map", "--output", "json"]).ok().json();
+    let placement: Vec<u64> =
+        s["shards"][5]["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+    let to = (1..=4).find(|n| !placement.contains(n)).unwrap();
+    let from = placement[0];
+    let m = ctl
+        .run(&[
+            "shard",
+            "move",
+            "5",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--watch",
+            "--watch-s",
+            "120",
+        ])
+        .ok();
+    assert!(m.stdout.contains("done"), "{}", m.stdout);
+    let show = ctl.run(&["shard", "show", "5", "--output", "json"]).ok().json();
+    let to_name = to.to_string();
+    assert!(show.as_array().unwrap().iter().any(|r| r["node"].as_str() == Some(to_name.as_str())), "{show}");
+
+    // drain keeps the node a member with no replicas; activate undoes it; remove takes it out.
+    ctl.run(&["node", "drain", "4", "--watch", "--watch-s", "180"]).ok();
+    let list = ctl.run(&["node", "list", "--output", "json"]).ok().json();
+    let n4 = list.as_array().unwrap().iter().find(|n| n["node"] == "4").cloned().unwrap();
+    assert_eq!((n4["state"].as_str(), n4["replicas"].as_str()), (Some("draining"), Some("0")), "{list}");
+    ctl.run(&["node", "activate", "4"]).ok();
+    ctl.run(&["node", "remove", "4", "--watch", "--watch-s", "180"]).ok();
+    assert_eq!(ctl.run(&["node", "list", "--output", "json"]).ok().json().as_array().unwrap().len(), 3);
+    drop(node4);
+    c.members = 3;
+
+    // cluster init on a cluster that exists changes nothing.
+    assert!(ctl.run(&["cluster", "init"]).ok().stdout.contains("already exists"));
+
+    // completions.
+    let bash = ctl.run(&["completions", "bash"]).ok().stdout;
+    assert!(bash.contains("hotlakectl") && bash.contains("rebalance"), "completion script");
+
+    // Exit codes: rejected 1, usage 2, unreachable 3.
+    let bad = ctl.run(&["shard", "show", "99"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("no shard 99"), "{}", bad.stderr);
+    let bad = ctl.run(&["shard", "move", "1", "--from", "9", "--to", "1"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert_eq!(ctl.run(&["query", "m"]).code, 2, "missing --start/--end is a usage error");
+    let down = Ctl { cluster: "127.0.0.1:9".into() };
+    assert_eq!(down.run(&["health"]).code, 3);
+}
+
+#[test]
+fn cluster_init_creates_the_cluster_on_a_node_started_for_manual_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start_unready(dir.path(), &["--shard-count", "4", "--bootstrap", "manual"]);
+    let ctl = Ctl { cluster: node.http.clone() };
+    // Up, but with no cluster: not healthy, and waiting for init.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(ctl.run(&["cluster", "status", "--wait-ready-s", "1"]).code, 0);
+    let init = ctl.run(&["cluster", "init"]).ok();
+    assert!(init.stdout.contains("created"), "{}", init.stdout);
+    node.wait_healthy(Duration::from_secs(30));
+    let again = ctl.run(&["cluster", "init"]).ok();
+    assert!(again.stdout.contains("already exists"), "{}", again.stdout);
+    ctl.run(&["cluster", "status", "--wait-ready-s", "30"]).ok();
+}
