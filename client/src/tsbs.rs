@@ -195,6 +195,60 @@ impl Row {
     }
 }
 
+/// The rows as columnar series for the gRPC API: one entry per (measurement, tags), with a
+/// column per field (rows lacking a field are listed in its `absent_rows`).
+pub fn rows_to_series(rows: &[Row]) -> Vec<crate::proto::SeriesPoints> {
+    use crate::proto::{field_column::Values, DoubleValues, FieldColumn, Int64Values, SeriesPoints, Tag};
+    let mut by_series: std::collections::BTreeMap<(&str, Vec<(&str, &str)>), Vec<&Row>> = Default::default();
+    for r in rows {
+        let tags = r.tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        by_series.entry((r.measurement, tags)).or_default().push(r);
+    }
+    by_series
+        .into_iter()
+        .map(|((measurement, tags), rows)| {
+            let mut fields: Vec<FieldColumn> = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                for (name, value) in &row.fields {
+                    let col = match fields.iter().position(|c| c.name == *name) {
+                        Some(c) => &mut fields[c],
+                        None => {
+                            let values = match value {
+                                Field::F64(_) => Values::F64(DoubleValues::default()),
+                                Field::I64(_) => Values::I64(Int64Values::default()),
+                            };
+                            fields.push(FieldColumn {
+                                name: name.to_string(),
+                                values: Some(values),
+                                absent_rows: (0..i as u32).collect(),
+                            });
+                            fields.last_mut().expect("just pushed")
+                        }
+                    };
+                    match (value, col.values.as_mut()) {
+                        (Field::F64(x), Some(Values::F64(v))) => v.values.push(*x),
+                        (Field::I64(x), Some(Values::I64(v))) => v.values.push(*x),
+                        _ => unreachable!("a generator field keeps its type"),
+                    }
+                }
+                // Fields this row lacks are absent at row i.
+                for col in &mut fields {
+                    let present = row.fields.iter().any(|(n, _)| *n == col.name);
+                    if !present && col.absent_rows.last() != Some(&(i as u32)) {
+                        col.absent_rows.push(i as u32);
+                    }
+                }
+            }
+            SeriesPoints {
+                measurement: measurement.to_string(),
+                tags: tags.into_iter().map(|(k, v)| Tag { key: k.into(), value: v.into() }).collect(),
+                timestamps_ns: rows.iter().map(|r| r.timestamp_ns).collect(),
+                fields,
+            }
+        })
+        .collect()
+}
+
 /// Generator of the `iot` stream; see the module docs for determinism.
 pub struct TsbsGenerator {
     config: TsbsConfig,
@@ -732,6 +786,31 @@ impl DisorderState {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rows_become_columnar_series_without_losing_a_value() {
+        let mut g =
+            TsbsGenerator::new(TsbsConfig { trucks: 20, seed: 3, disorder: Disorder::Tsbs, ..Default::default() });
+        let rows: Vec<Row> = (0..30).flat_map(|_| g.next_epoch()).collect();
+        let series = rows_to_series(&rows);
+        let values: usize = rows.iter().map(|r| r.fields.len()).sum();
+        let mut seen = 0;
+        for s in &series {
+            for c in &s.fields {
+                let n = match &c.values {
+                    Some(crate::proto::field_column::Values::F64(v)) => v.values.len(),
+                    Some(crate::proto::field_column::Values::I64(v)) => v.values.len(),
+                    other => panic!("unexpected column {other:?}"),
+                };
+                assert_eq!(n + c.absent_rows.len(), s.timestamps_ns.len(), "column {} of {}", c.name, s.measurement);
+                assert!(c.absent_rows.windows(2).all(|w| w[0] < w[1]));
+                seen += n;
+            }
+        }
+        assert_eq!(seen, values);
+        assert_eq!(series.iter().map(|s| s.timestamps_ns.len()).sum::<usize>(), rows.len());
+    }
+
     use super::*;
     use std::collections::HashMap;
 

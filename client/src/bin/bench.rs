@@ -5,6 +5,7 @@
 //! hotlake-bench ingest --http 127.0.0.1:7181,127.0.0.1:7182 --rate 50      # paced, for latency
 //! hotlake-bench failover --http A,B,C --pids 1=PID,2=PID,3=PID             # kill leaders, time recovery
 //! hotlake-bench move --http A --node 4                                     # time replica moves to node 4
+//! hotlake-bench client --http A,B,C --grpc A,B,C                           # hotlake-client vs line protocol
 //! ```
 //!
 //! Data is TSBS-IoT-shaped (see `hotlake_client::tsbs`), generated before the clock starts so
@@ -71,6 +72,34 @@ enum Command {
         /// Tenant (database) to write into.
         #[arg(long, default_value = "bench")]
         db: String,
+    },
+    /// Write the same TSBS-IoT rows two ways, alternating twice: as line protocol over HTTP
+    /// (batches spread over the nodes, which route them) and through `hotlake-client` (gRPC,
+    /// split by shard and sent to the leaders). Each way writes its own tenant.
+    ///
+    /// Example: hotlake-bench client --http 127.0.0.1:7181,127.0.0.1:7182 --grpc 127.0.0.1:7101,127.0.0.1:7102
+    Client {
+        /// HTTP addresses of the nodes, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        http: Vec<String>,
+        /// gRPC addresses (seeds for the client), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        grpc: Vec<String>,
+        /// Concurrent writers on each side.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Rows (points) per batch.
+        #[arg(long, default_value_t = 5000)]
+        batch_rows: usize,
+        /// Batches per round.
+        #[arg(long, default_value_t = 100)]
+        batches: usize,
+        /// Trucks.
+        #[arg(long, default_value_t = 1000)]
+        trucks: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Watch replicas move onto a node that just joined and print how long each shard's move
     /// took (placement change → the new replica is a voter).
@@ -139,9 +168,7 @@ fn ingest(
         values_total += values;
         bodies.push((body, values));
     }
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(batches)));
+    let bodies: Arc<Vec<String>> = Arc::new(bodies.into_iter().map(|(b, _)| b).collect());
     anyhow::ensure!(!http.is_empty(), "give at least one --http address");
     anyhow::ensure!(rate >= 0.0 && rate.is_finite(), "--rate must be a non-negative number");
     let urls: Arc<Vec<String>> = Arc::new(http.iter().map(|h| format!("http://{h}/write?db={db}")).collect());
@@ -150,6 +177,37 @@ fn ingest(
     for h in http {
         client.get(format!("http://{h}/health")).send().with_context(|| format!("node at {h} is not reachable"))?;
     }
+    let (secs, mut lat) = post_all(&client, bodies, urls, writers, rate)?;
+    lat.sort();
+    let lines = batches * batch_lines;
+    let pacing = if rate > 0.0 { format!(", paced at {rate} batches/s") } else { String::new() };
+    println!(
+        "ingest: {writers} writers, {batches} batches x {batch_lines} lines, {trucks} trucks, {} node(s){pacing}",
+        http.len()
+    );
+    println!("  elapsed          {secs:.2} s");
+    println!("  batches/s        {:.1}", batches as f64 / secs);
+    println!("  lines/s          {:.0}", lines as f64 / secs);
+    println!("  field values/s   {:.0}", values_total as f64 / secs);
+    println!(
+        "  batch latency    p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Posts every body with `writers` threads (batch i to `urls[i % len]`, paced at `rate`
+/// batches/s when positive); returns the elapsed seconds and each batch's latency.
+fn post_all(
+    client: &reqwest::blocking::Client,
+    bodies: Arc<Vec<String>>,
+    urls: Arc<Vec<String>>,
+    writers: usize,
+    rate: f64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(bodies.len())));
     let started = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|_| {
@@ -158,7 +216,7 @@ fn ingest(
             std::thread::spawn(move || -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((body, _)) = bodies.get(i) else { return Ok(()) };
+                    let Some(body) = bodies.get(i) else { return Ok(()) };
                     if rate > 0.0 {
                         // Batch i is due at i / rate seconds: a fixed schedule, so latency is
                         // measured at the offered load, not at whatever the server sustains.
@@ -182,23 +240,107 @@ fn ingest(
         h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
     }
     let secs = started.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    lat.sort();
-    let lines = batches * batch_lines;
-    let pacing = if rate > 0.0 { format!(", paced at {rate} batches/s") } else { String::new() };
-    println!(
-        "ingest: {writers} writers, {batches} batches x {batch_lines} lines, {trucks} trucks, {} node(s){pacing}",
-        http.len()
-    );
-    println!("  elapsed          {secs:.2} s");
-    println!("  batches/s        {:.1}", batches as f64 / secs);
-    println!("  lines/s          {:.0}", lines as f64 / secs);
-    println!("  field values/s   {:.0}", values_total as f64 / secs);
-    println!(
-        "  batch latency    p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3
-    );
+    let lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok((secs, lat))
+}
+
+/// One batch in both forms.
+struct DualBatch {
+    line_protocol: String,
+    series: Vec<hotlake_client::proto::SeriesPoints>,
+}
+
+/// Writes every batch through `hotlake-client` with `writers` tasks; returns the elapsed
+/// seconds and each batch's latency.
+fn write_with_client(
+    grpc: &[String],
+    tenant: &str,
+    batches: &Arc<Vec<DualBatch>>,
+    writers: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = hotlake_client::Client::connect(grpc.to_vec()).await?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let (client, next, batches, tenant) =
+                    (client.clone(), next.clone(), batches.clone(), tenant.to_string());
+                tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(b) = batches.get(i) else { return Ok::<_, hotlake_client::ClientError>(lat) };
+                        let t = Instant::now();
+                        client.write(&tenant, b.series.clone()).await?;
+                        lat.push(t.elapsed());
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        Ok((started.elapsed().as_secs_f64(), all))
+    })
+}
+
+fn client_vs_http(
+    http: &[String],
+    grpc: &[String],
+    writers: usize,
+    batch_rows: usize,
+    batches: usize,
+    trucks: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!http.is_empty() && !grpc.is_empty(), "give --http and --grpc addresses");
+    anyhow::ensure!(writers > 0 && batch_rows > 0 && batches > 0 && trucks > 0, "every count must be positive");
+    eprintln!("generating {batches} batches of {batch_rows} rows ({trucks} trucks, seed {seed})...");
+    let mut generator = TsbsGenerator::new(TsbsConfig { trucks, seed, ..Default::default() });
+    let mut rows = Vec::new();
+    let mut dual = Vec::with_capacity(batches);
+    let mut values = 0usize;
+    while dual.len() < batches {
+        while rows.len() < batch_rows {
+            rows.extend(generator.next_epoch());
+        }
+        let batch: Vec<_> = rows.drain(..batch_rows).collect();
+        let mut line_protocol = String::with_capacity(batch_rows * 256);
+        for r in &batch {
+            r.write_line(&mut line_protocol);
+            values += r.fields.len();
+        }
+        dual.push(DualBatch { line_protocol, series: hotlake_client::tsbs::rows_to_series(&batch) });
+    }
+    let dual = Arc::new(dual);
+    let http_client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let bodies: Arc<Vec<String>> = Arc::new(dual.iter().map(|b| b.line_protocol.clone()).collect());
+    println!("client vs line protocol: {writers} writers each, {batches} batches x {batch_rows} rows, {trucks} trucks");
+    let report = |name: &str, secs: f64, lat: &mut Vec<Duration>| {
+        lat.sort();
+        println!(
+            "  {name:<28} {:>10.0} values/s  {:>9.0} rows/s  p50 {:>6.1} ms  p99 {:>6.1} ms",
+            values as f64 / secs,
+            (batches * batch_rows) as f64 / secs,
+            percentile(lat, 0.5).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3
+        );
+        values as f64 / secs
+    };
+    let mut ratios = Vec::new();
+    for round in 1..=2 {
+        let urls: Arc<Vec<String>> =
+            Arc::new(http.iter().map(|h| format!("http://{h}/write?db=bench_http_{round}")).collect());
+        let (secs, mut lat) = post_all(&http_client, bodies.clone(), urls, writers, 0.0)?;
+        let lp = report(&format!("round {round}: HTTP line protocol"), secs, &mut lat);
+        let (secs, mut lat) = write_with_client(grpc, &format!("bench_grpc_{round}"), &dual, writers)?;
+        let cl = report(&format!("round {round}: hotlake-client"), secs, &mut lat);
+        ratios.push(cl / lp);
+    }
+    println!("  client / line protocol: {}", ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(", "));
     Ok(())
 }
 
@@ -337,5 +479,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Failover { http, pids, db } => failover(&http, &pids, &db),
         Command::Move { http, node, timeout_s } => watch_move(&http, node, timeout_s),
+        Command::Client { http, grpc, writers, batch_rows, batches, trucks, seed } => {
+            client_vs_http(&http, &grpc, writers, batch_rows, batches, trucks, seed)
+        }
     }
 }
