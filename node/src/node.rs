@@ -44,6 +44,8 @@ pub struct ShardGroup {
     pub raft: ShardRaft,
     /// When the memtable got its first point since the last flush (tokio clock).
     dirty_since: Mutex<Option<tokio::time::Instant>>,
+    /// Set while this replica hands its leadership over: new proposals wait for the new leader.
+    pub(crate) handing_over: AtomicBool,
 }
 
 /// How a client routed a write (the `map_version` and `leader_only` fields of a gRPC write).
@@ -289,7 +291,13 @@ impl Node {
         )
         .await
         .with_context(|| format!("start raft group of shard {shard}"))?;
-        let group = Arc::new(ShardGroup { id: shard, data, raft, dirty_since: Mutex::new(None) });
+        let group = Arc::new(ShardGroup {
+            id: shard,
+            data,
+            raft,
+            dirty_since: Mutex::new(None),
+            handing_over: AtomicBool::new(false),
+        });
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         Ok(groups.entry(shard).or_insert(group).clone())
     }
@@ -677,6 +685,9 @@ impl Node {
     /// Proposes a command on this node's replica of `shard`, which must lead the group.
     pub(crate) async fn propose_here(&self, shard: ShardId, cmd: ShardCommand) -> Result<ApplyOutcome> {
         let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        if group.handing_over.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(format!("leadership of shard {shard} is being handed over; retry")));
+        }
         let outcome = Self::propose(&group, cmd).await?;
         group.mark_dirty();
         Ok(outcome)

@@ -443,6 +443,15 @@ impl Node {
                 let (digest, applied) = self.shard_digest(shard)?;
                 Ok(PeerReply::Digest { digest, applied })
             }
+            PeerCall::TransferLeader { shard, to } => {
+                self.hand_over_leadership(shard, to).await?;
+                Ok(PeerReply::Ack)
+            }
+            PeerCall::Elect { shard } => {
+                let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+                g.raft.trigger().elect().await.map_err(|e| Error::Unavailable(format!("{shard}: {e}")))?;
+                Ok(PeerReply::Ack)
+            }
             PeerCall::Group { shard } => {
                 let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
                 match group_report(&g, self.config.node_id) {
@@ -533,6 +542,81 @@ impl Node {
         }
         let replicas = p.replicas.iter().map(|&n| if n == from { to } else { n }).collect();
         self.propose_meta(MetaCommand::SetPlacement { shard, replicas, epoch: p.epoch }, false).await
+    }
+
+    /// Moves the leadership of `shard` to voter `to`, from whichever node leads it now.
+    pub async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<()> {
+        self.route(shard, |target| async move {
+            if target == self.config.node_id {
+                self.hand_over_leadership(shard, to).await
+            } else {
+                match self.call_node(target, &PeerCall::TransferLeader { shard, to }).await? {
+                    PeerReply::Ack => Ok(()),
+                    other => Err(Error::Internal(format!("unexpected reply to a leader transfer: {other:?}"))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Hands this node's leadership of `shard` to voter `to`. openraft 0.9 has no leader
+    /// transfer, and a follower's election loses to the leader's lease while the leader keeps
+    /// replicating, so: stop taking proposals and heartbeats, wait until `to` has the whole log,
+    /// let the lease run out (`2 × raft_election_timeout_ms`), then ask `to` to stand. Writes
+    /// to the shard wait for about that long (they are retried, not failed).
+    async fn hand_over_leadership(&self, shard: ShardId, to: NodeId) -> Result<()> {
+        let me = self.config.node_id;
+        let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(Error::NotLeader { shard, leader: m.current_leader });
+        }
+        if to == me {
+            return Ok(());
+        }
+        if !m.membership_config.membership().voter_ids().any(|v| v == to) {
+            return Err(Error::invalid(format!("node {to} is not a voter of {shard}; it cannot lead it")));
+        }
+        let lease = Duration::from_millis(self.config.cluster.raft_election_timeout_ms * 2);
+        g.handing_over.store(true, Ordering::Relaxed);
+        g.raft.runtime_config().heartbeat(false);
+        let result = async {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let m = g.raft.metrics().borrow().clone();
+                let last = m.last_log_index.unwrap_or(0);
+                let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
+                if matched == Some(last) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Unavailable(format!("node {to} did not catch up with {shard}'s log in time")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(lease + Duration::from_millis(100)).await;
+            match self.call_node(to, &PeerCall::Elect { shard }).await? {
+                PeerReply::Ack => {}
+                other => return Err(Error::Internal(format!("unexpected reply to an election request: {other:?}"))),
+            }
+            let deadline = Instant::now() + lease * 5;
+            loop {
+                if g.raft.metrics().borrow().current_leader == Some(to) {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Unavailable(format!("node {to} did not win the election of {shard}; retry")));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .await;
+        g.raft.runtime_config().heartbeat(true);
+        g.handing_over.store(false, Ordering::Relaxed);
+        if result.is_ok() {
+            tracing::info!(%shard, to, "leadership handed over");
+        }
+        result
     }
 
     /// The placement changes still needed to reach the target placement, as the planner would

@@ -76,6 +76,18 @@ pub enum PeerCall {
         /// The request.
         query: LastQuery,
     },
+    /// Hand the leadership of a shard over to another voter (sent to the shard's leader).
+    TransferLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The voter that should lead.
+        to: NodeId,
+    },
+    /// Start an election for a shard on this node's replica (the last step of a transfer).
+    Elect {
+        /// The shard.
+        shard: ShardId,
+    },
     /// The membership of a shard group, from its leader.
     Group {
         /// The shard.

@@ -16,6 +16,7 @@
 //! | `POST /api/v1/cluster/nodes/{id}/remove` | move a node's replicas away, then remove it |
 //! | `POST /api/v1/cluster/nodes/{id}/activate` | let a drained node take replicas again |
 //! | `POST /api/v1/shards/{id}/move` | move one replica: `{"from": node, "to": node}` |
+//! | `POST /api/v1/shards/{id}/transfer-leader` | hand the shard's leadership to a voter: `{"to": node}` |
 //! | `GET /api/v1/shards/{id}/digest` | digest of this node's replica of a shard |
 //!
 //! Writes follow InfluxDB: good lines are written, bad lines are reported; the reply is 204 when
@@ -76,6 +77,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/cluster/nodes", post(add_node))
         .route("/api/v1/cluster/nodes/{id}/{action}", post(node_action))
         .route("/api/v1/shards/{id}/move", post(move_replica))
+        .route("/api/v1/shards/{id}/transfer-leader", post(transfer_leader))
         .route("/api/v1/shards/{id}/digest", get(shard_digest))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(node)
@@ -297,6 +299,22 @@ async fn move_replica(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: 
     };
     match node.move_replica(crate::storage::ShardId(id), m.from, m.to).await {
         Ok(version) => Json(json!({ "shard": id, "from": m.from, "to": m.to, "map_version": version })).into_response(),
+        Err(e) => to_response(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LeaderTransfer {
+    to: u64,
+}
+
+async fn transfer_leader(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: Bytes) -> Response {
+    let t: LeaderTransfer = match json_body(&body) {
+        Ok(t) => t,
+        Err(e) => return to_response(e),
+    };
+    match node.transfer_leader(crate::storage::ShardId(id), t.to).await {
+        Ok(()) => Json(json!({ "shard": id, "leader": t.to })).into_response(),
         Err(e) => to_response(e),
     }
 }

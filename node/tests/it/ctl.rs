@@ -105,6 +105,20 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     assert_eq!(replicas.len(), 3, "{show}");
     assert_eq!(replicas.iter().filter(|r| r["role"] == "leader").count(), 1, "{show}");
 
+    // transfer-leader: a follower of shard 2 takes over.
+    let before = shards[2]["leader"].as_str().unwrap().to_string();
+    let voters = ctl.run(&["shard", "show", "2", "--output", "json"]).ok().json();
+    let follower = voters.as_array().unwrap().iter().find(|r| r["role"] == "follower").unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(before, follower);
+    let t = ctl.run(&["shard", "transfer-leader", "2", "--to", &follower]).ok();
+    assert!(t.stdout.contains(&format!("node {follower} leads it now")), "{}", t.stdout);
+    let shards_now = ctl.run(&["shard", "list", "--output", "json"]).ok().json();
+    assert_eq!(shards_now[2]["leader"].as_str(), Some(follower.as_str()), "{shards_now}");
+    assert_eq!(ctl.run(&["shard", "transfer-leader", "2", "--to", "99"]).code, 1, "not a voter");
+
     // write from a file, then query and last.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("points.lp");
@@ -131,6 +145,18 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     let last = ctl.run(&["last", "m", "--db", "ctl", "--output", "json"]).ok().json();
     assert_eq!(last["rows"].as_array().unwrap().len(), 20, "{last}");
     assert_eq!(ctl.run(&["last", "m", "--db", "ctl", "--where", "device_id=d7"]).ok().table().len(), 2);
+
+    // The client library's example runs against this cluster (cargo test builds examples).
+    let example = hotlakectl().parent().unwrap().join("examples/quickstart");
+    assert!(example.exists(), "{} is missing: run the tests with `cargo test --workspace`", example.display());
+    {
+        let seeds: Vec<String> = c.nodes.iter().map(|n| n.grpc.clone()).collect();
+        let run = Command::new(&example).arg(seeds.join(",")).output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "quickstart failed: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(stdout.contains("written: 300 points"), "{stdout}");
+        assert_eq!(stdout.matches("mean velocity").count(), 5, "{stdout}");
+    }
 
     // node add before the node runs, then start it: it joins as the registered node.
     let (http, grpc) = NodeProcess::free_addrs();

@@ -375,6 +375,12 @@ pub fn shard_move(
     })
 }
 
+pub fn shard_transfer_leader(api: &Api, shard: usize, to: u64, out: &mut impl Write) -> Result<(), Failure> {
+    api.post(&format!("/api/v1/shards/{shard}/transfer-leader"), &json!({ "to": to }))?;
+    let _ = writeln!(out, "shard {shard}: node {to} leads it now");
+    Ok(())
+}
+
 pub fn rebalance(api: &Api, dry_run: bool, watch_s: u64, output: Output, out: &mut impl Write) -> Result<(), Failure> {
     let plan = api.get("/api/v1/cluster/plan")?;
     let rows = plan_rows(&plan);

@@ -277,6 +277,17 @@ enum ShardCommand {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Hand a shard's leadership to another of its voters. Writes to the shard pause for about
+    /// two election timeouts (they are retried, not failed) while the old leader's lease runs out.
+    ///
+    /// Example: hotlakectl shard transfer-leader 7 --to 3
+    TransferLeader {
+        /// The shard's id.
+        id: usize,
+        /// The voter that should lead.
+        #[arg(long)]
+        to: u64,
+    },
     /// Move one replica of a shard to another node (the new replica catches up first, then
     /// the voters change). Replica counts are kept balanced, so another shard may later move
     /// back to the source node.
@@ -426,6 +437,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Node(NodeCommand::Activate { id }) => admin::node_state(&api, *id, "activate", None, &mut out),
         Command::Shard(ShardCommand::List { output }) => admin::shard_list(&api, *output, &mut out),
         Command::Shard(ShardCommand::Show { id, output }) => admin::shard_show(&api, *id, *output, &mut out),
+        Command::Shard(ShardCommand::TransferLeader { id, to }) => {
+            admin::shard_transfer_leader(&api, *id, *to, &mut out)
+        }
         Command::Shard(ShardCommand::Move { id, from, to, watch: w, watch_s }) => {
             admin::shard_move(&api, *id, *from, *to, watch(*w, *watch_s), &mut out)
         }
