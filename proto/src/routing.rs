@@ -35,7 +35,9 @@ pub fn escape_tag(s: &str, out: &mut String) {
 }
 
 fn escape(s: &str, out: &mut String, special: impl Fn(char) -> bool) {
-    if !s.chars().any(&special) {
+    // Every special character is ASCII, so a byte scan finds them (this runs once per line
+    // ingested); bytes of multi-byte characters are >= 0x80 and never match.
+    if !s.bytes().any(|b| special(b as char)) {
         out.push_str(s);
         return;
     }
