@@ -126,8 +126,39 @@ pub async fn wait_converged(peers: &Peers, addrs: &[String], replicas: usize, ti
     loop {
         let why = not_converged(peers, addrs, replicas).await;
         let Some(why) = why else { return };
-        assert!(madsim::time::Instant::now() < deadline, "cluster did not converge: {why}");
+        if madsim::time::Instant::now() >= deadline {
+            dump(peers, addrs).await;
+            panic!("cluster did not converge: {why}");
+        }
         madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints every node's map version and replicas (for a seed that failed).
+pub async fn dump(peers: &Peers, seeds: &[String]) {
+    if let Some(m) = best_map(peers, seeds).await {
+        println!(
+            "map v{}: nodes {:?}",
+            m.version,
+            m.nodes.values().map(|n| (n.id, n.state.name())).collect::<Vec<_>>()
+        );
+        for (i, p) in m.shards.iter().enumerate() {
+            println!("  s{i} placed on {:?} (epoch {})", p.replicas, p.epoch);
+        }
+    }
+    for addr in seeds {
+        match status(peers, addr).await {
+            Some(s) => {
+                println!("node {} (map v{}, meta leader {:?}):", s.node, s.map_version, s.meta_leader);
+                for r in &s.replicas {
+                    println!(
+                        "  {} {} leader {:?} voters {:?} joint {} applied {}",
+                        r.shard, r.role, r.leader, r.voters, r.joint, r.applied
+                    );
+                }
+            }
+            None => println!("{addr}: no answer"),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ const FAULT_SECONDS: u64 = 20;
 
 #[madsim::test]
 async fn t50_swarm_keeps_every_checker_green() {
+    hotlake_sim_tests::harness::init_logging();
     let seed = madsim::runtime::Handle::current().seed();
     let plan = FaultPlan::swarm();
     println!("seed {seed}: {plan:?}");

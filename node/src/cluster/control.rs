@@ -161,7 +161,7 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     let m = g.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     if membership.get_joint_config().len() > 1 {
-        return Ok(()); // openraft finishes the joint phase itself
+        return finish_inherited_joint(&g.raft, &m).await;
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -172,12 +172,12 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     }
     if &voters != target {
         let last = m.last_log_index.unwrap_or(0);
-        let matched =
-            |n: &NodeId| m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+        let matched = |n: &NodeId| m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index);
+        // A learner that has acknowledged nothing yet is not caught up, however short the log.
         let behind: Vec<NodeId> = target
             .iter()
             .copied()
-            .filter(|n| !voters.contains(n) && matched(n) + CATCH_UP_ENTRIES_MAX < last)
+            .filter(|n| !voters.contains(n) && matched(n).is_none_or(|i| i + CATCH_UP_ENTRIES_MAX < last))
             .collect();
         if !behind.is_empty() {
             return Err(Error::Unavailable(format!("learners {behind:?} are catching up")));
@@ -190,6 +190,28 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     if !stray.is_empty() {
         g.raft.change_membership(ChangeMembers::RemoveNodes(stray.clone()), false).await.map_err(write_error)?;
         tracing::info!(shard = %g.id, removed = ?stray, "learners removed");
+    }
+    Ok(())
+}
+
+/// The leader that starts a membership change finishes its joint phase itself. A leader
+/// elected in the middle inherits the joint config and nobody finishes it, which would block
+/// every later change of the group; once the joint config is committed here, finish it with
+/// the config the change was heading for.
+async fn finish_inherited_joint<C>(raft: &openraft::Raft<C>, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Result<()>
+where
+    C: openraft::RaftTypeConfig<
+        NodeId = NodeId,
+        Node = BasicNode,
+        Responder = openraft::raft::responder::OneshotResponder<C>,
+    >,
+{
+    let committed = m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index);
+    let Some(last) = m.membership_config.membership().get_joint_config().last() else { return Ok(()) };
+    if committed {
+        let next: BTreeSet<NodeId> = last.iter().copied().collect();
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(next.clone()), false).await.map_err(write_error)?;
+        tracing::info!(voters = ?next, "finished a joint membership left by an earlier leader");
     }
     Ok(())
 }
@@ -339,7 +361,7 @@ async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
     let m = node.meta.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     if membership.get_joint_config().len() > 1 {
-        return Ok(());
+        return finish_inherited_joint(&node.meta, &m).await;
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
