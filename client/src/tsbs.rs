@@ -199,7 +199,9 @@ impl Row {
 /// column per field (rows lacking a field are listed in its `absent_rows`).
 pub fn rows_to_series(rows: &[Row]) -> Vec<crate::proto::SeriesPoints> {
     use crate::proto::{field_column::Values, DoubleValues, FieldColumn, Int64Values, SeriesPoints, Tag};
-    let mut by_series: std::collections::BTreeMap<(&str, Vec<(&str, &str)>), Vec<&Row>> = Default::default();
+    // (measurement, tags) → its rows, in order.
+    type SeriesOf<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+    let mut by_series: std::collections::BTreeMap<SeriesOf, Vec<&Row>> = Default::default();
     for r in rows {
         let tags = r.tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
         by_series.entry((r.measurement, tags)).or_default().push(r);
