@@ -304,11 +304,23 @@ async fn t90_wiped_replica_is_refused_then_re_added() {
     .await;
     // The operator removes it; it then joins again as a new member and gets replicas.
     drain_and_wait_removed(&client, seeds.clone(), 3).await;
-    settle(&client, seeds.clone(), 4).await;
+    // Back as a member, it gets a balanced share of replicas (the planner moves them one round
+    // after it joins, so membership alone is not enough).
     let s = seeds.clone();
-    let placed =
-        on(&client, async move { observe::best_map(&observe::peers(), &s).await.expect("map").shards_on(3) }).await;
-    assert!(!placed.is_empty(), "the re-added node got no replicas");
+    on(&client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + SETTLE;
+        loop {
+            let m = observe::best_map(&peers, &s).await.expect("map");
+            if m.nodes.contains_key(&3) && !m.shards_on(3).is_empty() {
+                return;
+            }
+            assert!(madsim::time::Instant::now() < deadline, "the re-added node got no replicas");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    settle(&client, seeds.clone(), 4).await;
     writers.stop_into(&mut history).await;
     verify(&client, seeds, history).await;
 }

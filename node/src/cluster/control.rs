@@ -172,12 +172,12 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     }
     if &voters != target {
         let last = m.last_log_index.unwrap_or(0);
-        let matched = |n: &NodeId| m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index);
-        // A learner that has acknowledged nothing yet is not caught up, however short the log.
+        let matched =
+            |n: &NodeId| m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index).unwrap_or(0);
         let behind: Vec<NodeId> = target
             .iter()
             .copied()
-            .filter(|n| !voters.contains(n) && matched(n).is_none_or(|i| i + CATCH_UP_ENTRIES_MAX < last))
+            .filter(|n| !voters.contains(n) && matched(n) + CATCH_UP_ENTRIES_MAX < last)
             .collect();
         if !behind.is_empty() {
             return Err(Error::Unavailable(format!("learners {behind:?} are catching up")));
