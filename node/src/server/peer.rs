@@ -69,7 +69,8 @@ fn admit(node: &Node, sender_cluster: u64) -> Result<(), Status> {
     if !node.raft_open.load(Ordering::Relaxed) {
         return Err(Status::unavailable("this node has not been accepted into the cluster yet"));
     }
-    let mine = node.map().cluster_id;
+    // The peers pool holds the cluster id from the applied map: an atomic load per message.
+    let mine = node.peers.cluster_id();
     if sender_cluster != 0 && mine != 0 && sender_cluster != mine {
         return Err(Status::failed_precondition(format!(
             "Raft message from cluster {sender_cluster:016x}; this node belongs to cluster {mine:016x}"
