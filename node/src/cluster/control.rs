@@ -568,6 +568,13 @@ impl Node {
 
     /// Moves the leadership of `shard` to voter `to`, from whichever node leads it now.
     pub async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<()> {
+        let map = self.map();
+        if shard.0 as usize >= map.shards.len() {
+            return Err(Error::invalid(format!("no shard {shard}; the cluster has {} shards", map.shards.len())));
+        }
+        if !map.replicas(shard).contains(&to) {
+            return Err(Error::invalid(format!("node {to} holds no replica of {shard}; it cannot lead it")));
+        }
         self.route(shard, |target| async move {
             if target == self.config.node_id {
                 self.hand_over_leadership(shard, to).await

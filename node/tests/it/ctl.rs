@@ -118,6 +118,9 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     let shards_now = ctl.run(&["shard", "list", "--output", "json"]).ok().json();
     assert_eq!(shards_now[2]["leader"].as_str(), Some(follower.as_str()), "{shards_now}");
     assert_eq!(ctl.run(&["shard", "transfer-leader", "2", "--to", "99"]).code, 1, "not a voter");
+    let bad = ctl.run(&["shard", "transfer-leader", "999", "--to", "1"]);
+    assert_eq!(bad.code, 1, "no such shard: {}", bad.stderr);
+    assert!(bad.stderr.contains("no shard"), "{}", bad.stderr);
 
     // write from a file, then query and last.
     let dir = tempfile::tempdir().unwrap();
