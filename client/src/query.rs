@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use hotlake_proto::v1 as pb;
 
+/// A comparison of a field filter ([`QueryBuilder::filter`]).
+pub use pb::field_filter::Op as Cmp;
 pub use pb::{Aggregate, Fill};
 
 /// One value of a result.
@@ -207,6 +209,14 @@ impl QueryBuilder {
     /// Only series whose tag `key` matches the regular expression `pattern`.
     pub fn where_regex(mut self, key: &str, pattern: &str) -> Self {
         self.req.predicates.push(predicate(key, pb::tag_predicate::Op::Regex, vec![pattern.into()]));
+        self
+    }
+
+    /// Only rows whose field `field` holds a number that compares with `value` as `cmp` says
+    /// (`.filter("velocity", Cmp::Gt, 1.0)`: moving trucks only). Rows without the field do
+    /// not count. Several filters must all hold.
+    pub fn filter(mut self, field: &str, cmp: Cmp, value: f64) -> Self {
+        self.req.filters.push(pb::FieldFilter { field: field.into(), op: cmp as i32, value });
         self
     }
 

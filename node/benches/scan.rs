@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         measurement: "readings".into(),
         fields: vec!["velocity".into()],
         predicates: vec![],
+        filters: vec![],
         start_ns: i64::MIN + 1,
         end_ns: i64::MAX,
         aggregates: vec![AggKind::Sum, AggKind::Min, AggKind::Max],

@@ -2,6 +2,7 @@
 //! answers.
 
 use super::aggregate::PartialAggregates;
+use super::filter;
 use super::plan::select_series;
 use super::{LastQuery, LastRow, Query, QueryResult, ResultGroup};
 use crate::config::Limits;
@@ -52,6 +53,13 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
         (series, inner.retention_cutoff(&q.tenant), all_fields)
     };
     let fields: Vec<String> = if q.fields.is_empty() { all_fields } else { q.fields.clone() };
+    // Filters may test fields the query does not return: read those too.
+    let mut read_fields = fields.clone();
+    for f in &q.filters {
+        if !read_fields.contains(&f.field) {
+            read_fields.push(f.field.clone());
+        }
+    }
     let start = q.start_ns.max(cutoff);
     let mut scanned = 0u64;
     let check_budget = |scanned: u64| -> Result<()> {
@@ -67,12 +75,13 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
         let mut groups = Vec::new();
         let mut rows_total = 0usize;
         for (sid, tags) in series {
-            let block = read_series(shard, &view, sid, start, q.end_ns, Some(&fields))?;
+            let block = read_series(shard, &view, sid, start, q.end_ns, Some(&read_fields))?;
+            scanned += block.timestamps.len() as u64 * block.columns.len().max(1) as u64;
+            check_budget(scanned)?;
+            let block = filter::apply(block, &q.filters);
             if block.timestamps.is_empty() {
                 continue;
             }
-            scanned += block.timestamps.len() as u64 * block.columns.len().max(1) as u64;
-            check_budget(scanned)?;
             let columns: Vec<String> =
                 fields.iter().filter(|f| block.columns.iter().any(|c| &c.name == *f)).cloned().collect();
             let mut rows: Vec<(i64, Vec<Option<FieldValue>>)> =
@@ -112,7 +121,7 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     let with_sketch = q.aggregates.contains(&super::AggKind::Percentile);
     let mut partial = PartialAggregates::new(fields.clone(), with_sketch);
     for (sid, tags) in series {
-        let parts = read_series_parts(shard, &view, sid, start, q.end_ns, Some(&fields))?;
+        let parts = read_series_parts(shard, &view, sid, start, q.end_ns, Some(&read_fields))?;
         if parts.is_empty() {
             continue;
         }
@@ -121,10 +130,10 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
             .iter()
             .map(|k| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()).unwrap_or_default())
             .collect();
-        for block in &parts {
+        for block in parts {
             scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
             check_budget(scanned)?;
-            partial.add_block(&group, block, q);
+            partial.add_block(&group, &filter::apply(block, &q.filters), q);
         }
     }
     Ok(ShardResult { answer: ShardAnswer::Aggregates(partial), points_scanned: scanned })

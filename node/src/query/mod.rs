@@ -10,6 +10,7 @@
 
 pub mod aggregate;
 pub mod exec;
+pub mod filter;
 pub mod plan;
 
 use regex::Regex;
@@ -128,6 +129,9 @@ pub struct Query {
     pub fields: Vec<String>,
     /// Tag predicates, all of which must hold.
     pub predicates: Vec<TagPredicate>,
+    /// Field-value filters, all of which must hold for a row to count.
+    #[serde(default)]
+    pub filters: Vec<filter::FieldFilter>,
     /// Start of the range (inclusive).
     pub start_ns: TimestampNs,
     /// End of the range (exclusive).
@@ -184,6 +188,9 @@ impl Query {
         }
         if self.aggregates.is_empty() && (self.bucket_ns > 0 || !self.group_by.is_empty()) {
             return Err(Error::invalid("group by time or tags needs at least one aggregate"));
+        }
+        for f in &self.filters {
+            f.validate()?;
         }
         if self.aggregates.contains(&AggKind::Percentile) && !(0.0..=100.0).contains(&self.percentile) {
             return Err(Error::invalid(format!("percentile must be within 0..=100, got {}", self.percentile)));

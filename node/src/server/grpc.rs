@@ -13,6 +13,7 @@ use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use crate::error::Error;
 use crate::model::{series_key, FieldValue};
 use crate::node::{Node, WriteRouting, WriteSummary};
+use crate::query::filter::{CmpOp, FieldFilter};
 use crate::query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
 use crate::storage::ShardId;
 
@@ -251,11 +252,27 @@ pub fn query_from_proto(r: pb::QueryRequest) -> Result<Query, Error> {
         pb::Fill::Previous => Fill::Previous,
         pb::Fill::Value => Fill::Value(r.fill_value),
     };
+    let mut filters = Vec::with_capacity(r.filters.len());
+    for f in r.filters {
+        let op = match pb::field_filter::Op::try_from(f.op).unwrap_or(pb::field_filter::Op::Unspecified) {
+            pb::field_filter::Op::Lt => CmpOp::Lt,
+            pb::field_filter::Op::Le => CmpOp::Le,
+            pb::field_filter::Op::Gt => CmpOp::Gt,
+            pb::field_filter::Op::Ge => CmpOp::Ge,
+            pb::field_filter::Op::Eq => CmpOp::Eq,
+            pb::field_filter::Op::Ne => CmpOp::Ne,
+            pb::field_filter::Op::Unspecified => {
+                return Err(Error::invalid(format!("field filter on {:?} has no comparison", f.field)))
+            }
+        };
+        filters.push(FieldFilter { field: f.field, op, value: f.value });
+    }
     Ok(Query {
         tenant: r.tenant,
         measurement: r.measurement,
         fields: r.fields,
         predicates,
+        filters,
         start_ns: r.start_ns,
         end_ns: r.end_ns,
         aggregates,

@@ -4,6 +4,7 @@
 //! ```json
 //! {"measurement": "readings", "fields": ["velocity"],
 //!  "where": [{"tag": "fleet", "op": "=", "value": "East"}],
+//!  "filter": [{"field": "velocity", "op": ">", "value": 1}],
 //!  "start": "2016-01-01T00:00:00Z", "end": "2016-01-02T00:00:00Z",
 //!  "aggregates": ["mean", "max"], "bucket": "1h", "group_by": ["name"],
 //!  "fill": "none", "order": "asc", "limit": 100}
@@ -15,6 +16,7 @@ use serde_json::{json, Value as Json};
 
 use crate::error::Error;
 use crate::model::{FieldValue, TimestampNs};
+use crate::query::filter::{CmpOp, FieldFilter};
 use crate::query::{AggKind, Fill, LastQuery, LastRow, Query, QueryResult, TagOp, TagPredicate};
 
 /// A time given as nanoseconds or as an RFC 3339 string.
@@ -53,6 +55,18 @@ pub struct JsonPredicate {
     pub values: Option<Vec<String>>,
 }
 
+/// One entry of the `filter` list: `{"field": "velocity", "op": ">", "value": 1}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFieldFilter {
+    /// Field name.
+    pub field: String,
+    /// `<`, `<=`, `>`, `>=`, `=` or `!=`.
+    pub op: String,
+    /// The constant compared with.
+    pub value: f64,
+}
+
 /// The body of `POST /api/v1/query`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +82,9 @@ pub struct JsonQuery {
     /// Tag predicates.
     #[serde(default, rename = "where")]
     pub predicates: Vec<JsonPredicate>,
+    /// Field-value filters.
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<JsonFieldFilter>,
     /// Start (inclusive).
     pub start: TimeArg,
     /// End (exclusive).
@@ -261,6 +278,11 @@ impl JsonQuery {
             measurement: self.measurement,
             fields: self.fields,
             predicates: predicates(self.predicates)?,
+            filters: self
+                .filters
+                .into_iter()
+                .map(|f| Ok(FieldFilter { op: CmpOp::parse(&f.op)?, field: f.field, value: f.value }))
+                .collect::<Result<Vec<_>, Error>>()?,
             start_ns: time_arg(&self.start, "start")?,
             end_ns: time_arg(&self.end, "end")?,
             aggregates,

@@ -1,5 +1,5 @@
 //! The HTTP API end to end: line-protocol writes (v1, v2, gzip, bad lines), JSON queries with
-//! aggregates and groups, `last`, health and metrics.
+//! aggregates, groups and field filters, `last`, health and metrics.
 
 use std::io::Write;
 
@@ -85,6 +85,24 @@ fn writes_then_queries_over_http() {
     assert_eq!(groups[0]["rows"][0][1], 20);
     assert_eq!(groups[0]["rows"][0][2].as_f64().unwrap(), east_sum);
     assert_eq!(groups[0]["rows"][0][3].as_f64().unwrap(), 38.5);
+
+    // Field filters: only rows whose status (an integer field) is 2 and velocity is above 10
+    // count; velocity is aggregated over those rows only.
+    let (status, v) = node.query(json!({
+        "tenant": "fleet", "measurement": "readings", "fields": ["velocity"],
+        "filter": [{"field": "status", "op": "=", "value": 2}, {"field": "velocity", "op": ">", "value": 10}],
+        "start": T0, "end": T0 + 3_600_000_000_000, "aggregates": ["count", "sum"],
+    }));
+    assert_eq!(status, 200, "{v}");
+    let passing: Vec<f64> = (0..40).filter(|i| i % 3 == 2 && *i as f64 + 0.5 > 10.0).map(|i| i as f64 + 0.5).collect();
+    assert_eq!(v["groups"][0]["rows"][0][1], passing.len());
+    assert_eq!(v["groups"][0]["rows"][0][2].as_f64().unwrap(), passing.iter().sum::<f64>());
+    let (status, v) = node.query(json!({
+        "tenant": "fleet", "measurement": "readings", "filter": [{"field": "velocity", "op": "~", "value": 1}],
+        "start": T0, "end": T0 + 1, "aggregates": ["count"],
+    }));
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("unknown comparison"), "{v}");
 
     // Time buckets with fill: 1-minute buckets over 10 minutes, points every 10 s.
     let (status, v) = node.query(json!({

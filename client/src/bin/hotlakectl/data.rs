@@ -206,6 +206,20 @@ pub fn parse_filter(f: &str) -> Result<Value, Failure> {
     Err(Failure::Usage(format!("filter {f:?} must look like key=value, key!=value, key=~regex or key!~regex")))
 }
 
+/// A field filter flag `field<op>number`, op one of `<=`, `>=`, `!=`, `<`, `>`, `=`.
+pub fn parse_field_filter(f: &str) -> Result<Value, Failure> {
+    // Two-character operators first, so `a<=1` is not read as `a` `<` `=1`.
+    for op in ["<=", ">=", "!=", "<", ">", "="] {
+        if let Some((field, value)) = f.split_once(op) {
+            let number = value.trim().parse::<f64>().map_err(|_| {
+                Failure::Usage(format!("filter {f:?}: {value:?} is not a number (field filters compare numbers)"))
+            })?;
+            return Ok(json!({"field": field.trim(), "op": op, "value": number}));
+        }
+    }
+    Err(Failure::Usage(format!("filter {f:?} must look like field>number (also <, <=, >=, =, !=)")))
+}
+
 /// A time flag: nanoseconds, or RFC 3339 text passed through for the server to parse.
 pub fn time_json(s: &str) -> Value {
     match s.parse::<i64>() {

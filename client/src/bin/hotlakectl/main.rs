@@ -90,6 +90,10 @@ enum Command {
         /// Tag filter `key=value`, `key!=value`, `key=~regex` or `key!~regex` (repeatable).
         #[arg(long = "where")]
         filters: Vec<String>,
+        /// Field-value filter `field>number` (also <, <=, >=, =, !=; repeatable): only rows
+        /// where it holds count, e.g. --filter 'velocity>1'.
+        #[arg(long = "filter")]
+        field_filters: Vec<String>,
         /// Start: RFC 3339 or nanoseconds.
         #[arg(long)]
         start: String,
@@ -376,6 +380,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             db,
             fields,
             filters,
+            field_filters,
             start,
             end,
             aggregates,
@@ -390,6 +395,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let mut body = json!({
                 "tenant": db, "measurement": measurement, "fields": fields,
                 "where": filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
+                "filter": field_filters.iter().map(|f| data::parse_field_filter(f)).collect::<Result<Vec<_>, _>>()?,
                 "start": data::time_json(start), "end": data::time_json(end),
                 "aggregates": aggregates, "group_by": group_by,
                 "order": if *desc { "desc" } else { "asc" }, "partial": partial,
