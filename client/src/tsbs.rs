@@ -333,6 +333,11 @@ impl TsbsGenerator {
         (rows, fields)
     }
 
+    /// Epochs generated so far (under disorder, some of their rows may still be held back).
+    pub fn epochs_generated(&self) -> i64 {
+        self.epoch
+    }
+
     fn timestamp_ns(&self) -> i64 {
         (self.config.start_s + self.epoch * self.config.interval_s) * NANOS_PER_SECOND
     }

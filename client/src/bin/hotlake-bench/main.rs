@@ -6,6 +6,7 @@
 //! hotlake-bench failover --http A,B,C --pids 1=PID,2=PID,3=PID             # kill leaders, time recovery
 //! hotlake-bench move --http A --node 4                                     # time replica moves to node 4
 //! hotlake-bench client --http A,B,C --grpc A,B,C                           # hotlake-client vs line protocol
+//! hotlake-bench compare [--quick]                                          # against InfluxDB and VictoriaMetrics
 //! ```
 //!
 //! Data is TSBS-IoT-shaped (see `hotlake_client::tsbs`), generated before the clock starts so
@@ -19,6 +20,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hotlake_client::tsbs::{TsbsConfig, TsbsGenerator};
 
+mod compare;
+
 /// Load generators for Hotlake.
 #[derive(Parser)]
 #[command(version, about)]
@@ -29,6 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Hotlake side by side with InfluxDB 1.x and VictoriaMetrics on this machine: the same
+    /// TSBS-IoT data loaded into each system alone (values/s, rows/s, batch latency, CPU, peak
+    /// RSS, bytes on disk per value), then the twelve TSBS IoT query types against each, with
+    /// every answer cross-checked against Hotlake's. Prints a table of ratios and writes JSON.
+    ///
+    /// Example: hotlake-bench compare --quick --json target/bench-compare.json
+    Compare(compare::Args),
     /// Write TSBS-IoT line protocol over HTTP with concurrent writers and report values/s.
     ///
     /// Example: hotlake-bench ingest --writers 8 --batch-lines 5000 --batches 200
@@ -474,6 +484,7 @@ fn watch_move(http: &str, node: u64, timeout_s: u64) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Compare(args) => compare::run(args),
         Command::Ingest { http, rate, db, writers, batch_lines, batches, trucks, seed } => {
             ingest(&http, rate, &db, writers, batch_lines, batches, trucks, seed)
         }

@@ -1,0 +1,298 @@
+//! `hotlake-bench compare`: Hotlake side by side with InfluxDB and VictoriaMetrics on the same
+//! machine, the same TSBS-IoT data and the same queries, in one run.
+//!
+//! ```text
+//! generate the data set once (seeded)
+//! for each system, alone on the machine:
+//!     start it on loopback with a fresh data directory
+//!     load every batch with N writers          → values/s, rows/s, batch p50/p99
+//!     run every query type K times             → latency p50/p99, answers kept
+//!     read CPU seconds and peak RSS from /proc
+//!     flush, stop, measure the data directory  → bytes per value
+//! cross-check every answer against Hotlake's; print the table and write the JSON
+//! ```
+//!
+//! Each system runs alone so its CPU and memory figures are its own; the harness itself (data
+//! set, writers) shares the machine with it in every case.
+
+mod dataset;
+mod ingest;
+mod queries;
+mod report;
+mod systems;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use dataset::{Dataset, DatasetSpec};
+use queries::{Answer, QueryType};
+use report::{QueryFigures, Report, SystemFigures};
+use systems::{Server, PORTS};
+
+/// Arguments of `compare`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Smoke-test size: 20 trucks, 24 hours, 3 iterations per query type (a few minutes; CI
+    /// runs it). Flags given explicitly override it.
+    #[arg(long)]
+    quick: bool,
+    /// Trucks (each has a `readings` and a `diagnostics` series).
+    #[arg(long)]
+    trucks: Option<usize>,
+    /// Hours of data, one row per truck and measurement every 10 s.
+    #[arg(long)]
+    hours: Option<u32>,
+    /// Generator and query-parameter seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Rows per write request.
+    #[arg(long, default_value_t = 5000)]
+    batch_rows: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Iterations per query type (each with its own fleet, truck and window).
+    #[arg(long)]
+    queries: Option<usize>,
+    /// Generate rows in order, without the TSBS disorder (drops, late rows, null fields/tags).
+    #[arg(long)]
+    in_order: bool,
+    /// Systems to run, comma-separated: hotlake (line protocol, then queries), hotlake-grpc
+    /// (the same rows through hotlake-client), influxdb, victoriametrics.
+    #[arg(long, value_delimiter = ',', default_value = "hotlake,hotlake-grpc,influxdb,victoriametrics")]
+    systems: Vec<String>,
+    /// The `hotlake` binary (default: next to this program).
+    #[arg(long)]
+    hotlake_bin: Option<PathBuf>,
+    /// The InfluxDB 1.x server (Debian package `influxdb`).
+    #[arg(long, default_value = "influxd")]
+    influxd_bin: String,
+    /// The VictoriaMetrics single-node server (Debian package `victoria-metrics`).
+    #[arg(long, default_value = "victoria-metrics")]
+    victoria_bin: String,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench-compare.json")]
+    json: PathBuf,
+}
+
+/// The systems a run can include, in run order.
+const SYSTEMS: [&str; 4] = ["hotlake", "hotlake-grpc", "influxdb", "victoriametrics"];
+
+struct Plan {
+    spec: DatasetSpec,
+    iterations: usize,
+    writers: usize,
+    systems: Vec<String>,
+    hotlake_bin: PathBuf,
+    influxd: Option<(PathBuf, String)>,
+    victoria: Option<(PathBuf, String)>,
+}
+
+fn plan(args: &Args) -> anyhow::Result<Plan> {
+    for s in &args.systems {
+        if !SYSTEMS.contains(&s.as_str()) {
+            bail!("unknown system {s:?}: choose from {}", SYSTEMS.join(", "));
+        }
+    }
+    if args.batch_rows == 0 || args.writers == 0 {
+        bail!("--batch-rows and --writers must be at least 1");
+    }
+    let (trucks, hours, iterations) = if args.quick { (20, 24, 3) } else { (100, 72, 20) };
+    let spec = DatasetSpec {
+        trucks: args.trucks.unwrap_or(trucks),
+        hours: args.hours.unwrap_or(hours),
+        seed: args.seed,
+        batch_rows: args.batch_rows,
+        disorder: !args.in_order,
+    };
+    if spec.trucks == 0 || spec.hours == 0 {
+        bail!("--trucks and --hours must be at least 1");
+    }
+    let hotlake_bin = match &args.hotlake_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("hotlake"),
+    };
+    let wants = |s: &str| args.systems.iter().any(|x| x == s);
+    if (wants("hotlake") || wants("hotlake-grpc")) && !hotlake_bin.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p hotlake-node) or pass --hotlake-bin",
+            hotlake_bin.display()
+        );
+    }
+    let peer =
+        |name: &str, bin: &str, package: &str, version_from: &str| -> anyhow::Result<Option<(PathBuf, String)>> {
+            if !wants(name) {
+                return Ok(None);
+            }
+            let path = systems::locate(bin).with_context(|| {
+                format!(
+                    "{bin} not found: install the Debian package {package} (sudo apt-get install {package}), \
+                 pass its path, or leave {name} out of --systems"
+                )
+            })?;
+            let version = systems::package_version(version_from).unwrap_or_else(|| "(version unknown)".into());
+            Ok(Some((path, version)))
+        };
+    Ok(Plan {
+        influxd: peer("influxdb", &args.influxd_bin, "influxdb", "influxdb")?,
+        victoria: peer("victoriametrics", &args.victoria_bin, "victoria-metrics", "victoria-metrics")?,
+        spec,
+        iterations: args.queries.unwrap_or(iterations).max(1),
+        writers: args.writers,
+        systems: SYSTEMS.iter().filter(|s| wants(s)).map(|s| s.to_string()).collect(),
+        hotlake_bin,
+    })
+}
+
+/// Runs one query on one system: `None` when the system cannot express it.
+type RunQuery<'a> = dyn FnMut(QueryType, &queries::Params) -> anyhow::Result<Option<Answer>> + 'a;
+
+/// Every iteration's answer of one system, per query type.
+type Answers = BTreeMap<QueryType, Vec<Option<Answer>>>;
+
+/// Runs every query type `iterations` times through `run`, timing each.
+fn run_queries(
+    system: &str,
+    data: &Dataset,
+    iterations: usize,
+    mut run: impl FnMut(QueryType, &queries::Params) -> anyhow::Result<Option<Answer>>,
+) -> anyhow::Result<(BTreeMap<QueryType, QueryFigures>, Answers)> {
+    let mut figures = BTreeMap::new();
+    let mut answers = Answers::new();
+    for q in QueryType::ALL {
+        let mut times = Vec::with_capacity(iterations);
+        let mut got = Vec::with_capacity(iterations);
+        for i in 0..iterations {
+            let p = queries::params(data.spec.seed, q, i, data.spec.trucks, data.start_ns, data.end_ns);
+            let t = Instant::now();
+            let answer = run(q, &p).with_context(|| format!("{system}: {} (iteration {i}, {p:?})", q.name()))?;
+            let took = t.elapsed();
+            if answer.is_some() {
+                times.push(took);
+            }
+            got.push(answer);
+        }
+        if !times.is_empty() {
+            figures.insert(q, QueryFigures::from_times(times, &got));
+        }
+        answers.insert(q, got);
+    }
+    Ok((figures, answers))
+}
+
+/// Loads the data into a started server over line protocol, runs the queries when asked, and
+/// stops it; returns its figures.
+fn measure(
+    server: Server,
+    name: &str,
+    data: &Arc<Dataset>,
+    plan: &Plan,
+    write_url: String,
+    query: Option<&mut RunQuery>,
+) -> anyhow::Result<(SystemFigures, Answers)> {
+    eprintln!("  {}: loading {} batches with {} writers", server.label, data.batches.len(), plan.writers);
+    let before = server.usage()?;
+    let ingest = if name == "hotlake-grpc" {
+        ingest::grpc(server.grpc.as_deref().expect("hotlake has gRPC"), "bench", data, plan.writers)?
+    } else {
+        ingest::line_protocol(&write_url, data, plan.writers)?
+    };
+    let after_ingest = server.usage()?;
+    server.settle()?;
+    eprintln!("  {}: {:.0} values/s; running queries", server.label, ingest.values_per_s);
+    let (queries, answers) = match query {
+        Some(run) => run_queries(name, data, plan.iterations, run)?,
+        None => Default::default(),
+    };
+    let usage = server.usage()?;
+    let label = server.label.clone();
+    let durability = server.durability;
+    eprintln!("  {label}: flushing and stopping");
+    let disk_bytes = server.flush_and_stop()?;
+    Ok((
+        SystemFigures {
+            name: name.to_string(),
+            label,
+            durability,
+            ingest,
+            ingest_cpu_s: after_ingest.cpu_s - before.cpu_s,
+            cpu_s: usage.cpu_s,
+            peak_rss_bytes: usage.peak_rss_bytes,
+            disk_bytes,
+            disk_bytes_per_value: disk_bytes as f64 / data.values as f64,
+            queries,
+        },
+        answers,
+    ))
+}
+
+/// Runs the comparison.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let plan = plan(&args)?;
+    let t = Instant::now();
+    let data = Arc::new(Dataset::generate(plan.spec.clone()));
+    eprintln!(
+        "data set: {} trucks, {} h, seed {}: {} rows, {} values, {} batches, {:.1} MiB of line protocol ({:.1} s to generate)",
+        data.spec.trucks,
+        data.spec.hours,
+        data.spec.seed,
+        data.rows,
+        data.values,
+        data.batches.len(),
+        data.line_bytes() as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64()
+    );
+    let mut systems = Vec::new();
+    let mut answers: BTreeMap<String, Answers> = BTreeMap::new();
+    for name in &plan.systems {
+        eprintln!("== {name}");
+        let (figures, got) = match name.as_str() {
+            "hotlake" | "hotlake-grpc" => {
+                let label = if name == "hotlake" { "hotlake (line protocol)" } else { "hotlake (gRPC client)" };
+                let server = Server::start_hotlake(&plan.hotlake_bin, &PORTS, label)?;
+                let url = format!("http://{}/write?db=bench", server.http);
+                if name == "hotlake" {
+                    let client = queries::Hotlake::connect(server.grpc.as_deref().expect("gRPC"), "bench")?;
+                    let mut run = |q: QueryType, p: &queries::Params| client.run(q, p).map(Some);
+                    measure(server, name, &data, &plan, url, Some(&mut run))?
+                } else {
+                    measure(server, name, &data, &plan, url, None)?
+                }
+            }
+            "influxdb" => {
+                let (bin, version) = plan.influxd.as_ref().expect("planned");
+                let server = Server::start_influxdb(bin, &PORTS, version)?;
+                let url = format!("http://{}/write?db=bench&precision=ns", server.http);
+                let client = queries::Influx::new(&server.http)?;
+                let mut run = |q: QueryType, p: &queries::Params| client.run(q, p).map(Some);
+                measure(server, name, &data, &plan, url, Some(&mut run))?
+            }
+            "victoriametrics" => {
+                let (bin, version) = plan.victoria.as_ref().expect("planned");
+                let server = Server::start_victoria(bin, &PORTS, version)?;
+                let url = format!("http://{}/write", server.http);
+                let client = queries::Victoria::new(&server.http)?;
+                let mut run = |q: QueryType, p: &queries::Params| client.run(q, p);
+                measure(server, name, &data, &plan, url, Some(&mut run))?
+            }
+            other => unreachable!("checked in plan: {other}"),
+        };
+        systems.push(figures);
+        answers.insert(name.clone(), got);
+        // Let the page cache and sockets of one system settle before the next starts.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let report = Report::new(&data, plan.iterations, systems, &answers);
+    report.print();
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("write {}", args.json.display()))?;
+    println!("\nJSON report: {} ({:.0} s in all)", args.json.display(), t.elapsed().as_secs_f64());
+    Ok(())
+}

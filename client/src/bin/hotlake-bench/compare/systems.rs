@@ -1,0 +1,374 @@
+//! Starting, measuring and stopping the systems under comparison: a Hotlake node, InfluxDB 1.x
+//! and single-node VictoriaMetrics, each on loopback with a fresh data directory of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Loopback ports of the systems; one system runs at a time, but each keeps its own ports so a
+/// leftover process of one run cannot answer for another.
+pub struct Ports {
+    /// Hotlake HTTP.
+    pub hotlake_http: u16,
+    /// Hotlake gRPC.
+    pub hotlake_grpc: u16,
+    /// InfluxDB HTTP.
+    pub influx_http: u16,
+    /// InfluxDB's RPC port (backup/restore), bound on loopback too.
+    pub influx_rpc: u16,
+    /// VictoriaMetrics HTTP.
+    pub victoria_http: u16,
+}
+
+/// Default ports, away from the ones `scripts/run` and the tests use.
+pub const PORTS: Ports =
+    Ports { hotlake_http: 17381, hotlake_grpc: 17301, influx_http: 17386, influx_rpc: 17388, victoria_http: 17428 };
+
+/// CPU time and memory of a running server process.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Usage {
+    /// User + system CPU seconds since the process started.
+    pub cpu_s: f64,
+    /// Peak resident set size (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// A server process with its data directory, removed when dropped.
+pub struct Server {
+    /// Display name with version, e.g. `influxdb 1.6.7`.
+    pub label: String,
+    /// `host:port` of its HTTP API.
+    pub http: String,
+    /// `host:port` of its gRPC API (Hotlake only).
+    pub grpc: Option<String>,
+    /// When a write is acknowledged, in words.
+    pub durability: &'static str,
+    child: Child,
+    data_dir: PathBuf,
+    log: PathBuf,
+    flush: Flush,
+}
+
+/// How a server is made to put everything on disk before its size is measured.
+enum Flush {
+    /// SIGTERM: Hotlake flushes every memtable on a graceful stop.
+    Terminate,
+    /// Wait until the write-ahead log is snapshotted into TSM files (cold after a few seconds
+    /// without writes, per the generated config), then SIGTERM.
+    WaitInfluxSnapshot,
+    /// `GET /internal/force_flush`, then SIGTERM (VictoriaMetrics flushes on a graceful stop).
+    VictoriaEndpoint,
+}
+
+fn fresh_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hotlake-compare-{name}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn check_port_free(port: u16) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| format!("port 127.0.0.1:{port} is taken: stop what listens there first"))
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))
+}
+
+/// Waits until `GET url` answers 2xx, or the process exits, or `timeout` passes.
+fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> anyhow::Result<()> {
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: String =
+                tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            bail!("exited with {status} before it was ready; its log ends:\n{tail}");
+        }
+        if http.get(url).send().is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("not ready after {} s ({url})", timeout.as_secs())
+}
+
+/// Finds a program: a path as given, else a name looked up in `PATH`.
+pub fn locate(program: &str) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|c| c.is_file())
+}
+
+/// The version of an installed Debian package, if any.
+pub fn package_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query").args(["-W", "-f=${Version}", package]).output().ok()?;
+    let v = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+impl Server {
+    /// One Hotlake node with default settings: every write acknowledged after its Raft log
+    /// entry is synced to disk.
+    pub fn start_hotlake(bin: &Path, ports: &Ports, label: &str) -> anyhow::Result<Server> {
+        check_port_free(ports.hotlake_http)?;
+        check_port_free(ports.hotlake_grpc)?;
+        let data_dir = fresh_dir("hotlake")?;
+        let log = data_dir.with_extension("log");
+        let http = format!("127.0.0.1:{}", ports.hotlake_http);
+        let grpc = format!("127.0.0.1:{}", ports.hotlake_grpc);
+        let args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http-addr".into(),
+            http.clone(),
+            "--grpc-addr".into(),
+            grpc.clone(),
+            "--log".into(),
+            "warn".into(),
+        ];
+        let mut child = spawn(bin, &args, &log)?;
+        wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(60), &log)
+            .context("hotlake node")?;
+        Ok(Server {
+            label: label.into(),
+            http,
+            grpc: Some(grpc),
+            durability: "ack after the Raft log entry is fsynced",
+            child,
+            data_dir,
+            log,
+            flush: Flush::Terminate,
+        })
+    }
+
+    /// InfluxDB 1.x with its default durability (`wal-fsync-delay = 0s`: the WAL is fsynced
+    /// before every write is acknowledged), the in-memory index, no limits on series, and the
+    /// cache snapshotted to TSM files after 5 s without writes so its size on disk can be read.
+    pub fn start_influxdb(bin: &Path, ports: &Ports, version: &str) -> anyhow::Result<Server> {
+        check_port_free(ports.influx_http)?;
+        check_port_free(ports.influx_rpc)?;
+        let data_dir = fresh_dir("influxdb")?;
+        let log = data_dir.with_extension("log");
+        let http = format!("127.0.0.1:{}", ports.influx_http);
+        let d = data_dir.display();
+        let config = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+  logging-enabled = false
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  wal-fsync-delay = "0s"
+  index-version = "inmem"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "5s"
+  compact-full-write-cold-duration = "10s"
+  max-series-per-database = 0
+  max-values-per-tag = 0
+[coordinator]
+  query-timeout = "0s"
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  bind-address = "{http}"
+  log-enabled = false
+  max-body-size = 0
+[logging]
+  level = "warn"
+  suppress-logo = true
+"#,
+            rpc = ports.influx_rpc,
+        );
+        let config_path = data_dir.join("influxdb.conf");
+        std::fs::write(&config_path, config)?;
+        let mut child = spawn(bin, &["-config".into(), config_path.display().to_string()], &log)?;
+        wait_ready(&mut child, &format!("http://{http}/ping"), Duration::from_secs(60), &log).context("influxd")?;
+        let r = reqwest::blocking::Client::new()
+            .post(format!("http://{http}/query"))
+            .form(&[("q", "CREATE DATABASE bench")])
+            .send()?;
+        if !r.status().is_success() {
+            bail!("influxd: CREATE DATABASE failed: {}", r.text().unwrap_or_default());
+        }
+        Ok(Server {
+            label: format!("influxdb {version}"),
+            http,
+            grpc: None,
+            durability: "ack after the WAL is fsynced (wal-fsync-delay = 0s, the default)",
+            child,
+            data_dir,
+            log,
+            flush: Flush::WaitInfluxSnapshot,
+        })
+    }
+
+    /// Single-node VictoriaMetrics with default settings but a 100-year retention (the data
+    /// set is dated 2016) and no query result cache (each query is measured, not its cache).
+    pub fn start_victoria(bin: &Path, ports: &Ports, version: &str) -> anyhow::Result<Server> {
+        check_port_free(ports.victoria_http)?;
+        let data_dir = fresh_dir("victoriametrics")?;
+        let log = data_dir.with_extension("log");
+        let http = format!("127.0.0.1:{}", ports.victoria_http);
+        let args: Vec<String> = vec![
+            format!("-storageDataPath={}", data_dir.display()),
+            format!("-httpListenAddr={http}"),
+            "-retentionPeriod=100y".into(),
+            "-search.disableCache".into(),
+            "-search.maxQueryDuration=600s".into(),
+            "-loggerLevel=WARN".into(),
+        ];
+        let mut child = spawn(bin, &args, &log)?;
+        wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(60), &log)
+            .context("victoria-metrics")?;
+        Ok(Server {
+            label: format!("victoriametrics {version}"),
+            http,
+            grpc: None,
+            durability: "ack when buffered in memory; flushed to disk about every second",
+            child,
+            data_dir,
+            log,
+            flush: Flush::VictoriaEndpoint,
+        })
+    }
+
+    /// Makes every acknowledged write visible to queries. VictoriaMetrics buffers rows for
+    /// about a second before they can be searched; the others show them at once.
+    pub fn settle(&self) -> anyhow::Result<()> {
+        if let Flush::VictoriaEndpoint = self.flush {
+            reqwest::blocking::Client::new()
+                .get(format!("http://{}/internal/force_flush", self.http))
+                .send()
+                .context("victoria-metrics force_flush")?;
+        }
+        Ok(())
+    }
+
+    /// CPU seconds and peak RSS so far, from `/proc`.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+        let cpu_s = (ticks(11) + ticks(12)) as f64 / 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let peak_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(Usage { cpu_s, peak_rss_bytes: peak_kib * 1024 })
+    }
+
+    /// Puts everything on disk, stops the server and returns the bytes its data directory
+    /// takes (allocated blocks).
+    pub fn flush_and_stop(mut self) -> anyhow::Result<u64> {
+        match self.flush {
+            Flush::Terminate => {}
+            Flush::WaitInfluxSnapshot => self.wait_influx_snapshot()?,
+            Flush::VictoriaEndpoint => {
+                reqwest::blocking::Client::new()
+                    .get(format!("http://{}/internal/force_flush", self.http))
+                    .send()
+                    .context("victoria-metrics force_flush")?;
+            }
+        }
+        self.terminate(Duration::from_secs(300))?;
+        dir_bytes(&self.data_dir)
+    }
+
+    /// InfluxDB snapshots its cache into TSM files once a shard has had no writes for the cold
+    /// duration; then the WAL segments are removed. Waits for that and for compactions to
+    /// settle (the data directory unchanged for 10 s).
+    fn wait_influx_snapshot(&self) -> anyhow::Result<()> {
+        let wal = self.data_dir.join("wal");
+        let data = self.data_dir.join("data");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut last = (u64::MAX, Instant::now());
+        while Instant::now() < deadline {
+            let wal_bytes = dir_bytes(&wal).unwrap_or(0);
+            let data_bytes = dir_bytes(&data).unwrap_or(0);
+            if data_bytes != last.0 {
+                last = (data_bytes, Instant::now());
+            }
+            if wal_bytes <= 64 * 1024 && last.1.elapsed() >= Duration::from_secs(10) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("influxd did not snapshot its WAL within 600 s")
+    }
+
+    fn terminate(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("{} did not stop within {} s of SIGTERM (see {})", self.label, timeout.as_secs(), self.log.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Bytes allocated to every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
+}
