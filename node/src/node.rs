@@ -1049,6 +1049,9 @@ impl Node {
             let _ = g.raft.shutdown().await;
         }
         let _ = self.meta.shutdown().await;
+        // Also flush the storage engine's own tables: a restart then replays no write-ahead
+        // log, and the log's files (which still hold every purged Raft entry) are deleted.
+        self.engine.flush_memtables()?;
         self.engine.sync()?;
         flushed
     }

@@ -256,6 +256,10 @@ impl KvEngine for MemEngine {
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
     }
+
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,9 @@ pub trait KvEngine: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Makes every buffered write durable.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Writes every in-memory table to files, so nothing is left to replay from the
+    /// write-ahead log and the log's files can be dropped (graceful shutdown).
+    fn flush_memtables(&self) -> Result<(), StorageError>;
     /// Writes in-memory state to files and compacts them, so that `size_bytes` reflects data
     /// actually kept (benchmarks and operators measuring footprint).
     fn compact(&self) -> Result<(), StorageError>;

@@ -103,6 +103,15 @@ impl RocksEngine {
         Ok(RocksEngine { db, path: path.to_path_buf(), cf_options, shards: Mutex::new(shards), log_writer })
     }
 
+    /// Column family names of every space: the node's and each shard's.
+    fn space_names(&self) -> Vec<String> {
+        let mut names = vec![Space::NodeMeta.name(), Space::ClusterLog.name()];
+        for shard in self.shards() {
+            names.extend(Space::of_shard(shard).iter().map(|s| s.name()));
+        }
+        names
+    }
+
     /// The directory holding the database.
     pub fn path(&self) -> &Path {
         &self.path
@@ -228,14 +237,18 @@ impl KvEngine for RocksEngine {
     }
 
     fn compact(&self) -> Result<(), StorageError> {
-        let mut names = vec![Space::NodeMeta.name()];
-        for shard in self.shards() {
-            names.extend(Space::of_shard(shard).iter().map(|s| s.name()));
-        }
-        for name in names {
+        for name in self.space_names() {
             let Some(cf) = self.db.cf_handle(&name) else { continue };
             self.db.flush_cf(&cf).map_err(io)?;
             self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        for name in self.space_names() {
+            let Some(cf) = self.db.cf_handle(&name) else { continue };
+            self.db.flush_cf(&cf).map_err(io)?;
         }
         Ok(())
     }

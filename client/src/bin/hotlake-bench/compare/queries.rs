@@ -727,6 +727,8 @@ impl Victoria {
         let mut per_series: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
         for mut s in result {
             let Some(tag) = s.labels.remove("hl_q") else { continue };
+            // last_over_time keeps the metric name and tlast_over_time drops it.
+            s.labels.remove("__name__");
             let (kind, i) = tag.split_at(1);
             let Ok(i) = i.parse::<usize>() else { continue };
             let value = s.samples.first().map(|x| x.1).unwrap_or(f64::NAN);

@@ -290,7 +290,7 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     /// Puts everything on disk, stops the server and returns the bytes its data directory
-    /// takes (allocated blocks).
+    /// takes on disk.
     pub fn flush_and_stop(mut self) -> anyhow::Result<u64> {
         match self.flush {
             Flush::Terminate => {}
@@ -354,7 +354,8 @@ impl Drop for Server {
     }
 }
 
-/// Bytes allocated to every file under `dir`.
+/// Bytes allocated to every file under `dir`, as `du` counts them. File lengths would count
+/// the holes of sparse files (InfluxDB creates its series-file segments sparse, at full size).
 pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
