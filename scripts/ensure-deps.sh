@@ -17,21 +17,38 @@ hotlake_ensure_deps() {
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
     # The partition test puts nodes in network namespaces (`ip netns`).
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-    if [ ${#missing[@]} -eq 0 ]; then
+    hotlake_install_packages "needed to build RocksDB and to run the tests" "${missing[@]}"
+}
+
+# Installs Debian packages: as root with apt-get, else with sudo, else says what to install.
+#   hotlake_install_packages WHY PACKAGE...
+hotlake_install_packages() {
+    local why=$1; shift
+    if [ $# -eq 0 ]; then
         return 0
     fi
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "installing ${missing[*]} (needed to build RocksDB and to run the tests)..." >&2
+        echo "installing $* ($why)..." >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
-        echo "installing ${missing[*]} with sudo (needed to build RocksDB and to run the tests)..." >&2
+        echo "installing $* with sudo ($why)..." >&2
         sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     else
-        echo "error: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}) and run this again." >&2
+        echo "error: missing $*; install them (Debian: apt-get install $*) and run this again." >&2
         exit 1
     fi
+}
+
+# The systems `hotlake-bench compare` measures Hotlake against, from Debian's packages:
+# InfluxDB 1.6 (`influxd`) and VictoriaMetrics 1.79 (`victoria-metrics`). The packages' own
+# services are not used; the harness starts its own processes on loopback.
+hotlake_ensure_bench_peers() {
+    local missing=()
+    command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+    command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+    hotlake_install_packages "the systems the benchmark compares with" "${missing[@]}"
 }
 
 # Build caches live outside the clone so repeated runs (and CI on the same machine) reuse them.

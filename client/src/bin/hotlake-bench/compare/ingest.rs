@@ -48,14 +48,15 @@ fn report(data: &Dataset, seconds: f64, mut latencies: Vec<Duration>, retries: u
     }
 }
 
-/// Posts every batch as line protocol to `url` with `writers` threads. 5xx, 429 and
-/// connection errors are retried with a growing pause; any other refusal stops the load.
-pub fn line_protocol(url: &str, data: &Arc<Dataset>, writers: usize) -> anyhow::Result<IngestReport> {
+/// Posts every batch as line protocol with `writers` threads, writer `k` to `urls[k % n]`.
+/// 5xx, 429 and connection errors are retried with a growing pause; any other refusal stops
+/// the load.
+pub fn line_protocol(urls: &[String], data: &Arc<Dataset>, writers: usize) -> anyhow::Result<IngestReport> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..writers.max(1))
-        .map(|_| {
-            let (next, data, url) = (next.clone(), data.clone(), url.to_string());
+        .map(|k| {
+            let (next, data, url) = (next.clone(), data.clone(), urls[k % urls.len()].clone());
             std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, u64)> {
                 let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build()?;
                 let (mut latencies, mut retries) = (Vec::new(), 0u64);

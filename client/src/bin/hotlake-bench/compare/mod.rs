@@ -61,9 +61,11 @@ pub struct Args {
     /// Generate rows in order, without the TSBS disorder (drops, late rows, null fields/tags).
     #[arg(long)]
     in_order: bool,
-    /// Systems to run, comma-separated: hotlake (line protocol, then queries), hotlake-grpc
-    /// (the same rows through hotlake-client), influxdb, victoriametrics.
-    #[arg(long, value_delimiter = ',', default_value = "hotlake,hotlake-grpc,influxdb,victoriametrics")]
+    /// Systems to run, comma-separated: hotlake (one node, line protocol, then queries),
+    /// hotlake-grpc (one node, the same rows through hotlake-client), hotlake-3 (three nodes,
+    /// replication factor 3, line protocol spread over the nodes, then queries), influxdb,
+    /// victoriametrics.
+    #[arg(long, value_delimiter = ',', default_value = "hotlake,hotlake-grpc,hotlake-3,influxdb,victoriametrics")]
     systems: Vec<String>,
     /// The `hotlake` binary (default: next to this program).
     #[arg(long)]
@@ -74,13 +76,17 @@ pub struct Args {
     /// The VictoriaMetrics single-node server (Debian package `victoria-metrics`).
     #[arg(long, default_value = "victoria-metrics")]
     victoria_bin: String,
+    /// Exit with status 1 when any peer's answer differs from Hotlake's (after the report is
+    /// written). CI's smoke test sets it: the answers are deterministic for a seed.
+    #[arg(long)]
+    fail_on_difference: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench-compare.json")]
     json: PathBuf,
 }
 
 /// The systems a run can include, in run order.
-const SYSTEMS: [&str; 4] = ["hotlake", "hotlake-grpc", "influxdb", "victoriametrics"];
+const SYSTEMS: [&str; 5] = ["hotlake", "hotlake-grpc", "hotlake-3", "influxdb", "victoriametrics"];
 
 struct Plan {
     spec: DatasetSpec,
@@ -88,6 +94,7 @@ struct Plan {
     writers: usize,
     systems: Vec<String>,
     hotlake_bin: PathBuf,
+    hotlakectl_bin: PathBuf,
     influxd: Option<(PathBuf, String)>,
     victoria: Option<(PathBuf, String)>,
 }
@@ -116,8 +123,15 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("hotlake"),
     };
+    let hotlakectl_bin = std::env::current_exe()?.with_file_name("hotlakectl");
     let wants = |s: &str| args.systems.iter().any(|x| x == s);
-    if (wants("hotlake") || wants("hotlake-grpc")) && !hotlake_bin.is_file() {
+    if wants("hotlake-3") && !hotlakectl_bin.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p hotlake-client --bin hotlakectl)",
+            hotlakectl_bin.display()
+        );
+    }
+    if args.systems.iter().any(|s| s.starts_with("hotlake")) && !hotlake_bin.is_file() {
         bail!(
             "{} not found: build it (cargo build --release -p hotlake-node) or pass --hotlake-bin",
             hotlake_bin.display()
@@ -145,6 +159,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         writers: args.writers,
         systems: SYSTEMS.iter().filter(|s| wants(s)).map(|s| s.to_string()).collect(),
         hotlake_bin,
+        hotlakectl_bin,
     })
 }
 
@@ -191,7 +206,7 @@ fn measure(
     name: &str,
     data: &Arc<Dataset>,
     plan: &Plan,
-    write_url: String,
+    write_urls: Vec<String>,
     query: Option<&mut RunQuery>,
 ) -> anyhow::Result<(SystemFigures, Answers)> {
     eprintln!("  {}: loading {} batches with {} writers", server.label, data.batches.len(), plan.writers);
@@ -199,7 +214,7 @@ fn measure(
     let ingest = if name == "hotlake-grpc" {
         ingest::grpc(server.grpc.as_deref().expect("hotlake has gRPC"), "bench", data, plan.writers)?
     } else {
-        ingest::line_protocol(&write_url, data, plan.writers)?
+        ingest::line_protocol(&write_urls, data, plan.writers)?
     };
     let after_ingest = server.usage()?;
     server.settle()?;
@@ -251,11 +266,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for name in &plan.systems {
         eprintln!("== {name}");
         let (figures, got) = match name.as_str() {
-            "hotlake" | "hotlake-grpc" => {
-                let label = if name == "hotlake" { "hotlake (line protocol)" } else { "hotlake (gRPC client)" };
-                let server = Server::start_hotlake(&plan.hotlake_bin, &PORTS, label)?;
-                let url = format!("http://{}/write?db=bench", server.http);
-                if name == "hotlake" {
+            "hotlake" | "hotlake-grpc" | "hotlake-3" => {
+                let server = match name.as_str() {
+                    "hotlake" => Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (line protocol)")?,
+                    "hotlake-grpc" => Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (gRPC client)")?,
+                    _ => Server::start_hotlake_cluster(&plan.hotlake_bin, &plan.hotlakectl_bin, &PORTS, 3)?,
+                };
+                let url = server.http.iter().map(|h| format!("http://{h}/write?db=bench")).collect();
+                if name != "hotlake-grpc" {
                     let client = queries::Hotlake::connect(server.grpc.as_deref().expect("gRPC"), "bench")?;
                     let mut run = |q: QueryType, p: &queries::Params| client.run(q, p).map(Some);
                     measure(server, name, &data, &plan, url, Some(&mut run))?
@@ -266,16 +284,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "influxdb" => {
                 let (bin, version) = plan.influxd.as_ref().expect("planned");
                 let server = Server::start_influxdb(bin, &PORTS, version)?;
-                let url = format!("http://{}/write?db=bench&precision=ns", server.http);
-                let client = queries::Influx::new(&server.http)?;
+                let url = vec![format!("http://{}/write?db=bench&precision=ns", server.http[0])];
+                let client = queries::Influx::new(&server.http[0])?;
                 let mut run = |q: QueryType, p: &queries::Params| client.run(q, p).map(Some);
                 measure(server, name, &data, &plan, url, Some(&mut run))?
             }
             "victoriametrics" => {
                 let (bin, version) = plan.victoria.as_ref().expect("planned");
                 let server = Server::start_victoria(bin, &PORTS, version)?;
-                let url = format!("http://{}/write", server.http);
-                let client = queries::Victoria::new(&server.http)?;
+                let url = vec![format!("http://{}/write", server.http[0])];
+                let client = queries::Victoria::new(&server.http[0])?;
                 let mut run = |q: QueryType, p: &queries::Params| client.run(q, p);
                 measure(server, name, &data, &plan, url, Some(&mut run))?
             }
@@ -294,5 +312,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("write {}", args.json.display()))?;
     println!("\nJSON report: {} ({:.0} s in all)", args.json.display(), t.elapsed().as_secs_f64());
+    let differing = report.differences();
+    if args.fail_on_difference && differing > 0 {
+        bail!("{differing} answers differ from Hotlake's (see above)");
+    }
     Ok(())
 }

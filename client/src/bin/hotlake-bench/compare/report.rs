@@ -162,7 +162,7 @@ impl Report {
     ) -> Report {
         let mut checks = BTreeMap::new();
         if let Some(ours) = answers.get("hotlake") {
-            for peer in ["influxdb", "victoriametrics"] {
+            for peer in ["hotlake-3", "influxdb", "victoriametrics"] {
                 if let Some(theirs) = answers.get(peer) {
                     checks.insert(peer.to_string(), cross_check(peer, ours, theirs));
                 }
@@ -177,6 +177,11 @@ impl Report {
             systems,
             cross_check: checks,
         }
+    }
+
+    /// Iterations whose answer differed from Hotlake's, over every peer and type.
+    pub fn differences(&self) -> usize {
+        self.cross_check.values().flat_map(|c| c.values()).map(|c| c.compared - c.agreed).sum()
     }
 
     fn system(&self, name: &str) -> Option<&SystemFigures> {
@@ -200,7 +205,7 @@ impl Report {
         );
         println!(
             "\n{:<32} {:>11} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}  durability",
-            "ingest (1 node)", "values/s", "rows/s", "p50 ms", "p99 ms", "CPU s", "RSS MiB", "disk MiB", "B/value"
+            "ingest", "values/s", "rows/s", "p50 ms", "p99 ms", "CPU s", "RSS MiB", "disk MiB", "B/value"
         );
         for s in &self.systems {
             println!(
@@ -231,8 +236,15 @@ impl Report {
                 ratio(ours.disk_bytes_per_value, p.disk_bytes_per_value)
             );
         }
+        if let Some(c) = self.system("hotlake-3") {
+            println!(
+                "{:<32} ingest {} of one node's (every value is written to 3 replicas on the same cores)",
+                c.label,
+                ratio(c.ingest.values_per_s, ours.ingest.values_per_s)
+            );
+        }
         let peers: Vec<&SystemFigures> =
-            ["influxdb", "victoriametrics"].iter().filter_map(|p| self.system(p)).collect();
+            ["hotlake-3", "influxdb", "victoriametrics"].iter().filter_map(|p| self.system(p)).collect();
         print!("\n{:<36} {:>17}", format!("queries ({} each), ms", self.iterations), "hotlake p50/p99");
         for p in &peers {
             print!(" {:>19} {:>7}", format!("{} p50/p99", p.name), "H/peer");

@@ -35,19 +35,35 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
 }
 
-/// A server process with its data directory, removed when dropped.
-pub struct Server {
-    /// Display name with version, e.g. `influxdb 1.6.7`.
-    pub label: String,
-    /// `host:port` of its HTTP API.
-    pub http: String,
-    /// `host:port` of its gRPC API (Hotlake only).
-    pub grpc: Option<String>,
-    /// When a write is acknowledged, in words.
-    pub durability: &'static str,
+/// One server process with its data directory and log, both removed when dropped.
+struct Proc {
     child: Child,
     data_dir: PathBuf,
     log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A system under test: one server process, or the nodes of a Hotlake cluster.
+pub struct Server {
+    /// Display name with version, e.g. `influxdb 1.6.7`.
+    pub label: String,
+    /// `host:port` of the HTTP API of every process (writers spread over them).
+    pub http: Vec<String>,
+    /// `host:port` of a gRPC API (Hotlake only).
+    pub grpc: Option<String>,
+    /// When a write is acknowledged, in words.
+    pub durability: &'static str,
+    procs: Vec<Proc>,
     flush: Flush,
 }
 
@@ -107,6 +123,39 @@ fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> an
     bail!("not ready after {} s ({url})", timeout.as_secs())
 }
 
+/// Starts Hotlake node `n` (1-based: ports are the base ports plus `n - 1`), joining the
+/// cluster at gRPC address `join` when given; returns its HTTP and gRPC addresses once it
+/// answers.
+fn start_hotlake_node(bin: &Path, ports: &Ports, n: u16, join: Option<&str>) -> anyhow::Result<(String, String, Proc)> {
+    let (http_port, grpc_port) = (ports.hotlake_http + n - 1, ports.hotlake_grpc + n - 1);
+    check_port_free(http_port)?;
+    check_port_free(grpc_port)?;
+    let data_dir = fresh_dir(&format!("hotlake{n}"))?;
+    let log = data_dir.with_extension("log");
+    let http = format!("127.0.0.1:{http_port}");
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let mut args: Vec<String> = ["serve", "--node-id", &n.to_string(), "--data-dir", &data_dir.display().to_string()]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend([
+        "--http-addr".into(),
+        http.clone(),
+        "--grpc-addr".into(),
+        grpc.clone(),
+        "--log".into(),
+        "warn".into(),
+    ]);
+    if let Some(seed) = join {
+        args.extend(["--join".into(), seed.to_string()]);
+    }
+    let mut child = spawn(bin, &args, &log)?;
+    let ready = wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(120), &log);
+    let proc = Proc { child, data_dir, log };
+    ready.with_context(|| format!("hotlake node {n}"))?;
+    Ok((http, grpc, proc))
+}
+
 /// Finds a program: a path as given, else a name looked up in `PATH`.
 pub fn locate(program: &str) -> Option<PathBuf> {
     let p = Path::new(program);
@@ -131,36 +180,48 @@ impl Server {
     /// One Hotlake node with default settings: every write acknowledged after its Raft log
     /// entry is synced to disk.
     pub fn start_hotlake(bin: &Path, ports: &Ports, label: &str) -> anyhow::Result<Server> {
-        check_port_free(ports.hotlake_http)?;
-        check_port_free(ports.hotlake_grpc)?;
-        let data_dir = fresh_dir("hotlake")?;
-        let log = data_dir.with_extension("log");
-        let http = format!("127.0.0.1:{}", ports.hotlake_http);
-        let grpc = format!("127.0.0.1:{}", ports.hotlake_grpc);
-        let args: Vec<String> = vec![
-            "serve".into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--http-addr".into(),
-            http.clone(),
-            "--grpc-addr".into(),
-            grpc.clone(),
-            "--log".into(),
-            "warn".into(),
-        ];
-        let mut child = spawn(bin, &args, &log)?;
-        wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(60), &log)
-            .context("hotlake node")?;
+        let node = start_hotlake_node(bin, ports, 1, None)?;
         Ok(Server {
             label: label.into(),
-            http,
-            grpc: Some(grpc),
+            http: vec![node.0],
+            grpc: Some(node.1),
             durability: "ack after the Raft log entry is fsynced",
-            child,
-            data_dir,
-            log,
+            procs: vec![node.2],
             flush: Flush::Terminate,
         })
+    }
+
+    /// `nodes` Hotlake nodes on loopback forming one cluster (replication factor 3, the
+    /// default): node 1 bootstraps it, the others join; returns once every shard has its
+    /// replicas placed and a leader (`hotlakectl cluster status --wait-ready-s`). A write is
+    /// acknowledged once a majority of its shard's replicas fsynced it.
+    pub fn start_hotlake_cluster(bin: &Path, ctl: &Path, ports: &Ports, nodes: u16) -> anyhow::Result<Server> {
+        let mut started = vec![start_hotlake_node(bin, ports, 1, None)?];
+        let seed = started[0].1.clone();
+        for n in 2..=nodes {
+            started.push(start_hotlake_node(bin, ports, n, Some(&seed))?);
+        }
+        let status = Command::new(ctl)
+            .args(["--http", &started[0].0, "cluster", "status", "--wait-ready-s", "300", "--wait-nodes"])
+            .arg(nodes.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("run {}", ctl.display()))?;
+        if !status.success() {
+            bail!("the {nodes}-node cluster did not become ready within 300 s");
+        }
+        Ok(Server {
+            label: format!("hotlake, {nodes} nodes, RF=3"),
+            http: started.iter().map(|n| n.0.clone()).collect(),
+            grpc: Some(seed),
+            durability: "ack after a majority of the shard's replicas fsynced the Raft log entry",
+            procs: started.into_iter().map(|n| n.2).collect(),
+            flush: Flush::Terminate,
+        })
+    }
+
+    fn single(label: String, http: String, durability: &'static str, proc: Proc, flush: Flush) -> Server {
+        Server { label, http: vec![http], grpc: None, durability, procs: vec![proc], flush }
     }
 
     /// InfluxDB 1.x with its default durability (`wal-fsync-delay = 0s`: the WAL is fsynced
@@ -208,7 +269,9 @@ bind-address = "127.0.0.1:{rpc}"
         let config_path = data_dir.join("influxdb.conf");
         std::fs::write(&config_path, config)?;
         let mut child = spawn(bin, &["-config".into(), config_path.display().to_string()], &log)?;
-        wait_ready(&mut child, &format!("http://{http}/ping"), Duration::from_secs(60), &log).context("influxd")?;
+        let ready = wait_ready(&mut child, &format!("http://{http}/ping"), Duration::from_secs(60), &log);
+        let proc = Proc { child, data_dir, log };
+        ready.context("influxd")?;
         let r = reqwest::blocking::Client::new()
             .post(format!("http://{http}/query"))
             .form(&[("q", "CREATE DATABASE bench")])
@@ -216,16 +279,13 @@ bind-address = "127.0.0.1:{rpc}"
         if !r.status().is_success() {
             bail!("influxd: CREATE DATABASE failed: {}", r.text().unwrap_or_default());
         }
-        Ok(Server {
-            label: format!("influxdb {version}"),
+        Ok(Server::single(
+            format!("influxdb {version}"),
             http,
-            grpc: None,
-            durability: "ack after the WAL is fsynced (wal-fsync-delay = 0s, the default)",
-            child,
-            data_dir,
-            log,
-            flush: Flush::WaitInfluxSnapshot,
-        })
+            "ack after the WAL is fsynced (wal-fsync-delay = 0s, the default)",
+            proc,
+            Flush::WaitInfluxSnapshot,
+        ))
     }
 
     /// Single-node VictoriaMetrics with default settings but a 100-year retention (the data
@@ -244,18 +304,16 @@ bind-address = "127.0.0.1:{rpc}"
             "-loggerLevel=WARN".into(),
         ];
         let mut child = spawn(bin, &args, &log)?;
-        wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(60), &log)
-            .context("victoria-metrics")?;
-        Ok(Server {
-            label: format!("victoriametrics {version}"),
+        let ready = wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(60), &log);
+        let proc = Proc { child, data_dir, log };
+        ready.context("victoria-metrics")?;
+        Ok(Server::single(
+            format!("victoriametrics {version}"),
             http,
-            grpc: None,
-            durability: "ack when buffered in memory; flushed to disk about every second",
-            child,
-            data_dir,
-            log,
-            flush: Flush::VictoriaEndpoint,
-        })
+            "ack when buffered in memory; flushed to disk about every second",
+            proc,
+            Flush::VictoriaEndpoint,
+        ))
     }
 
     /// Makes every acknowledged write visible to queries. VictoriaMetrics buffers rows for
@@ -263,30 +321,23 @@ bind-address = "127.0.0.1:{rpc}"
     pub fn settle(&self) -> anyhow::Result<()> {
         if let Flush::VictoriaEndpoint = self.flush {
             reqwest::blocking::Client::new()
-                .get(format!("http://{}/internal/force_flush", self.http))
+                .get(format!("http://{}/internal/force_flush", self.http[0]))
                 .send()
                 .context("victoria-metrics force_flush")?;
         }
         Ok(())
     }
 
-    /// CPU seconds and peak RSS so far, from `/proc`.
+    /// CPU seconds and peak RSS so far, from `/proc`, summed over the processes (for a
+    /// cluster the RSS is the sum of each node's peak).
     pub fn usage(&self) -> anyhow::Result<Usage> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
-        let cpu_s = (ticks(11) + ticks(12)) as f64 / 100.0;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let peak_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        Ok(Usage { cpu_s, peak_rss_bytes: peak_kib * 1024 })
+        let mut total = Usage::default();
+        for p in &self.procs {
+            let u = proc_usage(p.child.id())?;
+            total.cpu_s += u.cpu_s;
+            total.peak_rss_bytes += u.peak_rss_bytes;
+        }
+        Ok(total)
     }
 
     /// Puts everything on disk, stops the server and returns the bytes its data directory
@@ -297,21 +348,21 @@ bind-address = "127.0.0.1:{rpc}"
             Flush::WaitInfluxSnapshot => self.wait_influx_snapshot()?,
             Flush::VictoriaEndpoint => {
                 reqwest::blocking::Client::new()
-                    .get(format!("http://{}/internal/force_flush", self.http))
+                    .get(format!("http://{}/internal/force_flush", self.http[0]))
                     .send()
                     .context("victoria-metrics force_flush")?;
             }
         }
         self.terminate(Duration::from_secs(300))?;
-        dir_bytes(&self.data_dir)
+        self.procs.iter().map(|p| dir_bytes(&p.data_dir)).sum()
     }
 
     /// InfluxDB snapshots its cache into TSM files once a shard has had no writes for the cold
     /// duration; then the WAL segments are removed. Waits for that and for compactions to
     /// settle (the data directory unchanged for 10 s).
     fn wait_influx_snapshot(&self) -> anyhow::Result<()> {
-        let wal = self.data_dir.join("wal");
-        let data = self.data_dir.join("data");
+        let wal = self.procs[0].data_dir.join("wal");
+        let data = self.procs[0].data_dir.join("data");
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut last = (u64::MAX, Instant::now());
         while Instant::now() < deadline {
@@ -328,29 +379,27 @@ bind-address = "127.0.0.1:{rpc}"
         bail!("influxd did not snapshot its WAL within 600 s")
     }
 
+    /// SIGTERM to every process, then waits for all of them.
     fn terminate(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for p in &self.procs {
+            let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
+        }
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
+        for p in &mut self.procs {
+            while p.child.try_wait()?.is_none() {
+                if Instant::now() >= deadline {
+                    let _ = p.child.kill();
+                    bail!(
+                        "{} did not stop within {} s of SIGTERM (see {})",
+                        self.label,
+                        timeout.as_secs(),
+                        p.log.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        bail!("{} did not stop within {} s of SIGTERM (see {})", self.label, timeout.as_secs(), self.log.display())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let _ = std::fs::remove_file(&self.log);
+        Ok(())
     }
 }
 
@@ -372,4 +421,22 @@ pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// CPU seconds and peak RSS of one process.
+fn proc_usage(pid: u32) -> anyhow::Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+    let cpu_s = (ticks(11) + ticks(12)) as f64 / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(Usage { cpu_s, peak_rss_bytes: peak_kib * 1024 })
 }
