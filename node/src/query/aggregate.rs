@@ -232,6 +232,53 @@ impl PartialAggregates {
                 }
                 continue;
             }
+            // Numeric columns with absent rows (or integers): per bucket run, gather the present
+            // values as f64 and add them at once, as above.
+            if matches!(col.values, ColumnValues::F64(_) | ColumnValues::I64(_) | ColumnValues::U64(_)) {
+                let mut scratch: Vec<f64> = Vec::new();
+                let (mut i, mut vi) = (0, 0);
+                while i < block.timestamps.len() {
+                    let b = bucket_of(block.timestamps[i], q.bucket_ns, q.start_ns);
+                    let j = if q.bucket_ns == 0 {
+                        block.timestamps.len()
+                    } else {
+                        let end = b.saturating_add(q.bucket_ns);
+                        i + block.timestamps[i..].partition_point(|&t| t < end)
+                    };
+                    scratch.clear();
+                    // (row, value index) of the first and last present rows of the run.
+                    let (mut first, mut last) = (None, None);
+                    for row in i..j {
+                        if col.present.as_ref().is_some_and(|p| !p[row]) {
+                            continue;
+                        }
+                        scratch.push(match &col.values {
+                            ColumnValues::F64(v) => v[vi],
+                            ColumnValues::I64(v) => v[vi] as f64,
+                            ColumnValues::U64(v) => v[vi] as f64,
+                            _ => unreachable!("numeric columns only"),
+                        });
+                        first.get_or_insert((row, vi));
+                        last = Some((row, vi));
+                        vi += 1;
+                    }
+                    if let (Some((r0, v0)), Some((rn, vn))) = (first, last) {
+                        let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
+                        let agg = slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch));
+                        agg.count += scratch.len() as u64;
+                        agg.add_f64_slice(&scratch);
+                        let (t0, tn) = (block.timestamps[r0], block.timestamps[rn]);
+                        if agg.first.as_ref().is_none_or(|(t, _)| t0 < *t) {
+                            agg.first = Some((t0, value_at(&col.values, v0)));
+                        }
+                        if agg.last.as_ref().is_none_or(|(t, _)| tn >= *t) {
+                            agg.last = Some((tn, value_at(&col.values, vn)));
+                        }
+                    }
+                    i = j;
+                }
+                continue;
+            }
             let mut vi = 0;
             for (row, &ts) in block.timestamps.iter().enumerate() {
                 if col.present.as_ref().is_some_and(|p| !p[row]) {
@@ -344,6 +391,90 @@ impl PartialAggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::codec::Column;
+
+    fn query(bucket_ns: i64) -> Query {
+        Query {
+            tenant: "t".into(),
+            measurement: "m".into(),
+            fields: vec![],
+            predicates: vec![],
+            filters: vec![],
+            start_ns: 0,
+            end_ns: 1_000,
+            aggregates: vec![AggKind::Count],
+            percentile: 50.0,
+            bucket_ns,
+            group_by: vec![],
+            fill: Fill::None,
+            descending: false,
+            limit: 0,
+            allow_partial: false,
+        }
+    }
+
+    #[test]
+    fn run_paths_equal_row_by_row_aggregation_for_every_column_shape() {
+        // Rows every 7 ns; every third row lacks the integer, every fifth lacks the float.
+        let timestamps: Vec<i64> = (0..100).map(|i| i * 7).collect();
+        let ints_present: Vec<bool> = (0..100).map(|i| i % 3 != 0).collect();
+        let floats_present: Vec<bool> = (0..100).map(|i| i % 5 != 0).collect();
+        let ints: Vec<i64> = (0..100).filter(|i| i % 3 != 0).map(|i| (i * 37) % 11 - 5).collect();
+        let floats: Vec<f64> = (0..100).filter(|i| i % 5 != 0).map(|i| ((i * 13) % 17) as f64 / 4.0).collect();
+        let dense: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let block = Block {
+            timestamps: timestamps.clone(),
+            columns: vec![
+                Column {
+                    name: "i".into(),
+                    present: Some(ints_present.clone()),
+                    values: ColumnValues::I64(ints.clone()),
+                },
+                Column {
+                    name: "f".into(),
+                    present: Some(floats_present.clone()),
+                    values: ColumnValues::F64(floats.clone()),
+                },
+                Column { name: "d".into(), present: None, values: ColumnValues::F64(dense.clone()) },
+            ],
+        };
+        for bucket_ns in [0, 50] {
+            let q = query(bucket_ns);
+            let mut fast = PartialAggregates::new(vec!["i".into(), "f".into(), "d".into()], false);
+            fast.add_block(&[], &block, &q);
+            // Reference: one value at a time.
+            let mut reference: BTreeMap<(usize, i64), FieldAgg> = BTreeMap::new();
+            let mut add = |fi: usize, present: &[bool], value: &dyn Fn(usize) -> FieldValue| {
+                let mut vi = 0;
+                for (row, &ts) in timestamps.iter().enumerate() {
+                    if present[row] {
+                        let b = bucket_of(ts, bucket_ns, 0);
+                        reference.entry((fi, b)).or_insert_with(|| FieldAgg::new(false)).add(ts, value(vi));
+                        vi += 1;
+                    }
+                }
+            };
+            add(0, &ints_present, &|vi| FieldValue::I64(ints[vi]));
+            add(1, &floats_present, &|vi| FieldValue::F64(floats[vi]));
+            add(2, &[true; 100], &|vi| FieldValue::F64(dense[vi]));
+            let buckets = &fast.groups[&Vec::<String>::new()];
+            for ((fi, b), want) in &reference {
+                let got = buckets[b][*fi].as_ref().expect("bucket present");
+                for kind in [AggKind::Count, AggKind::Min, AggKind::Max, AggKind::First, AggKind::Last] {
+                    assert_eq!(got.finish(kind, 50.0), want.finish(kind, 50.0), "{kind:?} field {fi} bucket {b}");
+                }
+                for kind in [AggKind::Sum, AggKind::Mean, AggKind::Stddev] {
+                    let (Some(FieldValue::F64(a)), Some(FieldValue::F64(w))) =
+                        (got.finish(kind, 50.0), want.finish(kind, 50.0))
+                    else {
+                        assert_eq!(got.finish(kind, 50.0), want.finish(kind, 50.0));
+                        continue;
+                    };
+                    assert!((a - w).abs() < 1e-9 * w.abs().max(1.0), "{kind:?} field {fi} bucket {b}: {a} vs {w}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn merged_partials_equal_one_pass_over_all_values() {
