@@ -7,7 +7,7 @@ use super::plan::select_series;
 use super::{LastQuery, LastRow, Query, QueryResult, ResultGroup};
 use crate::config::Limits;
 use crate::engine::read::{read_series, read_series_parts, value_at};
-use crate::engine::shard::ShardData;
+use crate::engine::shard::{window_start, ShardData};
 use crate::error::{Error, Result};
 use crate::model::FieldValue;
 
@@ -120,20 +120,49 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     }
     let with_sketch = q.aggregates.contains(&super::AggKind::Percentile);
     let mut partial = PartialAggregates::new(fields.clone(), with_sketch);
+    // Only `last` over one bucket: read each series newest first and stop once every field
+    // has a value that passed the filters ("the latest reading with low fuel").
+    let newest_first = q.bucket_ns == 0 && q.aggregates.iter().all(|a| *a == super::AggKind::Last);
+    let window = shard.options().block_window_ns;
     for (sid, tags) in series {
-        let parts = read_series_parts(shard, &view, sid, start, q.end_ns, Some(&read_fields))?;
-        if parts.is_empty() {
-            continue;
-        }
         let group: Vec<String> = q
             .group_by
             .iter()
             .map(|k| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()).unwrap_or_default())
             .collect();
-        for block in parts {
-            scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
-            check_budget(scanned)?;
-            partial.add_block(&group, &filter::apply(block, &q.filters), q);
+        let mut seen: Vec<&String> = Vec::new();
+        let mut chunk_end = q.end_ns;
+        // Chunks of 1, 2, 4, ... block windows, so a match far back costs a few reads (each
+        // read also walks the memtables) rather than one per window.
+        let mut chunk_windows = 1i64;
+        while chunk_end > start {
+            let chunk_start = if newest_first {
+                let back = window.saturating_mul(chunk_windows);
+                start.max(window_start(chunk_end.saturating_sub(1), window).saturating_sub(back - window))
+            } else {
+                start
+            };
+            let parts = read_series_parts(shard, &view, sid, chunk_start, chunk_end, Some(&read_fields))?;
+            for block in parts {
+                scanned += block.columns.iter().map(|c| c.values.len() as u64).sum::<u64>();
+                check_budget(scanned)?;
+                let block = filter::apply(block, &q.filters);
+                if newest_first {
+                    for c in &block.columns {
+                        if let Some(f) = fields.iter().find(|f| **f == c.name) {
+                            if !seen.contains(&f) {
+                                seen.push(f);
+                            }
+                        }
+                    }
+                }
+                partial.add_block(&group, &block, q);
+            }
+            if !newest_first || seen.len() == fields.len() {
+                break;
+            }
+            chunk_end = chunk_start;
+            chunk_windows = chunk_windows.saturating_mul(2);
         }
     }
     Ok(ShardResult { answer: ShardAnswer::Aggregates(partial), points_scanned: scanned })

@@ -97,6 +97,16 @@ fn writes_then_queries_over_http() {
     let passing: Vec<f64> = (0..40).filter(|i| i % 3 == 2 && *i as f64 + 0.5 > 10.0).map(|i| i as f64 + 0.5).collect();
     assert_eq!(v["groups"][0]["rows"][0][1], passing.len());
     assert_eq!(v["groups"][0]["rows"][0][2].as_f64().unwrap(), passing.iter().sum::<f64>());
+    // The latest velocity among rows with status 0, per fleet (read newest first).
+    let (status, v) = node.query(json!({
+        "tenant": "fleet", "measurement": "readings", "fields": ["velocity"],
+        "filter": [{"field": "status", "op": "=", "value": 0}],
+        "start": T0, "end": T0 + 3_600_000_000_000, "aggregates": ["last"], "group_by": ["fleet"],
+    }));
+    assert_eq!(status, 200, "{v}");
+    // Status is i % 3 and fleets alternate: East's latest is i = 36, West's i = 39.
+    assert_eq!(v["groups"][0]["rows"][0][1].as_f64().unwrap(), 36.5, "{v}");
+    assert_eq!(v["groups"][1]["rows"][0][1].as_f64().unwrap(), 39.5, "{v}");
     let (status, v) = node.query(json!({
         "tenant": "fleet", "measurement": "readings", "filter": [{"field": "velocity", "op": "~", "value": 1}],
         "start": T0, "end": T0 + 1, "aggregates": ["count"],
