@@ -197,6 +197,10 @@ impl PartialAggregates {
 
     /// Adds a series' merged block to `group`.
     pub fn add_block(&mut self, group: &[String], block: &Block, q: &Query) {
+        // A group appears only with rows: a block the filters emptied adds nothing.
+        if block.timestamps.is_empty() {
+            return;
+        }
         let nfields = self.fields.len();
         let with_sketch = self.with_sketch;
         let buckets = match self.groups.get_mut(group) {
