@@ -2,8 +2,9 @@
 //!
 //! Entries are bincode-encoded under `[0x01] index`. Appends go through the engine's
 //! group-committed log writer and openraft is told they are durable only from its completion
-//! callback. The vote is written synced; `committed` and `purged` are buffered, because losing
-//! them only makes a restart re-apply or re-read a little more.
+//! callback. The vote is written synced and `committed` buffered, because losing it only makes
+//! a restart re-apply a little more. A purge is synced, then asks the engine to give the purged
+//! entries' disk back.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -158,9 +159,18 @@ where
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let (from, to) = (keys::log_entry(0), keys::log_entry(log_id.index + 1));
         let mut b = WriteBatch::new();
         b.put(self.space(), keys::log_state("purged"), bincode::serialize(&log_id).map_err(write_err)?);
-        b.delete_range(self.space(), keys::log_entry(0).to_vec(), keys::log_entry(log_id.index + 1).to_vec());
-        self.engine.write(b, Durability::Buffered).map_err(write_err)
+        b.delete_range(self.space(), from.to_vec(), to.to_vec());
+        // Synced, because files dropped next cannot come back: a purge marker lost in a crash
+        // must not leave the log claiming entries whose files are gone.
+        self.engine.write(b, Durability::Sync).map_err(write_err)?;
+        // Purged entries would otherwise hold their disk until a compaction reaches them; on
+        // a write-heavy node that was most of the data directory.
+        if let Err(e) = self.engine.reclaim_range(self.space(), &from, &to) {
+            tracing::warn!(space = %self.space().name(), error = %e, "could not reclaim the disk of a purged log");
+        }
+        Ok(())
     }
 }

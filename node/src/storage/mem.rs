@@ -260,6 +260,11 @@ impl KvEngine for MemEngine {
     fn flush_memtables(&self) -> Result<(), StorageError> {
         Ok(())
     }
+
+    fn reclaim_range(&self, _space: Space, _from: &[u8], _to: &[u8]) -> Result<(), StorageError> {
+        // No files: deleted keys are gone from memory already.
+        Ok(())
+    }
 }
 
 #[cfg(test)]

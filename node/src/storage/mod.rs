@@ -204,6 +204,11 @@ pub trait KvEngine: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Makes every buffered write durable.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Gives back the disk of keys in `[from, to)` of `space`, every one of them already
+    /// deleted durably: whole files holding only such keys are dropped at once, the rest is
+    /// compacted in the background. How a purged Raft log returns its disk: with many column
+    /// families, RocksDB's own triggers may never compact a log's files.
+    fn reclaim_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<(), StorageError>;
     /// Writes every in-memory table to files, so nothing is left to replay from the
     /// write-ahead log and the log's files can be dropped (graceful shutdown).
     fn flush_memtables(&self) -> Result<(), StorageError>;

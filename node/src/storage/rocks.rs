@@ -47,6 +47,8 @@ pub struct RocksEngine {
     cf_options: Options,
     shards: Mutex<std::collections::BTreeSet<ShardId>>,
     log_writer: LogWriter,
+    /// Spaces with a background compaction running (`reclaim_range`).
+    compacting: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 fn parse_shard_cf(name: &str) -> Option<ShardId> {
@@ -100,7 +102,14 @@ impl RocksEngine {
         let shards = names.iter().filter_map(|n| parse_shard_cf(n)).collect();
         let db = Arc::new(db);
         let log_writer = LogWriter::start(db.clone(), opts.group_commit_batches_max);
-        Ok(RocksEngine { db, path: path.to_path_buf(), cf_options, shards: Mutex::new(shards), log_writer })
+        Ok(RocksEngine {
+            db,
+            path: path.to_path_buf(),
+            cf_options,
+            shards: Mutex::new(shards),
+            log_writer,
+            compacting: Arc::default(),
+        })
     }
 
     /// Column family names of every space: the node's and each shard's.
@@ -245,6 +254,25 @@ impl KvEngine for RocksEngine {
         Ok(())
     }
 
+    fn reclaim_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<(), StorageError> {
+        let name = space.name();
+        let Some(cf) = self.db.cf_handle(&name) else { return Ok(()) };
+        self.db.delete_file_in_range_cf(&cf, from, to).map_err(io)?;
+        // Files that also hold live keys (the log's tail, its state keys) are compacted; one
+        // compaction per space at a time, the next purge covers what a skipped one would have.
+        if !self.compacting.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
+            return Ok(());
+        }
+        let (db, compacting, from, to) = (self.db.clone(), self.compacting.clone(), from.to_vec(), to.to_vec());
+        std::thread::spawn(move || {
+            if let Some(cf) = db.cf_handle(&name) {
+                db.compact_range_cf(&cf, Some(&from), Some(&to));
+            }
+            compacting.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+        });
+        Ok(())
+    }
+
     fn flush_memtables(&self) -> Result<(), StorageError> {
         for name in self.space_names() {
             let Some(cf) = self.db.cf_handle(&name) else { continue };
@@ -257,6 +285,11 @@ impl KvEngine for RocksEngine {
 impl Drop for RocksEngine {
     fn drop(&mut self) {
         self.log_writer.stop();
+        // Background compactions hold the database: wait for them, so the directory is free
+        // to open again once the engine is dropped.
+        while !self.compacting.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let _ = self.db.flush_wal(true);
     }
 }
