@@ -191,7 +191,15 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
                 .with_writer(std::io::stderr)
                 .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            // Blocking work is per-shard query execution and snapshot encoding: CPU-bound, so more
+            // threads than a few per core only switch between them and each keeps its own
+            // allocator cache (tokio's default allows 512).
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads((cores * 4).max(8))
+                .build()
+                .context("start runtime")?;
             runtime.block_on(serve(*args))
         }
     }
