@@ -35,11 +35,16 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
 }
 
-/// One server process with its data directory and log, both removed when dropped.
+/// One server process with its data directory, log and config file, removed when dropped.
 struct Proc {
     child: Child,
     data_dir: PathBuf,
     log: PathBuf,
+}
+
+/// A file or directory next to a data directory: `{data_dir}.{extension}`.
+fn beside(data_dir: &Path, extension: &str) -> PathBuf {
+    data_dir.with_extension(extension)
 }
 
 impl Drop for Proc {
@@ -50,6 +55,7 @@ impl Drop for Proc {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(beside(&self.data_dir, "toml"));
     }
 }
 
@@ -134,10 +140,22 @@ fn start_hotlake_node(bin: &Path, ports: &Ports, n: u16, join: Option<&str>) -> 
     let log = data_dir.with_extension("log");
     let http = format!("127.0.0.1:{http_port}");
     let grpc = format!("127.0.0.1:{grpc_port}");
-    let mut args: Vec<String> = ["serve", "--node-id", &n.to_string(), "--data-dir", &data_dir.display().to_string()]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    // Defaults but for the device key: a TSBS truck is identified by its `name` tag, so its
+    // series live on one shard and a query naming a truck asks that shard alone.
+    let config = beside(&data_dir, "toml");
+    std::fs::write(&config, "device_tag = \"name\"\n")?;
+    let mut args: Vec<String> = [
+        "serve",
+        "--config",
+        &config.display().to_string(),
+        "--node-id",
+        &n.to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     args.extend([
         "--http-addr".into(),
         http.clone(),
