@@ -145,8 +145,9 @@ pub fn merge(blocks: Vec<Block>) -> Block {
     concat(merge_parts(blocks))
 }
 
-/// Merges blocks given oldest first into time-ordered, non-overlapping parts: the blocks
-/// themselves when they do not overlap, one merged block otherwise.
+/// Merges blocks given oldest first into time-ordered, non-overlapping parts: each run of
+/// blocks whose time ranges overlap becomes one merged block, every other block is passed on
+/// as it is.
 fn merge_parts(mut blocks: Vec<Block>) -> Vec<Block> {
     blocks.retain(|b| !b.timestamps.is_empty());
     if blocks.len() <= 1 {
@@ -154,16 +155,34 @@ fn merge_parts(mut blocks: Vec<Block>) -> Vec<Block> {
     }
     let mut by_start: Vec<usize> = (0..blocks.len()).collect();
     by_start.sort_by_key(|&i| blocks[i].timestamps[0]);
-    let disjoint = by_start.windows(2).all(|w| {
-        let a = &blocks[w[0]];
-        let b = &blocks[w[1]];
-        a.timestamps.last().expect("non-empty") < b.timestamps.first().expect("non-empty")
-    });
-    if disjoint {
-        let mut slots: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
-        return by_start.iter().map(|&i| slots[i].take().expect("each once")).collect();
+    // Runs of sources whose time ranges overlap (transitively): only those need the general
+    // merge; a run of one is passed on as it is. Runs are disjoint and come out in time order.
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut run_end = TimestampNs::MIN;
+    for &i in &by_start {
+        let (first, last) = (blocks[i].timestamps[0], *blocks[i].timestamps.last().expect("non-empty"));
+        match runs.last_mut() {
+            Some(run) if first <= run_end => {
+                run.push(i);
+                run_end = run_end.max(last);
+            }
+            _ => {
+                runs.push(vec![i]);
+                run_end = last;
+            }
+        }
     }
-    vec![full_merge(blocks)]
+    let mut slots: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
+    runs.into_iter()
+        .map(|mut run| {
+            if run.len() == 1 {
+                return slots[run[0]].take().expect("each once");
+            }
+            // The general merge wants its sources oldest first, their order in `blocks`.
+            run.sort_unstable();
+            full_merge(run.iter().map(|&i| slots[i].take().expect("each once")).collect())
+        })
+        .collect()
 }
 
 /// Concatenates time-disjoint blocks already in time order.
