@@ -80,6 +80,11 @@ pub struct Args {
     /// written). CI's smoke test sets it: the answers are deterministic for a seed.
     #[arg(long)]
     fail_on_difference: bool,
+    /// Also load the data set into another line-protocol endpoint, given as `NAME=URL` with the
+    /// whole write URL (repeatable), e.g. `telegraf=http://127.0.0.1:8186/write?db=bench`.
+    /// Only ingest is measured there: the process is not the harness's to watch or query.
+    #[arg(long = "endpoint", value_name = "NAME=URL")]
+    endpoints: Vec<String>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench-compare.json")]
     json: PathBuf,
@@ -95,6 +100,7 @@ struct Plan {
     systems: Vec<String>,
     hotlake_bin: PathBuf,
     hotlakectl_bin: PathBuf,
+    endpoints: Vec<(String, String)>,
     influxd: Option<(PathBuf, String)>,
     victoria: Option<(PathBuf, String)>,
 }
@@ -124,6 +130,15 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         None => std::env::current_exe()?.with_file_name("hotlake"),
     };
     let hotlakectl_bin = std::env::current_exe()?.with_file_name("hotlakectl");
+    let mut endpoints = Vec::new();
+    for e in &args.endpoints {
+        match e.split_once('=') {
+            Some((name, url)) if !name.is_empty() && url.starts_with("http") => {
+                endpoints.push((name.to_string(), url.to_string()))
+            }
+            _ => bail!("--endpoint {e:?} must look like NAME=http://HOST:PORT/write?db=bench"),
+        }
+    }
     let wants = |s: &str| args.systems.iter().any(|x| x == s);
     if wants("hotlake-3") && !hotlakectl_bin.is_file() {
         bail!(
@@ -160,6 +175,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         systems: SYSTEMS.iter().filter(|s| wants(s)).map(|s| s.to_string()).collect(),
         hotlake_bin,
         hotlakectl_bin,
+        endpoints,
     })
 }
 
@@ -304,7 +320,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Let the page cache and sockets of one system settle before the next starts.
         std::thread::sleep(Duration::from_secs(1));
     }
-    let report = Report::new(&data, plan.iterations, systems, &answers);
+    let mut external = Vec::new();
+    for (name, url) in &plan.endpoints {
+        eprintln!("== {name} ({url})");
+        let figures = ingest::line_protocol(std::slice::from_ref(url), &data, plan.writers)
+            .with_context(|| format!("endpoint {name}"))?;
+        external.push((name.clone(), figures));
+    }
+    let report = Report::new(&data, plan.iterations, systems, external, &answers);
     report.print();
     if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

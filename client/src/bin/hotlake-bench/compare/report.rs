@@ -91,6 +91,8 @@ pub struct Report {
     pub iterations: usize,
     /// Per system.
     pub systems: Vec<SystemFigures>,
+    /// Other line-protocol endpoints loaded with the same data (`--endpoint`): ingest only.
+    pub endpoints: Vec<(String, IngestReport)>,
     /// Per peer, per query type.
     pub cross_check: BTreeMap<String, BTreeMap<QueryType, Check>>,
 }
@@ -158,6 +160,7 @@ impl Report {
         data: &Dataset,
         iterations: usize,
         systems: Vec<SystemFigures>,
+        endpoints: Vec<(String, IngestReport)>,
         answers: &BTreeMap<String, Answers>,
     ) -> Report {
         let mut checks = BTreeMap::new();
@@ -175,6 +178,7 @@ impl Report {
             values: data.values,
             iterations,
             systems,
+            endpoints,
             cross_check: checks,
         }
     }
@@ -220,6 +224,12 @@ impl Report {
                 mib(s.disk_bytes),
                 s.disk_bytes_per_value,
                 s.durability
+            );
+        }
+        for (name, e) in &self.endpoints {
+            println!(
+                "{:<32} {:>11.0} {:>10.0} {:>8.1} {:>8.1}  (an endpoint of its own: ingest only)",
+                name, e.values_per_s, e.rows_per_s, e.batch_p50_ms, e.batch_p99_ms
             );
         }
         let Some(ours) = self.system("hotlake") else { return };
