@@ -102,6 +102,24 @@ impl FieldAgg {
         }
     }
 
+    /// Adds a run of numeric values whose first and last (by time) are given; their
+    /// `FieldValue`s are built only when they become the aggregate's first or last.
+    fn add_run(
+        &mut self,
+        values: &[f64],
+        first: (TimestampNs, impl FnOnce() -> FieldValue),
+        last: (TimestampNs, impl FnOnce() -> FieldValue),
+    ) {
+        self.count += values.len() as u64;
+        self.add_f64_slice(values);
+        if self.first.as_ref().is_none_or(|(t, _)| first.0 < *t) {
+            self.first = Some((first.0, (first.1)()));
+        }
+        if self.last.as_ref().is_none_or(|(t, _)| last.0 >= *t) {
+            self.last = Some((last.0, (last.1)()));
+        }
+    }
+
     fn add(&mut self, ts: TimestampNs, v: FieldValue) {
         self.count += 1;
         if let Some(x) = v.as_f64() {
@@ -189,6 +207,17 @@ pub fn bucket_of(ts: TimestampNs, bucket_ns: i64, start_ns: TimestampNs) -> Time
     }
 }
 
+/// The bucket of row `i` and the end (exclusive) of the run of rows from `i` in that bucket.
+#[inline]
+fn bucket_run(timestamps: &[TimestampNs], i: usize, q: &Query) -> (TimestampNs, usize) {
+    let b = bucket_of(timestamps[i], q.bucket_ns, q.start_ns);
+    if q.bucket_ns == 0 {
+        return (b, timestamps.len());
+    }
+    let end = b.saturating_add(q.bucket_ns);
+    (b, i + timestamps[i..].partition_point(|&t| t < end))
+}
+
 impl PartialAggregates {
     /// Empty partials for `fields`.
     pub fn new(fields: Vec<String>, with_sketch: bool) -> Self {
@@ -209,29 +238,20 @@ impl PartialAggregates {
         };
         for col in &block.columns {
             let Some(fi) = self.fields.iter().position(|f| *f == col.name) else { continue };
-            // Fast path: a float column with every row present, the common telemetry shape.
+            // Fast path: a float column with every row present, the common telemetry shape; the
+            // run's values are added straight from the column.
             if let (ColumnValues::F64(values), None) = (&col.values, &col.present) {
                 let mut i = 0;
                 while i < values.len() {
-                    let b = bucket_of(block.timestamps[i], q.bucket_ns, q.start_ns);
-                    // Extent of this bucket's run of rows.
-                    let j = if q.bucket_ns == 0 {
-                        values.len()
-                    } else {
-                        let end = b.saturating_add(q.bucket_ns);
-                        i + block.timestamps[i..].partition_point(|&t| t < end)
-                    };
+                    let (b, j) = bucket_run(&block.timestamps, i, q);
                     let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
                     let agg = slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch));
-                    agg.count += (j - i) as u64;
-                    agg.add_f64_slice(&values[i..j]);
                     let (t0, tn) = (block.timestamps[i], block.timestamps[j - 1]);
-                    if agg.first.as_ref().is_none_or(|(t, _)| t0 < *t) {
-                        agg.first = Some((t0, FieldValue::F64(values[i])));
-                    }
-                    if agg.last.as_ref().is_none_or(|(t, _)| tn >= *t) {
-                        agg.last = Some((tn, FieldValue::F64(values[j - 1])));
-                    }
+                    agg.add_run(
+                        &values[i..j],
+                        (t0, || FieldValue::F64(values[i])),
+                        (tn, || FieldValue::F64(values[j - 1])),
+                    );
                     i = j;
                 }
                 continue;
@@ -242,13 +262,7 @@ impl PartialAggregates {
                 let mut scratch: Vec<f64> = Vec::new();
                 let (mut i, mut vi) = (0, 0);
                 while i < block.timestamps.len() {
-                    let b = bucket_of(block.timestamps[i], q.bucket_ns, q.start_ns);
-                    let j = if q.bucket_ns == 0 {
-                        block.timestamps.len()
-                    } else {
-                        let end = b.saturating_add(q.bucket_ns);
-                        i + block.timestamps[i..].partition_point(|&t| t < end)
-                    };
+                    let (b, j) = bucket_run(&block.timestamps, i, q);
                     scratch.clear();
                     // (row, value index) of the first and last present rows of the run.
                     let (mut first, mut last) = (None, None);
@@ -269,15 +283,11 @@ impl PartialAggregates {
                     if let (Some((r0, v0)), Some((rn, vn))) = (first, last) {
                         let slots = buckets.entry(b).or_insert_with(|| vec![None; nfields]);
                         let agg = slots[fi].get_or_insert_with(|| FieldAgg::new(with_sketch));
-                        agg.count += scratch.len() as u64;
-                        agg.add_f64_slice(&scratch);
-                        let (t0, tn) = (block.timestamps[r0], block.timestamps[rn]);
-                        if agg.first.as_ref().is_none_or(|(t, _)| t0 < *t) {
-                            agg.first = Some((t0, value_at(&col.values, v0)));
-                        }
-                        if agg.last.as_ref().is_none_or(|(t, _)| tn >= *t) {
-                            agg.last = Some((tn, value_at(&col.values, vn)));
-                        }
+                        agg.add_run(
+                            &scratch,
+                            (block.timestamps[r0], || value_at(&col.values, v0)),
+                            (block.timestamps[rn], || value_at(&col.values, vn)),
+                        );
                     }
                     i = j;
                 }

@@ -29,6 +29,9 @@ pub struct ShardResult {
     pub points_scanned: u64,
 }
 
+/// A series a query reads: its id, its tags and its newest timestamp, if any.
+type SelectedSeries = (u32, Vec<(String, String)>, Option<i64>);
+
 /// Runs `q` on one shard. `points_budget` is what is left of `limits.query_points_max`.
 pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget: u64) -> Result<ShardResult> {
     // Take the view before reading the index so every series the view can see is selected.
@@ -36,8 +39,15 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     let (series, cutoff, all_fields) = {
         let inner = shard.read();
         let ids = select_series(&inner.index, &q.tenant, &q.measurement, &q.predicates);
-        let series: Vec<(u32, Vec<(String, String)>)> =
-            ids.iter().map(|&id| (id, inner.index.get(id).tags())).collect();
+        // Each selected series with its tags and its newest timestamp (from the index's latest
+        // values), which bounds a newest-first read.
+        let series: Vec<SelectedSeries> = ids
+            .iter()
+            .map(|&id| {
+                let s = inner.index.get(id);
+                (id, s.tags(), s.last.iter().map(|l| l.timestamp_ns).max())
+            })
+            .collect();
         let mut all_fields: Vec<String> = Vec::new();
         if q.fields.is_empty() {
             for &id in &ids {
@@ -74,7 +84,7 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     if q.aggregates.is_empty() {
         let mut groups = Vec::new();
         let mut rows_total = 0usize;
-        for (sid, tags) in series {
+        for (sid, tags, _) in series {
             let block = read_series(shard, &view, sid, start, q.end_ns, Some(&read_fields))?;
             scanned += block.timestamps.len() as u64 * block.columns.len().max(1) as u64;
             check_budget(scanned)?;
@@ -124,14 +134,19 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     // has a value that passed the filters ("the latest reading with low fuel").
     let newest_first = q.bucket_ns == 0 && q.aggregates.iter().all(|a| *a == super::AggKind::Last);
     let window = shard.options().block_window_ns;
-    for (sid, tags) in series {
+    for (sid, tags, newest) in series {
         let group: Vec<String> = q
             .group_by
             .iter()
             .map(|k| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()).unwrap_or_default())
             .collect();
         let mut seen: Vec<&String> = Vec::new();
-        let mut chunk_end = q.end_ns;
+        // Start at the series' newest point, not at the end of the range: a range reaching far
+        // past the data would otherwise spend the doubling chunks on empty windows.
+        let mut chunk_end = match newest {
+            Some(t) if newest_first => q.end_ns.min(t.saturating_add(1)),
+            _ => q.end_ns,
+        };
         // Chunks of 1, 2, 4, ... block windows, so a match far back costs a few reads (each
         // read also walks the memtables) rather than one per window.
         let mut chunk_windows = 1i64;
@@ -228,4 +243,105 @@ pub fn last_on_shard(shard: &ShardData, q: &LastQuery) -> Vec<LastRow> {
         rows.push(LastRow { device: s.device.to_string(), tags: s.tags(), values });
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, ShardWrite, Values};
+    use crate::engine::shard::ShardOptions;
+    use crate::query::filter::{CmpOp, FieldFilter};
+    use crate::query::{AggKind, Fill};
+    use crate::storage::{MemEngine, ShardId};
+
+    const HOUR: i64 = 3600 * 1_000_000_000;
+
+    /// One row per hour `0..hours` of device `d1`: `v` is the hour, `s` is 1 at `flagged`
+    /// hours and 0 elsewhere, `w` only at hour 0.
+    fn write(hours: i64, flagged: &[i64]) -> ShardCommand {
+        ShardCommand::Write(ShardWrite {
+            tenant: "t".into(),
+            series: vec![SeriesWrite {
+                key: "m,device_id=d1".into(),
+                device: "d1".into(),
+                timestamps: (0..hours).map(|h| h * HOUR).collect(),
+                columns: vec![
+                    ColumnWrite {
+                        field: "v".into(),
+                        absent_rows: vec![],
+                        values: Values::F64((0..hours).map(|h| h as f64).collect()),
+                    },
+                    ColumnWrite {
+                        field: "s".into(),
+                        absent_rows: vec![],
+                        values: Values::F64((0..hours).map(|h| f64::from(u8::from(flagged.contains(&h)))).collect()),
+                    },
+                    ColumnWrite {
+                        field: "w".into(),
+                        absent_rows: (1..hours as u32).collect(),
+                        values: Values::F64(vec![42.0]),
+                    },
+                ],
+            }],
+        })
+    }
+
+    fn last(fields: &[&str], filters: Vec<FieldFilter>) -> Query {
+        Query {
+            tenant: "t".into(),
+            measurement: "m".into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            predicates: vec![],
+            filters,
+            start_ns: 0,
+            end_ns: 100 * HOUR,
+            aggregates: vec![AggKind::Last],
+            percentile: 50.0,
+            bucket_ns: 0,
+            group_by: vec![],
+            fill: Fill::None,
+            descending: false,
+            limit: 0,
+            allow_partial: false,
+        }
+    }
+
+    fn answer(shard: &ShardData, q: &Query) -> (Vec<Option<FieldValue>>, u64) {
+        let r = run_on_shard(shard, q, &Limits::default(), u64::MAX).unwrap();
+        let points = r.points_scanned;
+        let groups = merge_answers(q, vec![r]).groups;
+        (groups.first().map(|g| g.rows[0].1.clone()).unwrap_or_default(), points)
+    }
+
+    /// `last` reads newest first over block windows (flushed and in the memtable) and stops at
+    /// the first window with a passing row; fields found in different windows each get their
+    /// own latest value.
+    #[test]
+    fn last_only_queries_read_newest_first_and_stop_at_the_first_match() {
+        let options = ShardOptions { block_window_ns: HOUR, ..ShardOptions::default() };
+        let shard = ShardData::open(Arc::new(MemEngine::new()), ShardId(0), options).unwrap();
+        shard.apply(LogId::new(CommittedLeaderId::new(1, 1), 1), &write(40, &[3, 30])).unwrap();
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+        let gt = |field: &str, value: f64| FieldFilter { field: field.into(), op: CmpOp::Gt, value };
+
+        // The newest flagged row is hour 30: found after reading a few windows, not all 40.
+        let (values, scanned) = answer(&shard, &last(&["v"], vec![gt("s", 0.5)]));
+        assert_eq!(values, vec![Some(FieldValue::F64(30.0))]);
+        assert!(scanned < 40, "read {scanned} points for a match 10 windows back");
+        // Only hour 3 passes: every older window is read until it is found.
+        let (values, _) =
+            answer(&shard, &last(&["v"], vec![gt("v", 2.5), FieldFilter { op: CmpOp::Lt, ..gt("v", 3.5) }]));
+        assert_eq!(values, vec![Some(FieldValue::F64(3.0))]);
+        // `w` exists only at hour 0: reading goes on past the window that gave `v`.
+        let (values, _) = answer(&shard, &last(&["v", "w"], vec![]));
+        assert_eq!(values, vec![Some(FieldValue::F64(39.0)), Some(FieldValue::F64(42.0))]);
+        // Nothing passes: no group at all.
+        let (values, _) = answer(&shard, &last(&["v"], vec![gt("s", 2.0)]));
+        assert!(values.is_empty());
+    }
 }

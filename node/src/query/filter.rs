@@ -112,13 +112,17 @@ fn passing_rows(block: &Block, filters: &[FieldFilter]) -> Option<Vec<bool>> {
     }
 }
 
-fn select<T: Clone>(values: &[T], present_rows: &[bool], keep: &[bool]) -> Vec<T> {
-    // `values` holds one entry per present row; walk rows and values together.
+/// The values of the kept rows; `values` holds one entry per present row (`present` `None`:
+/// every row).
+fn select<T: Clone>(values: &[T], present: Option<&[bool]>, keep: &[bool]) -> Vec<T> {
+    let Some(present) = present else {
+        return values.iter().zip(keep).filter(|(_, &k)| k).map(|(v, _)| v.clone()).collect();
+    };
     let mut out = Vec::new();
     let mut vi = 0;
-    for (row, &present) in present_rows.iter().enumerate() {
-        if present {
-            if keep[row] {
+    for (&p, &k) in present.iter().zip(keep) {
+        if p {
+            if k {
                 out.push(values[vi].clone());
             }
             vi += 1;
@@ -135,23 +139,24 @@ pub fn apply(block: Block, filters: &[FieldFilter]) -> Block {
     }
     let Some(keep) = passing_rows(&block, filters) else { return block };
     let timestamps: Vec<_> = block.timestamps.iter().zip(&keep).filter(|(_, &k)| k).map(|(&t, _)| t).collect();
-    let rows = block.timestamps.len();
     let mut columns = Vec::with_capacity(block.columns.len());
     for col in block.columns {
-        let present_rows = col.present.clone().unwrap_or_else(|| vec![true; rows]);
-        let present: Vec<bool> = present_rows.iter().zip(&keep).filter(|(_, &k)| k).map(|(&p, _)| p).collect();
-        if !present.iter().any(|&p| p) {
+        let rows_present = col.present.as_deref();
+        // Presence of the kept rows; `None` when all of them have the field.
+        let present: Option<Vec<bool>> = rows_present
+            .map(|p| p.iter().zip(&keep).filter(|(_, &k)| k).map(|(&p, _)| p).collect::<Vec<bool>>())
+            .filter(|p| !p.iter().all(|&x| x));
+        if present.as_ref().is_some_and(|p| !p.iter().any(|&x| x)) || timestamps.is_empty() {
             continue;
         }
         let values = match &col.values {
-            ColumnValues::F64(v) => ColumnValues::F64(select(v, &present_rows, &keep)),
-            ColumnValues::I64(v) => ColumnValues::I64(select(v, &present_rows, &keep)),
-            ColumnValues::U64(v) => ColumnValues::U64(select(v, &present_rows, &keep)),
-            ColumnValues::Bool(v) => ColumnValues::Bool(select(v, &present_rows, &keep)),
-            ColumnValues::Str(v) => ColumnValues::Str(select(v, &present_rows, &keep)),
+            ColumnValues::F64(v) => ColumnValues::F64(select(v, rows_present, &keep)),
+            ColumnValues::I64(v) => ColumnValues::I64(select(v, rows_present, &keep)),
+            ColumnValues::U64(v) => ColumnValues::U64(select(v, rows_present, &keep)),
+            ColumnValues::Bool(v) => ColumnValues::Bool(select(v, rows_present, &keep)),
+            ColumnValues::Str(v) => ColumnValues::Str(select(v, rows_present, &keep)),
         };
-        let all = present.iter().all(|&p| p);
-        columns.push(Column { name: col.name, present: if all { None } else { Some(present) }, values });
+        columns.push(Column { name: col.name, present, values });
     }
     Block { timestamps, columns }
 }

@@ -107,6 +107,25 @@ pub(super) fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
     assert_eq!(e.get(Space::Data(S), b"k").unwrap(), None, "a re-created shard starts empty");
 }
 
+/// Reclaiming a deleted range keeps every key outside it: a purged log's tail and its state.
+pub(super) fn reclaim_keeps_keys_outside_the_range(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    let space = Space::Log(S);
+    for i in 0..100 {
+        put(e, space, &keys::log_entry(i), b"entry");
+    }
+    put(e, space, &keys::log_state("purged"), b"49");
+    e.flush_memtables().unwrap();
+    let (from, to) = (keys::log_entry(0), keys::log_entry(50));
+    let mut b = WriteBatch::new();
+    b.delete_range(space, from.to_vec(), to.to_vec());
+    e.write(b, Durability::Sync).unwrap();
+    e.reclaim_range(space, &from, &to).unwrap();
+    let entries = keys_in(e, space, &keys::log_entry(0), &keys::log_entry(u64::MAX));
+    assert_eq!(entries, (50..100).map(|i| keys::log_entry(i).to_vec()).collect::<Vec<_>>());
+    assert_eq!(e.get(space, &keys::log_state("purged")).unwrap(), Some(b"49".to_vec()));
+}
+
 macro_rules! engine_suite {
     ($modname:ident, $make:expr) => {
         mod $modname {
@@ -137,6 +156,11 @@ macro_rules! engine_suite {
                 let (_g, e) = $make;
                 super::drop_shard_removes_only_that_shard(&*e);
             }
+            #[test]
+            fn reclaim_keeps_keys_outside_the_range() {
+                let (_g, e) = $make;
+                super::reclaim_keeps_keys_outside_the_range(&*e);
+            }
         }
     };
 }
@@ -162,4 +186,62 @@ fn rocks_reopen_keeps_synced_data_and_shards() {
     let e = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
     assert_eq!(e.shards(), vec![S]);
     assert_eq!(e.get(Space::Data(S), b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+/// Bytes of the table files in a RocksDB directory.
+#[cfg(not(madsim))]
+fn sst_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// A purged log gives its disk back: files that held only purged entries are gone, and files
+/// that also held live keys (every flush carries the log's state) are compacted.
+#[cfg(not(madsim))]
+#[test]
+fn rocks_reclaim_gives_a_purged_logs_files_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = Space::Log(S);
+    let before;
+    {
+        let e = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
+        e.create_shard(S).unwrap();
+        // 8 flushes of 500 entries of 2 KiB each, incompressible, each with a state key.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for flush in 0..8u64 {
+            let mut b = WriteBatch::new();
+            for i in 0..500 {
+                let value: Vec<u8> = (0..2048)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                b.put(space, keys::log_entry(flush * 500 + i).to_vec(), value);
+            }
+            b.put(space, keys::log_state("committed"), flush.to_be_bytes().to_vec());
+            e.write(b, Durability::Sync).unwrap();
+            e.flush_memtables().unwrap();
+        }
+        before = sst_bytes(dir.path());
+        assert!(before > 7 << 20, "{before} bytes of tables before the purge");
+        let (from, to) = (keys::log_entry(0), keys::log_entry(3_900));
+        let mut b = WriteBatch::new();
+        b.delete_range(space, from.to_vec(), to.to_vec());
+        e.write(b, Durability::Sync).unwrap();
+        e.reclaim_range(space, &from, &to).unwrap();
+        // Dropping the engine waits for the background compaction.
+    }
+    let after = sst_bytes(dir.path());
+    assert!(after < before / 10, "tables hold {after} bytes after the purge, {before} before");
+    let e = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
+    let entries = keys_in(&e, space, &keys::log_entry(0), &keys::log_entry(u64::MAX));
+    assert_eq!(entries.len(), 100, "the 100 entries after the purge point remain");
+    assert_eq!(e.get(space, &keys::log_state("committed")).unwrap(), Some(7u64.to_be_bytes().to_vec()));
 }

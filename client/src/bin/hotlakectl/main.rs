@@ -79,17 +79,8 @@ enum Command {
     ///
     /// Example: hotlakectl query readings --db fleet --field velocity --where fleet=East --start 2016-01-01T00:00:00Z --end 2016-01-02T00:00:00Z --agg mean --bucket 1h
     Query {
-        /// Measurement.
-        measurement: String,
-        /// Tenant (database).
-        #[arg(long, default_value = "default")]
-        db: String,
-        /// Field to return (repeatable); none returns all.
-        #[arg(long = "field")]
-        fields: Vec<String>,
-        /// Tag filter `key=value`, `key!=value`, `key=~regex` or `key!~regex` (repeatable).
-        #[arg(long = "where")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        select: Selection,
         /// Field-value filter `field>number` (also <, <=, >=, =, !=; repeatable): only rows
         /// where it holds count, e.g. --filter 'velocity>1'.
         #[arg(long = "filter")]
@@ -128,17 +119,8 @@ enum Command {
     ///
     /// Example: hotlakectl last readings --db fleet --where fleet=East --field latitude --field longitude
     Last {
-        /// Measurement.
-        measurement: String,
-        /// Tenant (database).
-        #[arg(long, default_value = "default")]
-        db: String,
-        /// Field (repeatable); none returns all.
-        #[arg(long = "field")]
-        fields: Vec<String>,
-        /// Tag filter (repeatable), as for `query`.
-        #[arg(long = "where")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        select: Selection,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -173,6 +155,32 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// What `query` and `last` read: a measurement of a tenant, some fields, tag filters.
+#[derive(clap::Args)]
+struct Selection {
+    /// Measurement.
+    measurement: String,
+    /// Tenant (database).
+    #[arg(long, default_value = "default")]
+    db: String,
+    /// Field to return (repeatable); none returns all.
+    #[arg(long = "field")]
+    fields: Vec<String>,
+    /// Tag filter `key=value`, `key!=value`, `key=~regex` or `key!~regex` (repeatable).
+    #[arg(long = "where")]
+    filters: Vec<String>,
+}
+
+impl Selection {
+    /// The JSON request fields it sets.
+    fn body(&self) -> Result<serde_json::Value, Failure> {
+        Ok(json!({
+            "tenant": self.db, "measurement": self.measurement, "fields": self.fields,
+            "where": self.filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -376,10 +384,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             data::write(&api, &o, &mut out)
         }
         Command::Query {
-            measurement,
-            db,
-            fields,
-            filters,
+            select,
             field_filters,
             start,
             end,
@@ -392,14 +397,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             partial,
             output,
         } => {
-            let mut body = json!({
-                "tenant": db, "measurement": measurement, "fields": fields,
-                "where": filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
-                "filter": field_filters.iter().map(|f| data::parse_field_filter(f)).collect::<Result<Vec<_>, _>>()?,
-                "start": data::time_json(start), "end": data::time_json(end),
-                "aggregates": aggregates, "group_by": group_by,
-                "order": if *desc { "desc" } else { "asc" }, "partial": partial,
-            });
+            let mut body = select.body()?;
+            body["filter"] =
+                json!(field_filters.iter().map(|f| data::parse_field_filter(f)).collect::<Result<Vec<_>, _>>()?);
+            body["start"] = data::time_json(start);
+            body["end"] = data::time_json(end);
+            body["aggregates"] = json!(aggregates);
+            body["group_by"] = json!(group_by);
+            body["order"] = json!(if *desc { "desc" } else { "asc" });
+            body["partial"] = json!(partial);
             if let Some(p) = percentile {
                 body["percentile"] = json!(p);
             }
@@ -416,12 +422,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Last { measurement, db, fields, filters, output } => {
-            let body = json!({
-                "tenant": db, "measurement": measurement, "fields": fields,
-                "where": filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
-            });
-            let v = api.post("/api/v1/last", &body)?;
+        Command::Last { select, output } => {
+            let v = api.post("/api/v1/last", &select.body()?)?;
             data::print_last(&v, *output, &mut out);
             Ok(())
         }

@@ -125,6 +125,23 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if spec.trucks == 0 || spec.hours == 0 {
         bail!("--trucks and --hours must be at least 1");
     }
+    // The data set is held in memory twice (line protocol and gRPC series), about 500 bytes
+    // per row in all; refuse one that would take more than half of the memory available.
+    let epochs = u64::from(spec.hours) * 3600 / dataset::INTERVAL_S as u64;
+    let rows = (spec.trucks as u64).saturating_mul(2).saturating_mul(epochs);
+    let needed = rows.saturating_mul(500);
+    if let Some(available) = memory_available_bytes() {
+        if needed > available / 2 {
+            bail!(
+                "{} trucks over {} h is {rows} rows, about {} MiB in memory; only {} MiB is available: \
+                 lower --trucks or --hours",
+                spec.trucks,
+                spec.hours,
+                needed >> 20,
+                available >> 20
+            );
+        }
+    }
     let hotlake_bin = match &args.hotlake_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("hotlake"),
@@ -184,6 +201,13 @@ type RunQuery<'a> = dyn FnMut(QueryType, &queries::Params) -> anyhow::Result<Opt
 
 /// Every iteration's answer of one system, per query type.
 type Answers = BTreeMap<QueryType, Vec<Option<Answer>>>;
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+fn memory_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+}
 
 /// Runs every query type `iterations` times through `run`, timing each.
 fn run_queries(

@@ -150,13 +150,13 @@ fn key(parts: &[&str]) -> String {
 }
 
 /// Per group of `group_keys`, per field, the value with the greatest timestamp among `rows`.
-fn latest_by<'a>(
-    rows: impl Iterator<Item = (Vec<&'a str>, Vec<(i64, f64)>)>,
+fn latest_by(
+    rows: impl Iterator<Item = (String, Vec<(i64, f64)>)>,
     fields: usize,
 ) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     for (group, values) in rows {
-        let slot = out.entry(key(&group)).or_insert_with(|| vec![(i64::MIN, f64::NAN); fields]);
+        let slot = out.entry(group).or_insert_with(|| vec![(i64::MIN, f64::NAN); fields]);
         for (s, v) in slot.iter_mut().zip(values) {
             if v.0 > s.0 {
                 *s = v;
@@ -270,7 +270,7 @@ impl Hotlake {
         Ok(latest_by(
             rows.iter().map(|r| {
                 let tag = |k: &str| r.tags.iter().find(|(t, _)| t == k).map(|(_, v)| v.as_str()).unwrap_or("");
-                let group = group_keys.iter().map(|k| tag(k)).collect();
+                let group = key(&group_keys.iter().map(|k| tag(k)).collect::<Vec<_>>());
                 let values = fields
                     .iter()
                     .map(|f| {
@@ -434,26 +434,35 @@ struct InfluxSeries {
 
 impl InfluxSeries {
     fn group(&self, keys: &[&str]) -> String {
-        key(&keys.iter().map(|k| self.tags.get(*k).map(String::as_str).unwrap_or("")).collect::<Vec<_>>())
+        group_of(&self.tags, keys)
     }
+}
+
+/// The group key of a series from its tags (labels); a missing one is the empty string.
+fn group_of(tags: &BTreeMap<String, String>, keys: &[&str]) -> String {
+    key(&keys.iter().map(|k| tags.get(*k).map(String::as_str).unwrap_or("")).collect::<Vec<_>>())
+}
+
+/// A JSON object of strings (InfluxDB's tags, a Prometheus metric) as a map.
+fn string_map(v: &Json) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// An HTTP client for queries: generous timeout, since a slow answer is a figure, not a failure.
+fn query_client() -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?)
 }
 
 fn num(v: &Json) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn rfc3339_ns(ns: i64) -> String {
-    // InfluxQL takes integer nanoseconds as a time literal.
-    format!("{ns}")
-}
-
 impl Influx {
     /// Talks to `host:port`, database `bench`.
     pub fn new(http: &str) -> anyhow::Result<Influx> {
-        Ok(Influx {
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?,
-            url: format!("http://{http}/query"),
-        })
+        Ok(Influx { http: query_client()?, url: format!("http://{http}/query") })
     }
 
     /// Runs one or more `;`-separated statements; the series of each statement.
@@ -474,10 +483,7 @@ impl Influx {
                 .into_iter()
                 .flatten()
                 .map(|s| InfluxSeries {
-                    tags: s["tags"]
-                        .as_object()
-                        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                        .unwrap_or_default(),
+                    tags: string_map(&s["tags"]),
                     values: s["values"]
                         .as_array()
                         .map(|rows| rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
@@ -508,7 +514,8 @@ impl Influx {
 
     /// Runs one query and returns its normalised answer.
     pub fn run(&self, q: QueryType, p: &Params) -> anyhow::Result<Answer> {
-        let time = format!("time >= {} AND time < {}", rfc3339_ns(p.start_ns), rfc3339_ns(p.end_ns));
+        // InfluxQL takes integer nanoseconds as time literals.
+        let time = format!("time >= {} AND time < {}", p.start_ns, p.end_ns);
         let fleet = &p.fleet;
         let latest = |q: &str, keys: &[&str]| -> anyhow::Result<Answer> {
             Ok(self
@@ -647,7 +654,7 @@ struct PromSeries {
 
 impl PromSeries {
     fn group(&self, keys: &[&str]) -> String {
-        key(&keys.iter().map(|k| self.labels.get(*k).map(String::as_str).unwrap_or("")).collect::<Vec<_>>())
+        group_of(&self.labels, keys)
     }
 }
 
@@ -668,10 +675,7 @@ pub fn victoria_gap(q: QueryType) -> Option<&'static str> {
 impl Victoria {
     /// Talks to `host:port`.
     pub fn new(http: &str) -> anyhow::Result<Victoria> {
-        Ok(Victoria {
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?,
-            base: format!("http://{http}"),
-        })
+        Ok(Victoria { http: query_client()?, base: format!("http://{http}") })
     }
 
     fn get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<Vec<PromSeries>> {
@@ -691,10 +695,7 @@ impl Victoria {
             .into_iter()
             .flatten()
             .map(|s| PromSeries {
-                labels: s["metric"]
-                    .as_object()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                    .unwrap_or_default(),
+                labels: string_map(&s["metric"]),
                 samples: match s.get("values") {
                     Some(vals) => vals.as_array().into_iter().flatten().map(sample).collect(),
                     None => vec![sample(&s["value"])],
@@ -740,10 +741,7 @@ impl Victoria {
             }
         }
         Ok(values_only(latest_by(
-            per_series.iter().map(|(labels, values)| {
-                let group = keys.iter().map(|k| labels.get(*k).map(String::as_str).unwrap_or("")).collect();
-                (group, values.clone())
-            }),
+            per_series.iter().map(|(labels, values)| (group_of(labels, keys), values.clone())),
             metrics.len(),
         )))
     }
@@ -898,9 +896,9 @@ mod tests {
     #[test]
     fn latest_picks_the_newest_value_per_field_across_series() {
         let rows = vec![
-            (vec!["t1", "Seth"], vec![(10, 1.0), (30, 3.0)]),
-            (vec!["t1", "Seth"], vec![(20, 2.0), (5, 9.0)]),
-            (vec!["t2", ""], vec![(1, 7.0), (i64::MIN, f64::NAN)]),
+            (key(&["t1", "Seth"]), vec![(10, 1.0), (30, 3.0)]),
+            (key(&["t1", "Seth"]), vec![(20, 2.0), (5, 9.0)]),
+            (key(&["t2", ""]), vec![(1, 7.0), (i64::MIN, f64::NAN)]),
         ];
         let out = values_only(latest_by(rows.into_iter(), 2));
         assert_eq!(out["t1|Seth"], vec![2.0, 3.0]);

@@ -116,9 +116,9 @@ fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> an
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: String =
-                tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
             bail!("exited with {status} before it was ready; its log ends:\n{tail}");
         }
         if http.get(url).send().is_ok_and(|r| r.status().is_success()) {
