@@ -62,7 +62,6 @@ mod cluster;
 mod error;
 mod query;
 mod retry;
-pub mod tsbs;
 mod writer;
 
 pub use client::{Client, ClientBuilder, EndpointHook, WriteSummary};

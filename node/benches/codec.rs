@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use hotlake_node::engine::codec::{
+use hotlake_engine::codec::{
     decode_block, decode_timestamps, encode_block, encode_timestamps, gorilla_decode_f64, gorilla_decode_i64,
     gorilla_encode_f64, gorilla_encode_i64, pco_decode_f64, pco_decode_i64, pco_encode_f64, pco_encode_i64, Block,
     Column, ColumnValues, NumericCodec, DEFAULT_NUMERIC_CODEC, PCO_MIN_VALUES,

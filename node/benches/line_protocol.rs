@@ -2,7 +2,7 @@
 //! Run: cargo bench -p hotlake-node --bench line_protocol
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hotlake_client::tsbs::{TsbsConfig, TsbsGenerator};
+use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
 
 fn bench(c: &mut Criterion) {

@@ -3,8 +3,8 @@
 //! Run: cargo bench -p hotlake-node --bench memtable
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use hotlake_node::engine::batch::{ColumnWrite, SeriesWrite, Values};
-use hotlake_node::engine::memtable::Memtable;
+use hotlake_engine::batch::{ColumnWrite, SeriesWrite, Values};
+use hotlake_engine::memtable::Memtable;
 
 const SERIES: u32 = 1000;
 const ROWS: usize = 100;

@@ -11,17 +11,18 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hotlake_client::tsbs::{TsbsConfig, TsbsGenerator};
+use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 use hotlake_node::config::Limits;
-use hotlake_node::engine::batch::ShardCommand;
-use hotlake_node::engine::shard::{ShardData, ShardOptions};
+use hotlake_engine::batch::ShardCommand;
+use hotlake_engine::shard::{ShardData, ShardOptions};
 use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
 use hotlake_node::ingest::BatchBuilder;
 use hotlake_node::query::exec::run_on_shard;
 use hotlake_node::query::filter::{CmpOp, FieldFilter};
 use hotlake_node::query::{AggKind, Fill, Query};
-use hotlake_node::ring::Ring;
-use hotlake_node::storage::{RocksEngine, RocksOptions, ShardId};
+use hotlake_types::ring::Ring;
+use hotlake_storage::ShardId;
+use hotlake_storage_rocks::{RocksEngine, RocksOptions};
 use openraft::{CommittedLeaderId, LogId};
 
 const TRUCKS: usize = 100;

@@ -1,6 +1,6 @@
 //! Time sources. Everything goes through tokio's clock so that the simulator controls it.
 
-use crate::model::TimestampNs;
+use hotlake_types::model::TimestampNs;
 
 /// Measures elapsed time for metrics.
 pub struct Stopwatch(tokio::time::Instant);

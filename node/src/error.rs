@@ -2,7 +2,7 @@
 //! in one place each (`server::grpc::to_status`, `server::http::to_response`).
 
 use crate::raft::NodeId;
-use crate::storage::{ShardId, StorageError};
+use hotlake_storage::{ShardId, StorageError};
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]

@@ -17,16 +17,11 @@
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod hash;
 pub mod ingest;
 pub mod metrics;
-pub mod model;
 pub mod node;
 pub mod query;
 pub mod raft;
-pub mod ring;
 pub mod rt;
 pub mod server;
-pub mod storage;

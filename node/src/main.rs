@@ -143,12 +143,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.grpc_addr.parse().with_context(|| format!("grpc_addr {:?}", config.grpc_addr))?;
     let http_addr: SocketAddr =
         config.http_addr.parse().with_context(|| format!("http_addr {:?}", config.http_addr))?;
-    let rocks_options = hotlake_node::storage::RocksOptions {
+    let rocks_options = hotlake_storage_rocks::RocksOptions {
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         write_buffer_bytes: config.storage.rocksdb_write_buffer_bytes as usize,
         ..Default::default()
     };
-    let engine = hotlake_node::storage::RocksEngine::open(&config.data_dir, &rocks_options)
+    let engine = hotlake_storage_rocks::RocksEngine::open(&config.data_dir, &rocks_options)
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let node = Node::open(config.clone(), Arc::new(engine)).await?;
     node.start_background();

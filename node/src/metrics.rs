@@ -95,12 +95,6 @@ impl Metrics {
         }
     }
 
-    /// Errors counted for `kind`.
-    pub fn errors_of(&self, kind: &str) -> u64 {
-        let e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        e.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).unwrap_or(0)
-    }
-
     /// Renders every metric in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -20,8 +20,8 @@ use crate::cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
 use crate::cluster::meta::{MetaRaft, MetaStateMachine};
 use crate::cluster::transport::{PeerCall, PeerNetwork, PeerReply, Peers, TransportOptions, META_GROUP};
 use crate::config::Config;
-use crate::engine::batch::{ApplyOutcome, ShardCommand, ShardWrite};
-use crate::engine::shard::{ShardData, ShardOptions};
+use hotlake_engine::batch::{ApplyOutcome, ShardCommand, ShardWrite};
+use hotlake_engine::shard::{ShardData, ShardOptions};
 use crate::error::{Error, Result};
 use crate::ingest::line_protocol::{self, LineError, LineLimits, Precision};
 use crate::ingest::BatchBuilder;
@@ -31,8 +31,8 @@ use crate::query::{LastQuery, LastRow, Query, QueryResult, TagOp};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeId, ShardRaft};
-use crate::ring::Ring;
-use crate::storage::{Durability, Engine, ShardId, Space, WriteBatch};
+use hotlake_types::ring::Ring;
+use hotlake_storage::{Durability, Engine, ShardId, Space, WriteBatch};
 
 /// One shard replica hosted on this node.
 pub struct ShardGroup {
@@ -439,6 +439,7 @@ impl Node {
     }
 
     /// [`Node::write_batches`] for a client that routes by shard itself (see [`WriteRouting`]).
+    // tidy: long (the routed write in one place: split by shard, forward, retry on a new map, gather).
     pub async fn write_batches_routed(
         &self,
         batches: Vec<(ShardId, ShardWrite)>,
@@ -694,7 +695,7 @@ impl Node {
     }
 
     async fn propose(group: &ShardGroup, cmd: ShardCommand) -> Result<ApplyOutcome> {
-        #[cfg(feature = "bug-ack-before-commit")]
+        #[cfg(hotlake_bug = "ack-before-commit")]
         if let ShardCommand::Write(w) = &cmd {
             let points = w.series.iter().map(|s| s.timestamps.len() as u64).sum();
             let raft = group.raft.clone();
@@ -1009,7 +1010,7 @@ impl Node {
                     continue;
                 }
                 let window = g.data.options().block_window_ns;
-                let cutoff = crate::engine::shard::window_start(before_ns, window);
+                let cutoff = hotlake_engine::shard::window_start(before_ns, window);
                 if cutoff <= g.data.read().retention_cutoff(tenant) {
                     continue;
                 }
@@ -1064,24 +1065,13 @@ impl Node {
         let group = self.local_group(shard).ok_or_else(|| Error::invalid(format!("no replica of {shard} here")))?;
         let applied = || group.data.read().applied.map(|l| l.index).unwrap_or(0);
         let before = applied();
-        let digest = crate::engine::digest::shard_digest(&group.data)?;
+        let digest = hotlake_engine::digest::shard_digest(&group.data)?;
         if applied() != before {
             return Err(Error::Unavailable(format!("replica of {shard} is applying entries; retry")));
         }
         Ok((digest, before))
     }
 
-    /// Raw key count of a shard's spaces, for diagnostics.
-    pub fn shard_key_counts(&self, shard: ShardId) -> Result<[usize; 3]> {
-        let mut out = [0usize; 3];
-        for (i, space) in Space::of_shard(shard).into_iter().enumerate() {
-            self.engine.scan(space, &[], &[0xff; 32], &mut |_, _| {
-                out[i] += 1;
-                true
-            })?;
-        }
-        Ok(out)
-    }
 }
 
 impl ShardGroup {

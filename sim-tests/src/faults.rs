@@ -12,7 +12,7 @@ use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 
 use hotlake_node::cluster::map::{MetaCommand, NodeState};
-use hotlake_node::storage::ShardId;
+use hotlake_storage::ShardId;
 
 use crate::harness::{SimCluster, SIM_SHARDS};
 use crate::observe;
@@ -167,6 +167,7 @@ async fn change_membership(
 /// Applies faults from `plan` until `duration` has passed, then heals everything. Nodes
 /// started by membership faults are added to `targets`. Returns the log of what was done
 /// (also printed).
+// tidy: long (one match over every fault kind of the schedule).
 pub async fn run(cluster: &mut SimCluster, plan: &FaultPlan, duration: Duration, targets: &Targets) -> Vec<String> {
     let net = NetSim::current();
     let started = madsim::time::Instant::now();

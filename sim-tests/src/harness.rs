@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use hotlake_node::config::Config;
 use hotlake_node::node::Node;
-use hotlake_node::storage::MemEngine;
+use hotlake_storage::MemEngine;
 
 /// Address of the simulated node's gRPC server.
 pub const NODE_ADDR: &str = "10.0.0.1:7101";

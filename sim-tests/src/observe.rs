@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hotlake_node::cluster::map::{ClusterMap, MetaCommand, NodeState};
 use hotlake_node::cluster::transport::{NodeStatus, PeerCall, PeerReply, Peers, TransportOptions};
-use hotlake_node::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// A connection pool for observing nodes.
 pub fn peers() -> Peers {

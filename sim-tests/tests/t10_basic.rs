@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hotlake_node::storage::MemEngine;
+use hotlake_storage::MemEngine;
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_client::HotlakeClient;
 use hotlake_sim_tests::harness::{SimNode, NODE_ADDR};

@@ -30,7 +30,7 @@ use super::transport::{GroupReport, NodeReport, NodeStatus, PeerCall, PeerReply,
 use crate::error::{Error, Result};
 use crate::node::{Node, ShardGroup};
 use crate::raft::NodeId;
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// A learner whose matched log index is within this many entries of the leader's last one
 /// counts as caught up.
@@ -437,7 +437,7 @@ impl Node {
                 if self.stopping.load(Ordering::Relaxed) {
                     return Err(Error::Unavailable("node is shutting down".into()));
                 }
-                let outcome = self.propose_here(shard, crate::engine::batch::ShardCommand::Write(write)).await?;
+                let outcome = self.propose_here(shard, hotlake_engine::batch::ShardCommand::Write(write)).await?;
                 Ok(PeerReply::Written(outcome))
             }
             PeerCall::Query { shard, query, points_budget } => {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::NodeId;
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// Whether a node takes new replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +145,7 @@ impl ClusterMap {
     }
 
     /// Applies `cmd`. A rejected command leaves the map unchanged and says why.
+    // tidy: long (one match over every meta command, each arm the whole rule for its command).
     pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), String> {
         match cmd {
             MetaCommand::Bootstrap { cluster_id, shard_count, replication_factor, node } => {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::map::{ClusterMap, MetaCommand, NodeInfo};
 use crate::raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
-use crate::storage::{Durability, Engine, Space, WriteBatch};
+use hotlake_storage::{Durability, Engine, Space, WriteBatch};
 
 openraft::declare_raft_types!(
     /// openraft types of the meta group.
@@ -67,9 +67,9 @@ pub struct MetaStateMachine {
 
 impl MetaStateMachine {
     /// Loads the applied state from `engine` (empty on a new node).
-    pub fn open(engine: Engine) -> Result<Self, crate::storage::StorageError> {
+    pub fn open(engine: Engine) -> Result<Self, hotlake_storage::StorageError> {
         let state: MetaState = match engine.get(Space::NodeMeta, META_STATE_KEY)? {
-            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| crate::storage::StorageError::Corrupt {
+            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| hotlake_storage::StorageError::Corrupt {
                 space: Space::NodeMeta.name(),
                 reason: format!("cluster state: {e}"),
             })?,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::map::{ClusterMap, NodeState};
 use crate::raft::NodeId;
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// What the planner knows besides the map.
 #[derive(Clone, Debug, Default)]

@@ -34,13 +34,13 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::map::{ClusterMap, NodeInfo};
 use super::meta::{MetaSnapshot, MetaTypeConfig};
-use crate::engine::batch::{ApplyOutcome, ShardWrite};
-use crate::engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
+use hotlake_engine::batch::{ApplyOutcome, ShardWrite};
+use hotlake_engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
 use crate::error::{Error, Result};
 use crate::query::exec::ShardResult;
 use crate::query::{LastQuery, LastRow, Query};
 use crate::raft::{NodeId, TypeConfig};
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// Group id of the meta group on the wire; shard groups use their shard id.
 pub const META_GROUP: u64 = u64::MAX;
@@ -664,10 +664,10 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId};
 
     use super::*;
-    use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, Values};
-    use crate::engine::digest::shard_digest;
-    use crate::engine::shard::{ShardData, ShardOptions};
-    use crate::storage::{Engine, MemEngine};
+    use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, Values};
+    use hotlake_engine::digest::shard_digest;
+    use hotlake_engine::shard::{ShardData, ShardOptions};
+    use hotlake_storage::{Engine, MemEngine};
 
     fn write(round: i64) -> ShardCommand {
         let series = (0..10)

@@ -13,7 +13,7 @@
 //! Accepted syntax, beyond the basic shape:
 //! * Escapes: `\,` and `\ ` in measurements; `\,`, `\=` and `\ ` in tag keys, tag values and field
 //!   keys; `\\` for a backslash in all of these (so the canonical series key built by
-//!   [`crate::model::series_key`] parses back to the same names); `\"` and `\\` in string field
+//!   [`hotlake_types::model::series_key`] parses back to the same names); `\"` and `\\` in string field
 //!   values. A backslash before any other character is literal.
 //! * Field values: floats (`1`, `-1.5`, `.5`, `1e9`; no leading `+`, no NaN or infinity), signed
 //!   integers (`12i`), unsigned integers (`12u`), booleans (`t T true True TRUE f F false False
@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::model::{FieldValue, TimestampNs};
+use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// Timestamp precision of a write request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1124,7 +1124,7 @@ mod tests {
     #[test]
     fn canonical_series_key_round_trips() {
         let names = [("a,b\\".to_string(), "x=y z\\".to_string())];
-        let key = crate::model::series_key("m m,\\", &names);
+        let key = hotlake_types::model::series_key("m m,\\", &names);
         let line = format!("{key} v=1");
         let p = ok(&line);
         assert_eq!(p.measurement, "m m,\\");

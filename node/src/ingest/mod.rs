@@ -9,11 +9,11 @@
 
 pub mod line_protocol;
 
-use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
-use crate::hash::FastMap;
-use crate::model::{series_key, FieldValue, TimestampNs};
-use crate::ring::Ring;
-use crate::storage::ShardId;
+use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use hotlake_types::hash::FastMap;
+use hotlake_types::model::{series_key, FieldValue, TimestampNs};
+use hotlake_types::ring::Ring;
+use hotlake_storage::ShardId;
 
 #[derive(Default)]
 struct ShardBuilder {

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 
 use super::{AggKind, Fill, Query, ResultGroup};
-use crate::engine::codec::{Block, ColumnValues};
-use crate::engine::read::value_at;
-use crate::model::{FieldValue, TimestampNs};
+use hotlake_engine::codec::{Block, ColumnValues};
+use hotlake_engine::read::value_at;
+use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// Running aggregate of one field in one (group, bucket).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -203,7 +203,7 @@ pub fn bucket_of(ts: TimestampNs, bucket_ns: i64, start_ns: TimestampNs) -> Time
     if bucket_ns == 0 {
         start_ns
     } else {
-        crate::engine::shard::window_start(ts, bucket_ns)
+        hotlake_engine::shard::window_start(ts, bucket_ns)
     }
 }
 
@@ -405,7 +405,7 @@ impl PartialAggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::codec::Column;
+    use hotlake_engine::codec::Column;
 
     fn query(bucket_ns: i64) -> Query {
         Query {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::codec::{Block, Column, ColumnValues};
+use hotlake_engine::codec::{Block, Column, ColumnValues};
 use crate::error::{Error, Result};
 
 /// A comparison operator.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::model::{FieldValue, TimestampNs};
+use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// A tag predicate.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! postings of the series index. Pure: no I/O.
 
 use super::{TagOp, TagPredicate};
-use crate::engine::index::SeriesIndex;
+use hotlake_engine::index::SeriesIndex;
 
 fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
@@ -109,7 +109,7 @@ pub fn select_series(index: &SeriesIndex, tenant: &str, measurement: &str, predi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::series_key;
+    use hotlake_types::model::series_key;
 
     fn index() -> SeriesIndex {
         let mut idx = SeriesIndex::new();

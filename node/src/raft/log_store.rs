@@ -14,7 +14,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, OptionalSend, RaftLogReader, RaftTypeConfig, Vote};
 
 use super::{read_err, write_err, LogId, NodeId, RaftStorageError};
-use crate::storage::{keys, Durability, Engine, Space, WriteBatch};
+use hotlake_storage::{keys, Durability, Engine, Space, WriteBatch};
 
 /// Log store of one group, generic over the group's openraft types. Cloning shares the same log.
 pub struct LogStore<C> {

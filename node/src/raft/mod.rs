@@ -19,8 +19,9 @@ use std::io;
 
 use openraft::BasicNode;
 
-use crate::engine::batch::{ApplyOutcome, ShardCommand};
-use crate::engine::shard::ShardSnapshot;
+use hotlake_engine::applied::{EntryId, MembershipRecord};
+use hotlake_engine::batch::{ApplyOutcome, ShardCommand};
+use hotlake_engine::shard::ShardSnapshot;
 
 /// A node's id in the cluster.
 pub type NodeId = u64;
@@ -45,6 +46,30 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
 /// Storage error as openraft expects it.
 pub type RaftStorageError = openraft::StorageError<NodeId>;
+
+/// The engine's id of a log entry (the engine names no openraft type).
+pub(crate) fn entry_id(log_id: LogId) -> EntryId {
+    EntryId { term: log_id.leader_id.term, leader: log_id.leader_id.node_id, index: log_id.index }
+}
+
+/// openraft's id of an entry the engine recorded.
+pub(crate) fn log_id(entry: EntryId) -> LogId {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(entry.term, entry.leader), entry.index)
+}
+
+/// A membership as the engine stores it beside its flushed state.
+pub(crate) fn membership_record(membership: &StoredMembership) -> MembershipRecord {
+    MembershipRecord(bincode::serialize(membership).expect("a membership serializes"))
+}
+
+/// The membership the engine stored (empty: none applied yet). Bytes that do not decode are
+/// corrupt data, reported as an error.
+pub(crate) fn stored_membership(record: &MembershipRecord) -> Result<StoredMembership, RaftStorageError> {
+    if record.0.is_empty() {
+        return Ok(StoredMembership::default());
+    }
+    bincode::deserialize(&record.0).map_err(|e| read_err(format!("stored membership does not decode: {e}")))
+}
 
 /// Wraps a storage failure for openraft (reads).
 pub(crate) fn read_err(e: impl std::fmt::Display) -> RaftStorageError {

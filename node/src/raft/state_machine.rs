@@ -9,9 +9,12 @@ use std::sync::Arc;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
-use super::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig};
-use crate::engine::batch::ApplyOutcome;
-use crate::engine::shard::{FlushCut, FlushedState, ShardData, ShardSnapshot};
+use super::{
+    entry_id, log_id, membership_record, read_err, stored_membership, write_err, LogId, NodeId, RaftStorageError,
+    StoredMembership, TypeConfig,
+};
+use hotlake_engine::batch::ApplyOutcome;
+use hotlake_engine::shard::{FlushCut, FlushedState, ShardData, ShardSnapshot};
 use crate::metrics::Metrics;
 
 /// State machine of one shard group.
@@ -21,7 +24,7 @@ pub struct StateMachine {
     metrics: Arc<Metrics>,
     /// Deliberate bug for the simulation's checkers: the first write entry after a restart is
     /// skipped.
-    #[cfg(feature = "bug-skip-apply-after-restart")]
+    #[cfg(hotlake_bug = "skip-apply-after-restart")]
     skipped_one: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -31,18 +34,19 @@ impl StateMachine {
         StateMachine {
             shard,
             metrics,
-            #[cfg(feature = "bug-skip-apply-after-restart")]
+            #[cfg(hotlake_bug = "skip-apply-after-restart")]
             skipped_one: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 }
 
-fn snapshot_meta(state: &FlushedState) -> SnapshotMeta<NodeId, BasicNode> {
-    let snapshot_id = match state.applied {
+fn snapshot_meta(state: &FlushedState) -> Result<SnapshotMeta<NodeId, BasicNode>, RaftStorageError> {
+    let last_log_id = state.applied.map(log_id);
+    let snapshot_id = match last_log_id {
         Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.flush_seq),
         None => format!("--{}", state.flush_seq),
     };
-    SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id }
+    Ok(SnapshotMeta { last_log_id, last_membership: stored_membership(&state.membership)?, snapshot_id })
 }
 
 /// Flushes one memtable cut; openraft calls it off the apply path.
@@ -59,7 +63,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Flusher {
         let state = self.shard.flush(cut).map_err(write_err)?;
         self.metrics.flushes.inc();
         self.metrics.flush_seconds.observe(started.elapsed_secs());
-        Ok(Snapshot { meta: snapshot_meta(&state), snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())) })
+        Ok(Snapshot { meta: snapshot_meta(&state)?, snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())) })
     }
 }
 
@@ -68,7 +72,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         let inner = self.shard.read();
-        Ok((inner.applied, inner.membership.clone()))
+        Ok((inner.applied.map(log_id), stored_membership(&inner.membership)?))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, RaftStorageError>
@@ -80,21 +84,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => {
-                    self.shard.apply_meta(entry.log_id, None);
+                    self.shard.apply_meta(entry_id(entry.log_id), None);
                     out.push(ApplyOutcome::default());
                 }
                 EntryPayload::Membership(m) => {
-                    self.shard.apply_meta(entry.log_id, Some(StoredMembership::new(Some(entry.log_id), m)));
+                    let membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.shard.apply_meta(entry_id(entry.log_id), Some(membership_record(&membership)));
                     out.push(ApplyOutcome::default());
                 }
                 EntryPayload::Normal(cmd) => {
-                    #[cfg(feature = "bug-skip-apply-after-restart")]
+                    #[cfg(hotlake_bug = "skip-apply-after-restart")]
                     if !self.skipped_one.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        self.shard.apply_meta(entry.log_id, None);
+                        self.shard.apply_meta(entry_id(entry.log_id), None);
                         out.push(ApplyOutcome::default());
                         continue;
                     }
-                    let outcome = self.shard.apply(entry.log_id, &cmd).map_err(write_err)?;
+                    let outcome = self.shard.apply(entry_id(entry.log_id), &cmd).map_err(write_err)?;
                     self.metrics.points_applied.add(outcome.points);
                     out.push(outcome);
                 }
@@ -118,7 +123,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), RaftStorageError> {
         let pairs = snapshot.materialize().map_err(read_err)?;
         let state = self.shard.install(pairs).map_err(write_err)?;
-        if state.applied != meta.last_log_id {
+        if state.applied.map(log_id) != meta.last_log_id {
             return Err(read_err(format!(
                 "snapshot content is at {:?} but its meta says {:?}",
                 state.applied, meta.last_log_id
@@ -133,7 +138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         }
         Ok(Some(Snapshot {
-            meta: snapshot_meta(&state),
+            meta: snapshot_meta(&state)?,
             snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())),
         }))
     }

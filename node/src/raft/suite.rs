@@ -7,15 +7,15 @@ use openraft::testing::{StoreBuilder, Suite};
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::{RaftStorageError, TypeConfig};
-use crate::engine::shard::{ShardData, ShardOptions};
+use hotlake_engine::shard::{ShardData, ShardOptions};
 use crate::metrics::Metrics;
-use crate::storage::{Engine, MemEngine, ShardId};
+use hotlake_storage::{Engine, MemEngine, ShardId};
 
 fn parts(engine: Engine) -> Result<(LogStore<TypeConfig>, StateMachine), RaftStorageError> {
     let shard = ShardId(3);
     let data = Arc::new(ShardData::open(engine.clone(), shard, ShardOptions::default()).map_err(super::read_err)?);
     Ok((
-        LogStore::new(engine, crate::storage::Space::Log(shard)),
+        LogStore::new(engine, hotlake_storage::Space::Log(shard)),
         StateMachine::new(data, Arc::new(Metrics::default())),
     ))
 }
@@ -40,7 +40,7 @@ fn rocks_engine_passes_openraft_suite() {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore<TypeConfig>, StateMachine), RaftStorageError> {
             let dir = tempfile::tempdir().map_err(super::write_err)?;
             let engine =
-                crate::storage::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;
+                hotlake_storage_rocks::RocksEngine::open(dir.path(), &Default::default()).map_err(super::write_err)?;
             let (ls, sm) = parts(Arc::new(engine))?;
             Ok((dir, ls, sm))
         }

@@ -9,13 +9,13 @@ use hotlake_proto::v1::hotlake_server::Hotlake;
 use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use crate::error::Error;
-use crate::model::{series_key, FieldValue};
+use hotlake_types::model::{series_key, FieldValue};
 use crate::node::{Node, WriteRouting, WriteSummary};
 use crate::query::filter::{CmpOp, FieldFilter};
 use crate::query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// The gRPC service over a node.
 pub struct GrpcService {
@@ -70,6 +70,7 @@ fn invalid(details: Vec<String>) -> Error {
 
 /// Converts a columnar write request into per-shard batches, checking every invariant the
 /// engine relies on. Any problem rejects the whole request.
+// tidy: long (one pass over the request that validates and builds columns together).
 pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Vec<(ShardId, ShardWrite)>, Error> {
     let tenant = node.tenant(&req.tenant).to_string();
     let limits = &node.config().limits;

@@ -297,7 +297,7 @@ async fn move_replica(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: 
         Ok(m) => m,
         Err(e) => return to_response(e),
     };
-    match node.move_replica(crate::storage::ShardId(id), m.from, m.to).await {
+    match node.move_replica(hotlake_storage::ShardId(id), m.from, m.to).await {
         Ok(version) => Json(json!({ "shard": id, "from": m.from, "to": m.to, "map_version": version })).into_response(),
         Err(e) => to_response(e),
     }
@@ -313,14 +313,14 @@ async fn transfer_leader(State(node): State<Arc<Node>>, Path(id): Path<u32>, bod
         Ok(t) => t,
         Err(e) => return to_response(e),
     };
-    match node.transfer_leader(crate::storage::ShardId(id), t.to).await {
+    match node.transfer_leader(hotlake_storage::ShardId(id), t.to).await {
         Ok(()) => Json(json!({ "shard": id, "leader": t.to })).into_response(),
         Err(e) => to_response(e),
     }
 }
 
 async fn shard_digest(State(node): State<Arc<Node>>, Path(id): Path<u32>) -> Response {
-    match node.shard_digest(crate::storage::ShardId(id)) {
+    match node.shard_digest(hotlake_storage::ShardId(id)) {
         Ok((d, applied)) => Json(
             json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }),
         )

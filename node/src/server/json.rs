@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::error::Error;
-use crate::model::{FieldValue, TimestampNs};
+use hotlake_types::model::{FieldValue, TimestampNs};
 use crate::query::filter::{CmpOp, FieldFilter};
 use crate::query::{AggKind, Fill, LastQuery, LastRow, Query, QueryResult, TagOp, TagPredicate};
 

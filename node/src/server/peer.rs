@@ -16,7 +16,7 @@ use crate::cluster::transport::{
     decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
 };
 use crate::node::Node;
-use crate::storage::ShardId;
+use hotlake_storage::ShardId;
 
 /// The `Peer` service over a node.
 pub struct PeerService {

@@ -223,6 +223,7 @@ impl Writers {
                             }
                             _ => {
                                 failed.fetch_add(1, Ordering::Relaxed);
+                                // tidy: sleep (back off after a refused write, as a client would).
                                 std::thread::sleep(Duration::from_millis(50));
                             }
                         }
@@ -324,6 +325,36 @@ fn check_replicas_identical(c: &Cluster, timeout: Duration) {
             assert!(Instant::now() < deadline, "shard {shard}: replicas do not catch up: {answers:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Waits until every shard has a leader other than `victim`, as the nodes at `addrs` report
+/// the replicas of the members they reach.
+fn wait_for_leaders_without(victim: u64, addrs: &[String], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut led = BTreeSet::new();
+        let mut shard_count = None;
+        for addr in addrs {
+            let Ok(r) = client().get(format!("http://{addr}/api/v1/cluster")).send() else { continue };
+            let Ok(s) = r.json::<Value>() else { continue };
+            shard_count = s["map"]["shards"].as_array().map(|a| a.len()).or(shard_count);
+            for m in s["members"].as_array().into_iter().flatten() {
+                if m["info"]["id"].as_u64() == Some(victim) {
+                    continue;
+                }
+                for r in m["status"]["replicas"].as_array().into_iter().flatten() {
+                    if r["role"] == "leader" {
+                        led.insert(r["shard"].as_u64().unwrap());
+                    }
+                }
+            }
+        }
+        if shard_count.is_some_and(|n| led.len() == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "without node {victim}, {} shards of {shard_count:?} have a leader", led.len());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -548,10 +579,10 @@ fn a_partitioned_leader_stops_acknowledging_and_nothing_diverges() {
     let victim = c.busiest_leader();
     c.net.as_ref().unwrap().isolate(victim);
     eprintln!("node {victim} partitioned away");
-    // Past the election timeout the majority elects new leaders; the minority node cannot commit.
-    std::thread::sleep(Duration::from_secs(3));
     let minority = c.node(victim).http.clone();
     let majority: Vec<String> = (1..=3).filter(|n| *n != victim).map(|n| c.node(n).http.clone()).collect();
+    // Past the election timeout the majority elects new leaders; the minority node cannot commit.
+    wait_for_leaders_without(victim, &majority, Duration::from_secs(30));
     // Numbers far above the writers' so these points are told apart.
     let minority_first = 1_000_000_000;
     assert!(!write_batch(&minority, minority_first), "the partitioned node acknowledged a write");

@@ -17,7 +17,7 @@ fn hotlakectl() -> PathBuf {
     let bin = dir.join("hotlakectl");
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p hotlake-client --bin hotlakectl`",
+        "{} is missing: build it with `cargo build -p hotlakectl --bin hotlakectl`",
         bin.display()
     );
     bin
@@ -68,6 +68,7 @@ impl Ctl {
 }
 
 #[test]
+// tidy: long (one cluster for every command, since starting a cluster dominates the test time).
 fn every_hotlakectl_command_works_against_a_real_cluster() {
     let mut c = Cluster::start(3);
     let ctl = Ctl { cluster: c.nodes.iter().map(|n| n.http.clone()).collect::<Vec<_>>().join(",") };
@@ -235,7 +236,7 @@ fn cluster_init_creates_the_cluster_on_a_node_started_for_manual_bootstrap() {
     let mut node = NodeProcess::start_unready(dir.path(), &["--shard-count", "4", "--bootstrap", "manual"]);
     let ctl = Ctl { cluster: node.http.clone() };
     // Up, but with no cluster: not healthy, and waiting for init.
-    std::thread::sleep(Duration::from_millis(500));
+    node.wait_listening(Duration::from_secs(30));
     assert_ne!(ctl.run(&["cluster", "status", "--wait-ready-s", "1"]).code, 0);
     let init = ctl.run(&["cluster", "init"]).ok();
     assert!(init.stdout.contains("created"), "{}", init.stdout);

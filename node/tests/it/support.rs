@@ -137,6 +137,15 @@ impl NodeProcess {
         }
     }
 
+    /// Waits until the node's HTTP listener answers `/health`, healthy or not.
+    pub fn wait_listening(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while client().get(format!("http://{}/health", self.http)).send().is_err() {
+            assert!(Instant::now() < deadline, "node at {} does not listen", self.http);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL, no chance to flush.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

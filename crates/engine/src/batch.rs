@@ -1,0 +1,123 @@
+//! The payload of a shard's Raft log entries: whole client batches in columnar form, encoded
+//! compactly with bincode.
+
+use serde::{Deserialize, Serialize};
+
+use hotlake_types::model::{FieldType, FieldValue, TimestampNs};
+
+/// Values of one column, only for rows where the field is present. The same type the block
+/// codec stores, so a batch column becomes a block column without conversion.
+pub use super::codec::ColumnValues as Values;
+
+impl Values {
+    /// An empty column of `ty`.
+    pub fn empty(ty: FieldType) -> Values {
+        match ty {
+            FieldType::F64 => Values::F64(Vec::new()),
+            FieldType::I64 => Values::I64(Vec::new()),
+            FieldType::U64 => Values::U64(Vec::new()),
+            FieldType::Bool => Values::Bool(Vec::new()),
+            FieldType::Str => Values::Str(Vec::new()),
+        }
+    }
+
+    /// The `i`-th value (an index into present values).
+    pub fn get(&self, i: usize) -> FieldValue {
+        match self {
+            Values::F64(v) => FieldValue::F64(v[i]),
+            Values::I64(v) => FieldValue::I64(v[i]),
+            Values::U64(v) => FieldValue::U64(v[i]),
+            Values::Bool(v) => FieldValue::Bool(v[i]),
+            Values::Str(v) => FieldValue::Str(v[i].clone()),
+        }
+    }
+
+    /// Appends a value of the column's type; returns false (and appends nothing) on a type
+    /// mismatch.
+    pub fn push(&mut self, value: FieldValue) -> bool {
+        match (self, value) {
+            (Values::F64(v), FieldValue::F64(x)) => v.push(x),
+            (Values::I64(v), FieldValue::I64(x)) => v.push(x),
+            (Values::U64(v), FieldValue::U64(x)) => v.push(x),
+            (Values::Bool(v), FieldValue::Bool(x)) => v.push(x),
+            (Values::Str(v), FieldValue::Str(x)) => v.push(x),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// One field of a series in a batch. `absent_rows` lists (ascending) the rows without a value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnWrite {
+    /// Field name.
+    pub field: String,
+    /// Rows (indexes into the series' timestamps) where the field is absent, ascending.
+    pub absent_rows: Vec<u32>,
+    /// Values of the present rows, in row order.
+    pub values: Values,
+}
+
+/// Points of one series in a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesWrite {
+    /// Canonical series key (`measurement,tag=value,...`).
+    pub key: String,
+    /// The device key the series belongs to.
+    pub device: String,
+    /// One timestamp per row; any order, duplicates allowed (last row wins per field).
+    pub timestamps: Vec<TimestampNs>,
+    /// The fields.
+    pub columns: Vec<ColumnWrite>,
+}
+
+impl SeriesWrite {
+    /// Field values carried.
+    pub fn value_count(&self) -> usize {
+        self.columns.iter().map(|c| c.values.len()).sum()
+    }
+}
+
+/// A client batch for one shard and tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardWrite {
+    /// The tenant (database / bucket).
+    pub tenant: String,
+    /// Series with their points.
+    pub series: Vec<SeriesWrite>,
+}
+
+impl ShardWrite {
+
+    /// Field values carried.
+    pub fn value_count(&self) -> usize {
+        self.series.iter().map(|s| s.value_count()).sum()
+    }
+}
+
+/// A command in a shard's Raft log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ShardCommand {
+    /// Insert points.
+    Write(ShardWrite),
+    /// Drop every block (and memtable point) of `tenant` whose time window ends at or before
+    /// `before_ns`. Applied identically on every replica so replicas stay equal.
+    Retain {
+        /// The tenant whose retention is enforced.
+        tenant: String,
+        /// Points before this time are dropped, whole windows at a time.
+        before_ns: TimestampNs,
+    },
+}
+
+/// What applying a command did; returned to the writer when the entry commits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// Points applied.
+    pub points: u64,
+    /// Field values applied.
+    pub values: u64,
+    /// Values rejected at apply, with the reason (a field's type conflicted with an earlier
+    /// write that committed first).
+    pub rejected: Vec<String>,
+}

@@ -1,0 +1,154 @@
+//! Property test: the shard engine (apply, freeze, flush, restart with log replay, merge
+//! reader, last values) equals a plain model under random out-of-order writes with duplicates.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::batch::{ColumnWrite, SeriesWrite, ShardCommand, ShardWrite, Values};
+use super::read::{read_series, value_at};
+use super::shard::{ShardData, ShardOptions};
+use hotlake_types::model::{FieldValue, TimestampNs};
+use hotlake_storage::{Engine, MemEngine, ShardId};
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// (series, [(ts, field a value?, field b value?)])
+    Write(u8, Vec<(i64, Option<i64>, Option<u8>)>),
+    Flush,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..3, prop::collection::vec((0i64..40, prop::option::of(-5i64..5), prop::option::of(0u8..4)), 1..8))
+            .prop_map(|(s, rows)| Op::Write(s, rows)),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Restart),
+    ]
+}
+
+type Model = BTreeMap<(u8, i64, &'static str), FieldValue>;
+
+fn to_command(series: u8, rows: &[(i64, Option<i64>, Option<u8>)]) -> Option<ShardCommand> {
+    let rows: Vec<_> = rows.iter().filter(|(_, a, b)| a.is_some() || b.is_some()).cloned().collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let timestamps: Vec<TimestampNs> = rows.iter().map(|r| r.0 * 1_000_000_000).collect();
+    let mut a = ColumnWrite { field: "a".into(), absent_rows: vec![], values: Values::I64(vec![]) };
+    let mut b = ColumnWrite { field: "b".into(), absent_rows: vec![], values: Values::F64(vec![]) };
+    for (i, (_, va, vb)) in rows.iter().enumerate() {
+        match va {
+            Some(v) => {
+                a.values.push(FieldValue::I64(*v));
+            }
+            None => a.absent_rows.push(i as u32),
+        }
+        match vb {
+            Some(v) => {
+                b.values.push(FieldValue::F64(*v as f64 / 4.0));
+            }
+            None => b.absent_rows.push(i as u32),
+        }
+    }
+    let columns = [a, b].into_iter().filter(|c| !c.values.is_empty()).collect();
+    Some(ShardCommand::Write(ShardWrite {
+        tenant: "t".into(),
+        series: vec![SeriesWrite {
+            key: format!("m,device_id=d{series}"),
+            device: format!("d{series}"),
+            timestamps,
+            columns,
+        }],
+    }))
+}
+
+fn log_id(index: u64) -> crate::applied::EntryId {
+    crate::applied::EntryId { term: 1, leader: 1, index }
+}
+
+fn check(shard: &ShardData, model: &Model) {
+    let view = shard.read_view();
+    for s in 0u8..3 {
+        let sid = shard.read().index.lookup("t", &format!("m,device_id=d{s}"));
+        let expected: Vec<(i64, &str, FieldValue)> = model
+            .iter()
+            .filter(|((ms, _, _), _)| *ms == s)
+            .map(|((_, t, f), v)| (*t * 1_000_000_000, *f, v.clone()))
+            .collect();
+        let Some(sid) = sid else {
+            assert!(expected.is_empty(), "series d{s} missing");
+            continue;
+        };
+        let block = read_series(shard, &view, sid, i64::MIN, i64::MAX, None).unwrap();
+        assert!(block.timestamps.windows(2).all(|w| w[0] < w[1]), "merged timestamps sorted and unique");
+        let mut got = Vec::new();
+        for col in &block.columns {
+            let name: &'static str = if col.name == "a" { "a" } else { "b" };
+            let mut vi = 0;
+            for (row, &t) in block.timestamps.iter().enumerate() {
+                if col.present.as_ref().is_none_or(|p| p[row]) {
+                    got.push((t, name, value_at(&col.values, vi)));
+                    vi += 1;
+                }
+            }
+        }
+        got.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        assert_eq!(got, expected, "series d{s}");
+        // Last value per field: greatest timestamp.
+        let inner = shard.read();
+        let info = inner.index.get(sid);
+        for f in ["a", "b"] {
+            let want = expected.iter().filter(|e| e.1 == f).max_by_key(|e| e.0).map(|e| (e.0, e.2.clone()));
+            let fid = inner.index.find_field(f);
+            let have = fid
+                .and_then(|fid| info.last.iter().find(|l| l.field == fid))
+                .map(|l| (l.timestamp_ns, l.value.clone()));
+            assert_eq!(have, want, "last of d{s}.{f}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Every read after random writes, flushes and restarts equals the model.
+    #[test]
+    fn engine_equals_model(ops in prop::collection::vec(op(), 1..40)) {
+        let engine: Engine = Arc::new(MemEngine::new());
+        let options = ShardOptions { block_window_ns: 10 * 1_000_000_000, ..ShardOptions::default() };
+        let mut shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
+        let mut model: Model = BTreeMap::new();
+        // The Raft log: every committed command, replayed above the flushed index on restart.
+        let mut log: Vec<ShardCommand> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Write(s, rows) => {
+                    let Some(cmd) = to_command(s, &rows) else { continue };
+                    log.push(cmd.clone());
+                    let outcome = shard.apply(log_id(log.len() as u64), &cmd).unwrap();
+                    prop_assert!(outcome.rejected.is_empty());
+                    for (t, a, b) in rows {
+                        if let Some(v) = a { model.insert((s, t, "a"), FieldValue::I64(v)); }
+                        if let Some(v) = b { model.insert((s, t, "b"), FieldValue::F64(v as f64 / 4.0)); }
+                    }
+                }
+                Op::Flush => {
+                    let cut = shard.freeze();
+                    shard.flush(cut).unwrap();
+                }
+                Op::Restart => {
+                    drop(shard);
+                    shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
+                    let from = shard.read().applied.map(|l| l.index).unwrap_or(0) as usize;
+                    for (i, cmd) in log.iter().enumerate().skip(from) {
+                        shard.apply(log_id(i as u64 + 1), cmd).unwrap();
+                    }
+                }
+            }
+            check(&shard, &model);
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! One shard's data: series index, memtables and flushed blocks, plus the apply, flush and
+//! read-view operations the Raft state machine and the query path use.
+//!
+//! ```text
+//!  apply ──► active memtable ──freeze──► frozen memtable ──flush──► blocks (data space)
+//!                   │                           │                    + series records (index space)
+//!                   └──────── read view: blocks (seq ≤ cut) + frozen + active ──► merge reader
+//! ```
+//!
+//! Invariants:
+//! - the flushed state record (applied log id, flush sequence, next series id, retention) is
+//!   written in the same atomic batch as the blocks and series records of that flush;
+//! - a read view sees blocks only up to the flush sequence current when the view was taken, and
+//!   every memtable at or after it, so it never sees a point twice with different ages nor misses
+//!   one that a concurrent flush moves.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::applied::{EntryId, MembershipRecord};
+use super::batch::{ApplyOutcome, SeriesWrite, ShardCommand, ShardWrite};
+use super::codec::{self, Block};
+use super::index::{LastValue, SeriesIndex, SeriesRecord};
+use super::memtable::{FieldId, Memtable};
+use hotlake_types::model::TimestampNs;
+use hotlake_storage::{keys, Durability, Engine, ShardId, Space, StorageError, WriteBatch};
+
+/// Engine knobs of a shard.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    /// Blocks never span an aligned window boundary of this width.
+    pub block_window_ns: i64,
+    /// Numeric codec for new blocks.
+    pub codec: codec::NumericCodec,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions { block_window_ns: 6 * 3600 * 1_000_000_000, codec: codec::DEFAULT_NUMERIC_CODEC }
+    }
+}
+
+/// Start of the aligned window containing `ts` (clamped to `i64::MIN` for the first, partial
+/// window of the time line).
+pub fn window_start(ts: TimestampNs, window_ns: i64) -> TimestampNs {
+    ts.checked_sub(ts.rem_euclid(window_ns)).unwrap_or(TimestampNs::MIN)
+}
+
+/// Invariant of apply: entries come in log order, each exactly once, so the applied index
+/// strictly rises. Anything else would apply an entry twice or skip one on this replica only.
+fn assert_applied_rises(applied: Option<EntryId>, next: EntryId) {
+    let previous = applied.map_or(0, |a| a.index);
+    assert!(next.index > previous, "apply went from index {previous} to {}", next.index);
+}
+
+/// What a flush persists beside the blocks: enough to restart without the purged log.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlushedState {
+    /// Last log entry whose effects are in the blocks.
+    pub applied: Option<EntryId>,
+    /// Membership as of `applied`.
+    pub membership: MembershipRecord,
+    /// Sequence number of the last flush (0: none yet).
+    pub flush_seq: u64,
+    /// Series ids below this are persisted.
+    pub next_series_id: u32,
+    /// Per tenant: points before this time are dropped.
+    pub retention: BTreeMap<String, TimestampNs>,
+}
+
+struct Frozen {
+    seq: u64,
+    memtable: Arc<RwLock<Memtable>>,
+}
+
+/// Mutable state of a shard, behind one lock.
+pub struct ShardInner {
+    /// Last applied log id.
+    pub applied: Option<EntryId>,
+    /// Last applied membership.
+    pub membership: MembershipRecord,
+    /// Series index.
+    pub index: SeriesIndex,
+    active: Arc<RwLock<Memtable>>,
+    frozen: Vec<Frozen>,
+    /// What the last completed flush persisted.
+    pub flushed: FlushedState,
+    next_flush_seq: u64,
+    retention: BTreeMap<String, TimestampNs>,
+}
+
+impl ShardInner {
+    /// Bytes buffered in memtables (active and frozen).
+    pub fn memtable_bytes(&self) -> usize {
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner()).bytes();
+        active + self.frozen.iter().map(|f| f.memtable.read().unwrap_or_else(|p| p.into_inner()).bytes()).sum::<usize>()
+    }
+
+    /// Retention cutoff of a tenant (points before it are gone).
+    pub fn retention_cutoff(&self, tenant: &str) -> TimestampNs {
+        self.retention.get(tenant).copied().unwrap_or(TimestampNs::MIN)
+    }
+}
+
+/// A consistent point-in-time view for reading a shard.
+pub struct ReadView {
+    /// Blocks with a flush sequence above this are ignored (their points are in `memtables`).
+    pub flush_seq_max: u64,
+    /// Memtables, oldest first: frozen ones, then the active one.
+    pub memtables: Vec<Arc<RwLock<Memtable>>>,
+}
+
+/// A memtable cut for flushing, taken in apply order.
+pub struct FlushCut {
+    seq: u64,
+    memtable: Arc<RwLock<Memtable>>,
+    state: FlushedState,
+    /// The shard's install generation when the cut was taken.
+    generation: u64,
+}
+
+/// Snapshot data of a shard: its flushed blocks, index and flushed state.
+///
+/// Built lazily: the node's own current snapshot refers to the engine, and its key-value pairs
+/// are read only when it is installed elsewhere.
+pub struct ShardSnapshot {
+    source: SnapshotSource,
+}
+
+enum SnapshotSource {
+    Shard(Arc<ShardData>),
+    Pairs(Vec<SnapshotPair>),
+}
+
+/// One key-value pair of a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotPair {
+    /// True for the index space, false for the data space.
+    pub index_space: bool,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+}
+
+impl ShardSnapshot {
+    /// An empty snapshot to receive into.
+    pub fn empty() -> Self {
+        ShardSnapshot { source: SnapshotSource::Pairs(Vec::new()) }
+    }
+
+    /// A snapshot that reads the shard's flushed content when materialized.
+    pub fn of_shard(shard: Arc<ShardData>) -> Self {
+        ShardSnapshot { source: SnapshotSource::Shard(shard) }
+    }
+
+    /// Adds received pairs.
+    pub fn push(&mut self, pair: SnapshotPair) {
+        if let SnapshotSource::Pairs(p) = &mut self.source {
+            p.push(pair);
+        }
+    }
+
+    /// Reads every pair of the snapshot.
+    pub fn materialize(self) -> Result<Vec<SnapshotPair>, StorageError> {
+        match self.source {
+            SnapshotSource::Pairs(p) => Ok(p),
+            SnapshotSource::Shard(shard) => {
+                // No flush, retention or install writes while both spaces are read, so the pairs
+                // are one flushed state: its blocks, its index and its `FlushedState`.
+                let _quiet = shard.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let mut out = Vec::new();
+                for (space, index_space) in [(Space::Data(shard.id), false), (Space::Index(shard.id), true)] {
+                    shard.engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
+                        out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
+                        true
+                    })?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The flushed state recorded among a snapshot's pairs.
+pub fn flushed_state_of(pairs: &[SnapshotPair]) -> Result<FlushedState, StorageError> {
+    let pair = pairs
+        .iter()
+        .find(|p| p.index_space && p.key == keys::FLUSHED_STATE)
+        .ok_or_else(|| StorageError::Corrupt { space: "snapshot".into(), reason: "no flushed state".into() })?;
+    bincode::deserialize(&pair.value)
+        .map_err(|e| StorageError::Corrupt { space: "snapshot".into(), reason: format!("flushed state: {e}") })
+}
+
+impl std::fmt::Debug for ShardSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            SnapshotSource::Shard(shard) => write!(f, "ShardSnapshot(shard {})", shard.id),
+            SnapshotSource::Pairs(p) => write!(f, "ShardSnapshot({} pairs)", p.len()),
+        }
+    }
+}
+
+/// A shard's data on this node.
+pub struct ShardData {
+    /// The shard.
+    pub id: ShardId,
+    engine: Engine,
+    options: ShardOptions,
+    inner: RwLock<ShardInner>,
+    /// Held by every write that changes flushed content outside a log append (flush, retention,
+    /// snapshot install) and by snapshot reads, so a snapshot never mixes two flushed states.
+    /// Never taken before `inner` by a thread that then waits for `inner`.
+    flush_lock: Mutex<()>,
+    /// Bumped (under `flush_lock`) by every snapshot install. A flush whose cut was taken in an
+    /// earlier generation belongs to content the install replaced: it must not write, or it
+    /// would put back an older flushed state and blocks whose keys may collide with the new
+    /// content's.
+    generation: AtomicU64,
+}
+
+fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt { space: space.name(), reason: reason.to_string() }
+}
+
+impl ShardData {
+    /// Opens a shard: creates its spaces if needed, loads the flushed state and the series index.
+    pub fn open(engine: Engine, id: ShardId, options: ShardOptions) -> Result<Self, StorageError> {
+        engine.create_shard(id)?;
+        let flushed: FlushedState = match engine.get(Space::Index(id), keys::FLUSHED_STATE)? {
+            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| corrupt(Space::Index(id), e))?,
+            None => FlushedState::default(),
+        };
+        let mut index = SeriesIndex::new();
+        let (from, to) = keys::series_records_range();
+        let mut failure = None;
+        engine.scan(Space::Index(id), &from, &to, &mut |k, v| {
+            let sid = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+            if sid >= flushed.next_series_id {
+                // A record from a flush newer than the flushed state cannot exist (same batch);
+                // tolerate nothing silently.
+                failure = Some(corrupt(Space::Index(id), format!("series {sid} beyond next id")));
+                return false;
+            }
+            match bincode::deserialize::<SeriesRecord>(v) {
+                Ok(rec) => {
+                    if sid != index.next_id() {
+                        failure = Some(corrupt(Space::Index(id), format!("series id gap at {sid}")));
+                        return false;
+                    }
+                    index.restore(sid, rec);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(corrupt(Space::Index(id), format!("series {sid}: {e}")));
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if index.next_id() != flushed.next_series_id {
+            return Err(corrupt(
+                Space::Index(id),
+                format!("{} series records, flushed state says {}", index.next_id(), flushed.next_series_id),
+            ));
+        }
+        let inner = ShardInner {
+            applied: flushed.applied,
+            membership: flushed.membership.clone(),
+            index,
+            active: Arc::new(RwLock::new(Memtable::new())),
+            frozen: Vec::new(),
+            next_flush_seq: flushed.flush_seq + 1,
+            retention: flushed.retention.clone(),
+            flushed,
+        };
+        Ok(ShardData {
+            id,
+            engine,
+            options,
+            inner: RwLock::new(inner),
+            flush_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The engine the shard lives in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Engine knobs.
+    pub fn options(&self) -> &ShardOptions {
+        &self.options
+    }
+
+    /// Shared access to the shard state.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ShardInner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ShardInner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a log entry that carries no command (blank or membership).
+    pub fn apply_meta(&self, log_id: EntryId, membership: Option<MembershipRecord>) {
+        let mut inner = self.write();
+        assert_applied_rises(inner.applied, log_id);
+        inner.applied = Some(log_id);
+        if let Some(m) = membership {
+            inner.membership = m;
+        }
+    }
+
+    /// Applies one committed command. Deterministic: every replica gets the same outcome.
+    pub fn apply(&self, log_id: EntryId, cmd: &ShardCommand) -> Result<ApplyOutcome, StorageError> {
+        let mut inner = self.write();
+        assert_applied_rises(inner.applied, log_id);
+        let outcome = match cmd {
+            ShardCommand::Write(w) => Self::apply_write(&mut inner, w),
+            ShardCommand::Retain { tenant, before_ns } => {
+                self.apply_retain(&mut inner, tenant, *before_ns)?;
+                ApplyOutcome::default()
+            }
+        };
+        inner.applied = Some(log_id);
+        Ok(outcome)
+    }
+
+    fn apply_write(inner: &mut ShardInner, w: &ShardWrite) -> ApplyOutcome {
+        let mut outcome = ApplyOutcome::default();
+        let cutoff = inner.retention_cutoff(&w.tenant);
+        let active = inner.active.clone();
+        let mut memtable = active.write().unwrap_or_else(|p| p.into_inner());
+        for s in &w.series {
+            let dropped_rows = s.timestamps.iter().filter(|&&t| t < cutoff).count();
+            let trimmed;
+            let s = if dropped_rows > 0 {
+                outcome.rejected.push(format!(
+                    "series {}: {dropped_rows} points older than the tenant's retention were dropped",
+                    s.key
+                ));
+                trimmed = trim_before(s, cutoff);
+                &trimmed
+            } else {
+                s
+            };
+            if s.timestamps.is_empty() {
+                continue;
+            }
+            let sid = inner.index.get_or_create(&w.tenant, &s.key, &s.device);
+            let mut field_ids: Vec<Option<FieldId>> = Vec::with_capacity(s.columns.len());
+            let mut seen: HashSet<FieldId> = HashSet::new();
+            for col in &s.columns {
+                let fid = inner.index.field_id(&col.field);
+                let ty = col.values.field_type();
+                let info = inner.index.get_mut(sid);
+                let accepted = match info.type_of(fid) {
+                    Some(existing) if existing != ty => {
+                        outcome.rejected.push(format!(
+                            "series {}: field {:?} is {} but this write has {}",
+                            s.key,
+                            col.field,
+                            existing.name(),
+                            ty.name()
+                        ));
+                        false
+                    }
+                    Some(_) => true,
+                    None => {
+                        info.types.push((fid, ty));
+                        true
+                    }
+                };
+                if accepted && !seen.insert(fid) {
+                    outcome.rejected.push(format!("series {}: field {:?} given twice", s.key, col.field));
+                    field_ids.push(None);
+                    continue;
+                }
+                if accepted {
+                    update_last(info, fid, s, col);
+                }
+                field_ids.push(accepted.then_some(fid));
+            }
+            outcome.values += memtable.insert(sid, s, &field_ids);
+            outcome.points += s.timestamps.len() as u64;
+        }
+        outcome
+    }
+
+    fn apply_retain(&self, inner: &mut ShardInner, tenant: &str, before_ns: TimestampNs) -> Result<(), StorageError> {
+        let window = self.options.block_window_ns;
+        // Whole windows only: the cutoff moves down to a window boundary.
+        let cutoff = window_start(before_ns, window);
+        if cutoff <= inner.retention_cutoff(tenant) {
+            return Ok(());
+        }
+        inner.retention.insert(tenant.to_string(), cutoff);
+        let sids: Vec<u32> =
+            inner.index.all().iter().enumerate().filter(|(_, s)| &*s.tenant == tenant).map(|(i, _)| i as u32).collect();
+        let mut batch = WriteBatch::new();
+        for &sid in &sids {
+            batch.delete_range(
+                Space::Data(self.id),
+                keys::block_from(sid, TimestampNs::MIN).to_vec(),
+                keys::block_from(sid, cutoff).to_vec(),
+            );
+        }
+        // Ordered before any later flush; a crash before it is durable replays this entry.
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.engine.write(batch, Durability::Buffered)?;
+        }
+        let memtables: Vec<_> =
+            std::iter::once(inner.active.clone()).chain(inner.frozen.iter().map(|f| f.memtable.clone())).collect();
+        for m in memtables {
+            let mut m = m.write().unwrap_or_else(|p| p.into_inner());
+            for &sid in &sids {
+                m.drop_before(sid, cutoff);
+            }
+        }
+        for &sid in &sids {
+            inner.index.get_mut(sid).last.retain(|l| l.timestamp_ns >= cutoff);
+        }
+        Ok(())
+    }
+
+    /// Takes a consistent read view.
+    pub fn read_view(&self) -> ReadView {
+        let inner = self.read();
+        let mut memtables: Vec<_> = inner.frozen.iter().map(|f| f.memtable.clone()).collect();
+        memtables.push(inner.active.clone());
+        ReadView { flush_seq_max: inner.flushed.flush_seq, memtables }
+    }
+
+    /// Freezes the active memtable for flushing. Called in apply order, so the cut is exactly
+    /// the state after `applied`.
+    pub fn freeze(&self) -> FlushCut {
+        let mut inner = self.write();
+        let seq = inner.next_flush_seq;
+        inner.next_flush_seq += 1;
+        let memtable = std::mem::replace(&mut inner.active, Arc::new(RwLock::new(Memtable::new())));
+        inner.frozen.push(Frozen { seq, memtable: memtable.clone() });
+        let state = FlushedState {
+            applied: inner.applied,
+            membership: inner.membership.clone(),
+            flush_seq: seq,
+            next_series_id: inner.index.next_id(),
+            retention: inner.retention.clone(),
+        };
+        FlushCut { seq, memtable, state, generation: self.generation.load(Ordering::Acquire) }
+    }
+
+    /// Writes a frozen memtable as blocks, atomically with its flushed state, then forgets it.
+    /// Returns the flushed state.
+    pub fn flush(&self, cut: FlushCut) -> Result<FlushedState, StorageError> {
+        let window = self.options.block_window_ns;
+        let mut batch = WriteBatch::new();
+        let memtable = cut.memtable.read().unwrap_or_else(|p| p.into_inner());
+        let mut sids: Vec<u32> = memtable.series_ids().collect();
+        sids.sort_unstable();
+        // Take what the encoding needs from the index under a short lock, so apply is not held
+        // up while blocks are compressed.
+        let (field_names, records, tenants, records_without_rows) = {
+            let inner = self.read();
+            let field_names: Vec<String> =
+                (0..inner.index.field_count()).map(|f| inner.index.field_name(f as FieldId).to_string()).collect();
+            let records: Vec<Vec<u8>> = sids
+                .iter()
+                .map(|&sid| bincode::serialize(&inner.index.record(sid)).expect("series record serializes"))
+                .collect();
+            let tenants: Vec<String> = sids.iter().map(|&sid| inner.index.get(sid).tenant.to_string()).collect();
+            // Series created with no accepted points have no memtable rows; persist them too so
+            // the records stay gap-free.
+            let without_rows: Vec<(u32, Vec<u8>)> = (inner.flushed.next_series_id..cut.state.next_series_id)
+                .filter(|sid| memtable.series(*sid).is_none())
+                .map(|sid| (sid, bincode::serialize(&inner.index.record(sid)).expect("series record serializes")))
+                .collect();
+            (field_names, records, tenants, without_rows)
+        };
+        let name_of = |f: FieldId| field_names[f as usize].clone();
+        for ((&sid, record), tenant) in sids.iter().zip(records).zip(&tenants) {
+            assert!(sid < cut.state.next_series_id, "memtable series beyond the cut");
+            let buf = memtable.series(sid).expect("listed series exists");
+            let from = cut.state.retention.get(tenant).copied().unwrap_or(TimestampNs::MIN);
+            let block = buf.to_block(from, TimestampNs::MAX, None, &name_of);
+            for (win, part) in split_by_window(block, window) {
+                let bytes = codec::encode_block(&part, self.options.codec);
+                batch.put(Space::Data(self.id), keys::block(sid, win, cut.seq).to_vec(), bytes);
+            }
+            batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
+        }
+        for (sid, record) in records_without_rows {
+            batch.put(Space::Index(self.id), keys::series_record(sid).to_vec(), record);
+        }
+        drop(memtable);
+        let state_bytes = bincode::serialize(&cut.state).expect("flushed state serializes");
+        #[cfg(hotlake_bug = "flush-state-before-blocks")]
+        {
+            let mut early = WriteBatch::new();
+            early.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes.clone());
+            self.engine.write(early, Durability::Buffered)?;
+            self.engine.sync()?;
+        }
+        batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(Ordering::Acquire) != cut.generation {
+                // A snapshot was installed since the cut: its content supersedes this flush.
+                return Ok(self.read().flushed.clone());
+            }
+            self.engine.write(batch, Durability::Buffered)?;
+        }
+        let mut inner = self.write();
+        inner.frozen.retain(|f| f.seq != cut.seq);
+        if cut.state.flush_seq > inner.flushed.flush_seq {
+            inner.flushed = cut.state.clone();
+        }
+        Ok(cut.state)
+    }
+
+    /// Replaces the whole shard content with a snapshot's pairs.
+    pub fn install(&self, pairs: Vec<SnapshotPair>) -> Result<FlushedState, StorageError> {
+        let mut batch = WriteBatch::new();
+        for space in [Space::Data(self.id), Space::Index(self.id)] {
+            batch.delete_range(space, Vec::new(), vec![0xff; 32]);
+        }
+        for p in pairs {
+            let space = if p.index_space { Space::Index(self.id) } else { Space::Data(self.id) };
+            batch.put(space, p.key, p.value);
+        }
+        {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.engine.write(batch, Durability::Sync)?;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        let fresh = ShardData::open(self.engine.clone(), self.id, self.options.clone())?;
+        let mut new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Flush sequences only grow on a replica, so block keys of a flush before the install can
+        // never be reused by one after it.
+        new_inner.next_flush_seq = new_inner.next_flush_seq.max(self.read().next_flush_seq);
+        let flushed = new_inner.flushed.clone();
+        *self.write() = new_inner;
+        Ok(flushed)
+    }
+
+}
+
+fn trim_before(s: &SeriesWrite, cutoff: TimestampNs) -> SeriesWrite {
+    let keep: Vec<bool> = s.timestamps.iter().map(|&t| t >= cutoff).collect();
+    let mut out = SeriesWrite {
+        key: s.key.clone(),
+        device: s.device.clone(),
+        timestamps: s.timestamps.iter().copied().filter(|&t| t >= cutoff).collect(),
+        columns: Vec::with_capacity(s.columns.len()),
+    };
+    for col in &s.columns {
+        let mut absent = col.absent_rows.iter().peekable();
+        let mut values = super::batch::Values::empty(col.values.field_type());
+        let mut new_absent = Vec::new();
+        let mut vi = 0;
+        let mut new_row = 0u32;
+        for (row, &k) in keep.iter().enumerate() {
+            let is_absent = absent.peek() == Some(&&(row as u32));
+            if is_absent {
+                absent.next();
+            }
+            if k {
+                if is_absent {
+                    new_absent.push(new_row);
+                } else {
+                    values.push(col.values.get(vi));
+                }
+                new_row += 1;
+            }
+            if !is_absent {
+                vi += 1;
+            }
+        }
+        if !values.is_empty() {
+            out.columns.push(super::batch::ColumnWrite { field: col.field.clone(), absent_rows: new_absent, values });
+        }
+    }
+    out
+}
+
+/// Updates the last value of a field from one series write: the row with the greatest
+/// timestamp wins, and among equal timestamps the later row (apply order).
+fn update_last(info: &mut super::index::SeriesInfo, fid: FieldId, s: &SeriesWrite, col: &super::batch::ColumnWrite) {
+    let mut best: Option<(TimestampNs, usize)> = None;
+    let mut absent = col.absent_rows.iter().peekable();
+    let mut vi = 0;
+    for (row, &t) in s.timestamps.iter().enumerate() {
+        if absent.peek() == Some(&&(row as u32)) {
+            absent.next();
+            continue;
+        }
+        if best.is_none_or(|(bt, _)| t >= bt) {
+            best = Some((t, vi));
+        }
+        vi += 1;
+    }
+    let Some((t, vi)) = best else { return };
+    match info.last.iter_mut().find(|l| l.field == fid) {
+        Some(l) if t >= l.timestamp_ns => {
+            l.timestamp_ns = t;
+            l.value = col.values.get(vi);
+        }
+        Some(_) => {}
+        None => info.last.push(LastValue { field: fid, timestamp_ns: t, value: col.values.get(vi) }),
+    }
+}
+
+/// Splits a sorted block into aligned windows.
+pub fn split_by_window(block: Block, window_ns: i64) -> Vec<(TimestampNs, Block)> {
+    let (Some(&first), Some(&last)) = (block.timestamps.first(), block.timestamps.last()) else {
+        return Vec::new();
+    };
+    if window_start(first, window_ns) == window_start(last, window_ns) {
+        return vec![(window_start(first, window_ns), block)];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < block.timestamps.len() {
+        let win = window_start(block.timestamps[start], window_ns);
+        let end = block.timestamps.partition_point(|&t| t < win.saturating_add(window_ns));
+        out.push((win, super::read::slice_rows(&block, start, end)));
+        start = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+
+    use super::*;
+    use crate::batch::{ColumnWrite, Values};
+    use hotlake_storage::MemEngine;
+
+    const HOUR: i64 = 3600 * 1_000_000_000;
+
+    fn write(tenant: &str, device: &str, hours: &[i64]) -> ShardCommand {
+        ShardCommand::Write(ShardWrite {
+            tenant: tenant.into(),
+            series: vec![SeriesWrite {
+                key: format!("m,device_id={device}"),
+                device: device.into(),
+                timestamps: hours.iter().map(|h| h * HOUR).collect(),
+                columns: vec![ColumnWrite {
+                    field: "v".into(),
+                    absent_rows: vec![],
+                    values: Values::F64(hours.iter().map(|&h| h as f64).collect()),
+                }],
+            }],
+        })
+    }
+
+    fn points(shard: &ShardData, tenant: &str, device: &str) -> Vec<i64> {
+        let sid = shard.read().index.lookup(tenant, &format!("m,device_id={device}")).unwrap();
+        let view = shard.read_view();
+        let b = crate::read::read_series(shard, &view, sid, i64::MIN, i64::MAX, None).unwrap();
+        b.timestamps.iter().map(|t| t / HOUR).collect()
+    }
+
+    /// Retention drops whole windows of one tenant from blocks and memtables, keeps other
+    /// tenants, rejects later writes older than the cutoff, and survives a restart.
+    #[test]
+    fn retention_drops_whole_windows_of_one_tenant() {
+        let engine: Engine = Arc::new(MemEngine::new());
+        let options = ShardOptions { block_window_ns: 2 * HOUR, ..ShardOptions::default() };
+        let shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
+        let id = |index| EntryId { term: 1, leader: 1, index };
+        shard.apply(id(1), &write("a", "d", &[0, 1, 2, 3])).unwrap();
+        shard.apply(id(2), &write("b", "d", &[0, 1, 2, 3])).unwrap();
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+        shard.apply(id(3), &write("a", "d", &[1, 4, 5])).unwrap();
+        // 3 h rounds down to the 2 h window boundary: hours 0 and 1 go.
+        shard.apply(id(4), &ShardCommand::Retain { tenant: "a".into(), before_ns: 3 * HOUR }).unwrap();
+        assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5]);
+        assert_eq!(points(&shard, "b", "d"), vec![0, 1, 2, 3]);
+        let outcome = shard.apply(id(5), &write("a", "d", &[1, 6])).unwrap();
+        assert_eq!(outcome.points, 1);
+        assert!(outcome.rejected[0].contains("older than the tenant's retention"), "{:?}", outcome.rejected);
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
+        drop(shard);
+        let shard = ShardData::open(engine, ShardId(0), options).unwrap();
+        assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5, 6]);
+        assert_eq!(shard.read().retention_cutoff("a"), 2 * HOUR);
+    }
+}

@@ -1,0 +1,181 @@
+//! The storage trait suite: the same checks against every engine (`MemEngine` here,
+//! `RocksEngine` in `hotlake-storage-rocks`), run through [`engine_suite!`](crate::engine_suite)
+//! as TiKV's `engine_traits_tests` are.
+
+use std::sync::{Arc, Mutex};
+
+use crate::*;
+
+/// The shard the suite writes to.
+pub const S: ShardId = ShardId(7);
+
+/// Puts `k = v` in `space`, synced.
+pub fn put(e: &dyn KvEngine, space: Space, k: &[u8], v: &[u8]) {
+    let mut b = WriteBatch::new();
+    b.put(space, k.to_vec(), v.to_vec());
+    e.write(b, Durability::Sync).unwrap();
+}
+
+/// The keys of `space` in `[from, to)`, in order.
+pub fn keys_in(e: &dyn KvEngine, space: Space, from: &[u8], to: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    e.scan(space, from, to, &mut |k, _| {
+        out.push(k.to_vec());
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// Put, get and overwrite see the latest value; missing keys read as None.
+pub(super) fn put_get_overwrite(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    put(e, Space::Data(S), b"k", b"1");
+    put(e, Space::Data(S), b"k", b"2");
+    assert_eq!(e.get(Space::Data(S), b"k").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(e.get(Space::Data(S), b"missing").unwrap(), None);
+    assert_eq!(e.get(Space::Index(S), b"k").unwrap(), None, "spaces are separate");
+}
+
+/// Scans are ordered bytewise, honour [from, to) and stop when the visitor says so.
+pub(super) fn scan_order_and_bounds(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    for k in [&b"b"[..], b"a", b"c", b"ab", b"\x00", b"\xff"] {
+        put(e, Space::Log(S), k, b"v");
+    }
+    assert_eq!(keys_in(e, Space::Log(S), b"a", b"c"), vec![b"a".to_vec(), b"ab".to_vec(), b"b".to_vec()]);
+    assert_eq!(keys_in(e, Space::Log(S), b"c", b"a"), Vec::<Vec<u8>>::new());
+    let mut first = Vec::new();
+    e.scan(Space::Log(S), b"", b"\xff\xff", &mut |k, _| {
+        first.push(k.to_vec());
+        false
+    })
+    .unwrap();
+    assert_eq!(first, vec![b"\x00".to_vec()]);
+    assert_eq!(e.last_in_range(Space::Log(S), b"a", b"c").unwrap().map(|(k, _)| k), Some(b"b".to_vec()));
+    assert_eq!(e.last_in_range(Space::Log(S), b"d", b"e").unwrap(), None);
+}
+
+/// A batch spanning spaces applies whole, including deletes and range deletes.
+pub(super) fn batch_is_atomic_across_spaces(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    for i in 0..10u8 {
+        put(e, Space::Data(S), &[i], b"x");
+    }
+    let mut b = WriteBatch::new();
+    b.delete_range(Space::Data(S), vec![2], vec![5]);
+    b.delete(Space::Data(S), vec![8]);
+    b.put(Space::Index(S), b"flushed".to_vec(), b"3".to_vec());
+    e.write(b, Durability::Buffered).unwrap();
+    assert_eq!(keys_in(e, Space::Data(S), &[0], &[255]), vec![vec![0], vec![1], vec![5], vec![6], vec![7], vec![9]]);
+    assert_eq!(e.get(Space::Index(S), b"flushed").unwrap(), Some(b"3".to_vec()));
+    // A batch naming a missing space fails and changes nothing.
+    let mut bad = WriteBatch::new();
+    bad.put(Space::Data(S), b"new".to_vec(), b"v".to_vec());
+    bad.put(Space::Data(ShardId(999)), b"k".to_vec(), b"v".to_vec());
+    assert!(e.write(bad, Durability::Sync).is_err());
+    assert_eq!(e.get(Space::Data(S), b"new").unwrap(), None);
+}
+
+/// Group-committed log writes complete exactly once and are readable afterwards.
+pub(super) fn log_writes_complete_once(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..50u8 {
+        let mut b = WriteBatch::new();
+        b.put(Space::Log(S), vec![i], vec![i]);
+        let d = done.clone();
+        e.write_log(b, Box::new(move |r| d.lock().unwrap().push((i, r.is_ok()))));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while done.lock().unwrap().len() < 50 {
+        assert!(std::time::Instant::now() < deadline, "log writes did not complete");
+        std::thread::yield_now();
+    }
+    let mut got = done.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, (0..50u8).map(|i| (i, true)).collect::<Vec<_>>());
+    assert_eq!(keys_in(e, Space::Log(S), &[0], &[255]).len(), 50);
+}
+
+/// Dropping a shard removes its spaces and data; other shards are untouched.
+pub(super) fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    e.create_shard(ShardId(8)).unwrap();
+    put(e, Space::Data(S), b"k", b"v");
+    put(e, Space::Data(ShardId(8)), b"k", b"v");
+    e.drop_shard(S).unwrap();
+    assert!(!e.shards().contains(&S));
+    assert!(e.get(Space::Data(S), b"k").is_err());
+    assert_eq!(e.get(Space::Data(ShardId(8)), b"k").unwrap(), Some(b"v".to_vec()));
+    e.create_shard(S).unwrap();
+    assert_eq!(e.get(Space::Data(S), b"k").unwrap(), None, "a re-created shard starts empty");
+}
+
+/// Reclaiming a deleted range keeps every key outside it: a purged log's tail and its state.
+pub(super) fn reclaim_keeps_keys_outside_the_range(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    let space = Space::Log(S);
+    for i in 0..100 {
+        put(e, space, &keys::log_entry(i), b"entry");
+    }
+    put(e, space, &keys::log_state("purged"), b"49");
+    e.flush_memtables().unwrap();
+    let (from, to) = (keys::log_entry(0), keys::log_entry(50));
+    let mut b = WriteBatch::new();
+    b.delete_range(space, from.to_vec(), to.to_vec());
+    e.write(b, Durability::Sync).unwrap();
+    e.reclaim_range(space, &from, &to).unwrap();
+    let entries = keys_in(e, space, &keys::log_entry(0), &keys::log_entry(u64::MAX));
+    assert_eq!(entries, (50..100).map(|i| keys::log_entry(i).to_vec()).collect::<Vec<_>>());
+    assert_eq!(e.get(space, &keys::log_state("purged")).unwrap(), Some(b"49".to_vec()));
+}
+
+/// Runs every check of the suite against an engine: `engine_suite!(name, make)` where `make`
+/// evaluates to `(guard, Arc<engine>)` (the guard keeps, say, a temporary directory alive).
+#[macro_export]
+macro_rules! engine_suite {
+    ($modname:ident, $make:expr) => {
+        mod $modname {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn put_get_overwrite() {
+                let (_g, e) = $make;
+                $crate::suite::put_get_overwrite(&*e);
+            }
+            #[test]
+            fn scan_order_and_bounds() {
+                let (_g, e) = $make;
+                $crate::suite::scan_order_and_bounds(&*e);
+            }
+            #[test]
+            fn batch_is_atomic_across_spaces() {
+                let (_g, e) = $make;
+                $crate::suite::batch_is_atomic_across_spaces(&*e);
+            }
+            #[test]
+            fn log_writes_complete_once() {
+                let (_g, e) = $make;
+                $crate::suite::log_writes_complete_once(&*e);
+            }
+            #[test]
+            fn drop_shard_removes_only_that_shard() {
+                let (_g, e) = $make;
+                $crate::suite::drop_shard_removes_only_that_shard(&*e);
+            }
+            #[test]
+            fn reclaim_keeps_keys_outside_the_range() {
+                let (_g, e) = $make;
+                $crate::suite::reclaim_keeps_keys_outside_the_range(&*e);
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    crate::engine_suite!(mem, ((), Arc::new(crate::MemEngine::new())));
+}
