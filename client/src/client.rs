@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use hotlake_proto::errors::{self, ErrorKind};
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_client::HotlakeClient;
 use tonic::metadata::MetadataValue;
@@ -95,7 +96,7 @@ impl ClientBuilder {
         }
         let token = match &self.token {
             Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::Rejected {
-                kind: "invalid_argument".into(),
+                kind: ErrorKind::InvalidArgument.as_str().into(),
                 message: "the token must be printable ASCII".into(),
             })?),
             None => None,
@@ -194,7 +195,7 @@ impl Client {
         let mut r = tonic::Request::new(message);
         r.set_timeout(self.inner.settings.request_timeout);
         if let Some(t) = &self.inner.token {
-            r.metadata_mut().insert("authorization", t.clone());
+            r.metadata_mut().insert(errors::AUTHORIZATION_KEY, t.clone());
         }
         r
     }
@@ -332,7 +333,11 @@ impl Client {
                 last: Box::new(error),
             });
         }
-        if matches!(error.kind(), Some("stale_map" | "not_leader" | "transport" | "unavailable")) {
+        let kind = error.kind().and_then(|k| k.parse::<ErrorKind>().ok());
+        if matches!(
+            kind,
+            Some(ErrorKind::StaleMap | ErrorKind::NotLeader | ErrorKind::Transport | ErrorKind::Unavailable)
+        ) {
             let _ = self.refresh_map().await;
         }
         tokio::time::sleep(wait).await;

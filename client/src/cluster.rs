@@ -76,15 +76,10 @@ impl ClusterView {
     /// The shard a series of `tenant` belongs to (the same function the nodes use).
     pub fn shard_of(&self, tenant: &str, series: &pb::SeriesPoints) -> u32 {
         let count = self.shards.len().max(1) as u32;
-        let device = match series.tags.iter().find(|t| t.key == self.device_tag) {
-            Some(t) => routing::device_hash(tenant, &t.value),
-            None => {
-                let mut tags: Vec<(&str, &str)> =
-                    series.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
-                tags.sort_unstable();
-                routing::device_hash(tenant, &routing::series_key(&series.measurement, &tags))
-            }
-        };
+        let mut tags: Vec<(&str, &str)> = series.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
+        tags.sort_unstable();
+        let key = routing::series_key(&series.measurement, &tags);
+        let device = routing::device_hash(tenant, routing::device_of(&self.device_tag, &tags, &key));
         routing::shard_of_hash(device, count)
     }
 

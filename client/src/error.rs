@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hotlake_proto::errors::{self, ErrorKind};
+
 /// Errors of the client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -81,19 +83,30 @@ impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
         let meta = |key: &str| s.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
         let message = s.message().to_string();
-        let leader = meta("hotlake-leader").and_then(|v| v.parse().ok());
-        let kind = meta("hotlake-error-kind").unwrap_or_else(|| match s.code() {
+        let leader = meta(errors::LEADER_KEY).and_then(|v| v.parse().ok());
+        let sent = meta(errors::ERROR_KIND_KEY);
+        // A kind this client does not know (a newer server) is reported as sent and retried by
+        // its status code.
+        let known = sent.as_deref().and_then(|k| k.parse::<ErrorKind>().ok());
+        let kind = match (sent, s.code()) {
+            (Some(k), _) => k,
             // No kind: the request never reached Hotlake (connection refused, reset, proxy).
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => "transport".into(),
-            tonic::Code::DeadlineExceeded => "timeout".into(),
-            other => format!("{other:?}").to_lowercase(),
-        });
-        let retryable = match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted => true,
-            tonic::Code::ResourceExhausted => kind == "overloaded",
-            tonic::Code::FailedPrecondition => kind == "stale_map",
-            tonic::Code::Unknown | tonic::Code::Cancelled => kind == "transport",
-            _ => false,
+            (None, tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) => {
+                ErrorKind::Transport.as_str().into()
+            }
+            (None, tonic::Code::DeadlineExceeded) => ErrorKind::Timeout.as_str().into(),
+            (None, other) => format!("{other:?}").to_lowercase(),
+        };
+        let retryable = match (known, s.code()) {
+            (Some(k), _) => k.is_retryable(),
+            (None, code) => matches!(
+                code,
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Aborted
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
         };
         if retryable {
             ClientError::Unavailable { kind, message, leader }
@@ -110,7 +123,7 @@ mod tests {
     fn status(code: tonic::Code, kind: Option<&str>) -> tonic::Status {
         let mut s = tonic::Status::new(code, "m");
         if let Some(k) = kind {
-            s.metadata_mut().insert("hotlake-error-kind", k.parse().unwrap());
+            s.metadata_mut().insert(errors::ERROR_KIND_KEY, k.parse().unwrap());
         }
         s
     }
@@ -118,7 +131,7 @@ mod tests {
     #[test]
     fn errors_are_sorted_into_retry_and_fix() {
         let mut nl = status(tonic::Code::Unavailable, Some("not_leader"));
-        nl.metadata_mut().insert("hotlake-leader", "3".parse().unwrap());
+        nl.metadata_mut().insert(errors::LEADER_KEY, "3".parse().unwrap());
         match ClientError::from(nl) {
             ClientError::Unavailable { kind, leader, .. } => {
                 assert_eq!((kind.as_str(), leader), ("not_leader", Some(3)))

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
-use hotlake_node::config::Config;
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
-use hotlake_node::ingest::line_protocol::Precision;
+use hotlake_ingest::line_protocol::Precision;
+use hotlake_node::config::Config;
 use hotlake_node::node::Node;
 use hotlake_storage::KvEngine;
 use hotlake_storage_rocks::{RocksEngine, RocksOptions};
+use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

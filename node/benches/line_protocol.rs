@@ -2,8 +2,8 @@
 //! Run: cargo bench -p hotlake-node --bench line_protocol
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hotlake_ingest::line_protocol::{parse_body, LineLimits, Precision};
 use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
-use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
 
 fn bench(c: &mut Criterion) {
     let mut body = String::new();

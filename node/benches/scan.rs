@@ -11,19 +11,19 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
-use hotlake_node::config::Limits;
+use hotlake_engine::applied::EntryId;
 use hotlake_engine::batch::ShardCommand;
 use hotlake_engine::shard::{ShardData, ShardOptions};
-use hotlake_node::ingest::line_protocol::{parse_body, LineLimits, Precision};
-use hotlake_node::ingest::BatchBuilder;
-use hotlake_node::query::exec::run_on_shard;
-use hotlake_node::query::filter::{CmpOp, FieldFilter};
-use hotlake_node::query::{AggKind, Fill, Query};
-use hotlake_types::ring::Ring;
+use hotlake_ingest::line_protocol::{parse_body, LineLimits, Precision};
+use hotlake_ingest::BatchBuilder;
+use hotlake_query::exec::run_on_shard;
+use hotlake_query::filter::{CmpOp, FieldFilter};
+use hotlake_query::{AggKind, Fill, Query};
 use hotlake_storage::ShardId;
 use hotlake_storage_rocks::{RocksEngine, RocksOptions};
-use openraft::{CommittedLeaderId, LogId};
+use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
+use hotlake_types::limits::Limits;
+use hotlake_types::ring::Ring;
 
 const TRUCKS: usize = 100;
 const EPOCHS: usize = 20_000;
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         });
         for (_, w) in builder.finish() {
             index += 1;
-            shard.apply(LogId::new(CommittedLeaderId::new(1, 1), index), &ShardCommand::Write(w)).unwrap();
+            shard.apply(EntryId { term: 1, leader: 1, index }, &ShardCommand::Write(w)).unwrap();
         }
     };
     for _ in 0..EPOCHS / 500 {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hotlake_types::limits::Limits;
 use serde::{Deserialize, Serialize};
 
 /// Complete node configuration.
@@ -89,58 +90,6 @@ impl Default for StorageConfig {
     }
 }
 
-/// Limits on requests. Each exceeded limit is a clear error naming the key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Request body (after gzip decompression) bytes.
-    pub body_bytes_max: u64,
-    /// Lines per line-protocol request.
-    pub lines_per_request_max: u64,
-    /// Fields per line.
-    pub fields_per_line_max: u64,
-    /// Tags per line.
-    pub tags_per_line_max: u64,
-    /// Bytes of a measurement, tag key or field key.
-    pub key_bytes_max: u64,
-    /// Bytes of a tag value.
-    pub tag_value_bytes_max: u64,
-    /// Bytes of a string field value.
-    pub string_value_bytes_max: u64,
-    /// Series per tenant on this node.
-    pub series_per_tenant_max: u64,
-    /// Points a query may read.
-    pub query_points_max: u64,
-    /// Rows a query may return.
-    pub query_rows_max: u64,
-    /// Time range a query may span, in seconds.
-    pub query_range_s_max: u64,
-    /// Buckets a grouped query may produce per group.
-    pub query_buckets_max: u64,
-    /// Seconds a query may run.
-    pub query_timeout_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            body_bytes_max: 64 << 20,
-            lines_per_request_max: 500_000,
-            fields_per_line_max: 1_000,
-            tags_per_line_max: 256,
-            key_bytes_max: 256,
-            tag_value_bytes_max: 1024,
-            string_value_bytes_max: 64 << 10,
-            series_per_tenant_max: 10_000_000,
-            query_points_max: 500_000_000,
-            query_rows_max: 1_000_000,
-            query_range_s_max: 10 * 366 * 86_400,
-            query_buckets_max: 100_000,
-            query_timeout_ms: 30_000,
-        }
-    }
-}
-
 /// Cluster membership, replication and rebalancing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,21 +143,6 @@ impl Default for ClusterConfig {
             raft_election_timeout_ms: 500,
         }
     }
-}
-
-/// The config key of a limit named on the wire by another node (the set of limits is fixed, so
-/// error values can keep `&'static str` keys).
-pub fn limit_name(name: &str) -> &'static str {
-    const KNOWN: [&str; 7] = [
-        "limits.body_bytes_max",
-        "limits.lines_per_request_max",
-        "limits.query_buckets_max",
-        "limits.query_points_max",
-        "limits.query_range_s_max",
-        "limits.query_rows_max",
-        "limits.series_per_tenant_max",
-    ];
-    KNOWN.iter().find(|k| **k == name).copied().unwrap_or("limits (named in the message)")
 }
 
 /// Per-tenant settings.

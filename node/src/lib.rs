@@ -15,13 +15,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod clock;
-pub mod cluster;
 pub mod config;
-pub mod error;
-pub mod ingest;
+pub mod control;
 pub mod metrics;
 pub mod node;
-pub mod query;
-pub mod raft;
-pub mod rt;
 pub mod server;

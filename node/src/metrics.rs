@@ -136,3 +136,14 @@ impl Metrics {
         out
     }
 }
+
+impl hotlake_raft::state_machine::ApplyObserver for Metrics {
+    fn points_applied(&self, points: u64) {
+        self.points_applied.add(points);
+    }
+
+    fn flushed(&self, seconds: f64) {
+        self.flushes.inc();
+        self.flush_seconds.observe(seconds);
+    }
+}

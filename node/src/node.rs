@@ -16,23 +16,23 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config as RaftConfig, SnapshotPolicy};
 
-use crate::cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
-use crate::cluster::meta::{MetaRaft, MetaStateMachine};
-use crate::cluster::transport::{PeerCall, PeerNetwork, PeerReply, Peers, TransportOptions, META_GROUP};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use hotlake_cluster::meta::{MetaRaft, MetaStateMachine};
+use hotlake_cluster::transport::{PeerCall, PeerNetwork, PeerReply, Peers, TransportOptions, META_GROUP};
 use hotlake_engine::batch::{ApplyOutcome, ShardCommand, ShardWrite};
 use hotlake_engine::shard::{ShardData, ShardOptions};
-use crate::error::{Error, Result};
-use crate::ingest::line_protocol::{self, LineError, LineLimits, Precision};
-use crate::ingest::BatchBuilder;
-use crate::metrics::Metrics;
-use crate::query::exec::{last_on_shard, merge_answers, run_on_shard, ShardResult};
-use crate::query::{LastQuery, LastRow, Query, QueryResult, TagOp};
-use crate::raft::log_store::LogStore;
-use crate::raft::state_machine::StateMachine;
-use crate::raft::{NodeId, ShardRaft};
-use hotlake_types::ring::Ring;
+use hotlake_ingest::line_protocol::{self, LineError, LineLimits, Precision};
+use hotlake_ingest::BatchBuilder;
+use hotlake_query::exec::{last_on_shard, merge_answers, run_on_shard, ShardResult};
+use hotlake_query::{LastQuery, LastRow, Query, QueryResult, TagOp};
+use hotlake_raft::log_store::LogStore;
+use hotlake_raft::state_machine::StateMachine;
+use hotlake_raft::{NodeId, ShardRaft};
 use hotlake_storage::{Durability, Engine, ShardId, Space, WriteBatch};
+use hotlake_types::error::{Error, Result};
+use hotlake_types::ring::Ring;
 
 /// One shard replica hosted on this node.
 pub struct ShardGroup {
@@ -91,7 +91,7 @@ pub struct Node {
     /// Last known leader per shard, learned from NotLeader replies and successful calls.
     leader_hints: Mutex<HashMap<ShardId, NodeId>>,
     /// State only the meta leader uses (reports, liveness).
-    pub(crate) meta_duties: Mutex<crate::cluster::control::MetaDuties>,
+    pub(crate) meta_duties: Mutex<crate::control::MetaDuties>,
     shard_raft_config: Arc<RaftConfig>,
     metrics: Arc<Metrics>,
     pub(crate) stopping: AtomicBool,
@@ -716,7 +716,7 @@ impl Node {
 
     /// Shards a query must visit: one per device named by an equality (or IN) on the device
     /// tag, all shards otherwise.
-    fn plan_shards(&self, tenant: &str, predicates: &[crate::query::TagPredicate]) -> Result<Vec<ShardId>> {
+    fn plan_shards(&self, tenant: &str, predicates: &[hotlake_query::TagPredicate]) -> Result<Vec<ShardId>> {
         let ring = self.ring()?;
         for p in predicates {
             if p.key != self.config.device_tag {
@@ -784,7 +784,7 @@ impl Node {
         let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
         self.ensure_linearizable(&group).await?;
         let limits = self.config.limits.clone();
-        crate::rt::spawn_blocking(move || run_on_shard(&group.data, &q, &limits, points_budget))
+        hotlake_raft::runtime::spawn_blocking(move || run_on_shard(&group.data, &q, &limits, points_budget))
             .await
             .map_err(|e| Error::Internal(format!("query task failed: {e}")))?
     }
@@ -1039,7 +1039,7 @@ impl Node {
                 }
             }
         });
-        crate::cluster::control::start(self.clone());
+        crate::control::start(self.clone());
     }
 
     /// Stops taking writes, flushes every replica and stops the Raft groups.
@@ -1071,7 +1071,6 @@ impl Node {
         }
         Ok((digest, before))
     }
-
 }
 
 impl ShardGroup {

@@ -8,6 +8,7 @@
 //! function because its shape differs between production and simulation builds.
 #![allow(missing_docs, clippy::all)]
 
+pub mod errors;
 pub mod routing;
 
 /// Generated code for `hotlake.v1`.

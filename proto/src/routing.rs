@@ -8,6 +8,17 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+/// The device of a series: the value of the cluster's `device_tag` among its tags, or its
+/// canonical series key when it has no such tag. Node and client both route with this, so a
+/// series' shard never depends on who computes it.
+pub fn device_of<'a, K: AsRef<str>, V: AsRef<str>>(
+    device_tag: &str,
+    tags: &'a [(K, V)],
+    series_key: &'a str,
+) -> &'a str {
+    tags.iter().find(|(k, _)| k.as_ref() == device_tag).map_or(series_key, |(_, v)| v.as_ref())
+}
+
 /// Hash of a device within a tenant. The tenant is length-prefixed so ("ab", "c") and
 /// ("a", "bc") hash apart.
 pub fn device_hash(tenant: &str, device: &str) -> u64 {

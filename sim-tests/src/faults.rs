@@ -11,7 +11,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 
-use hotlake_node::cluster::map::{MetaCommand, NodeState};
+use hotlake_cluster::map::{MetaCommand, NodeState};
 use hotlake_storage::ShardId;
 
 use crate::harness::{SimCluster, SIM_SHARDS};

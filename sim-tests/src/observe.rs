@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hotlake_node::cluster::map::{ClusterMap, MetaCommand, NodeState};
-use hotlake_node::cluster::transport::{NodeStatus, PeerCall, PeerReply, Peers, TransportOptions};
+use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeState};
+use hotlake_cluster::transport::{NodeStatus, PeerCall, PeerReply, Peers, TransportOptions};
 use hotlake_storage::ShardId;
 
 /// A connection pool for observing nodes.

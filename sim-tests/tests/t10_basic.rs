@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use hotlake_storage::MemEngine;
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_client::HotlakeClient;
 use hotlake_sim_tests::harness::{SimNode, NODE_ADDR};
+use hotlake_storage::MemEngine;
 
 fn batch(first: i64, n: i64) -> pb::WriteRequest {
     let series = (0..4)

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hotlake_node::cluster::map::{MetaCommand, NodeState};
+use hotlake_cluster::map::{MetaCommand, NodeState};
 use hotlake_sim_tests::checkers::{self, durability, model};
 use hotlake_sim_tests::harness::{SimCluster, SIM_SHARDS};
 use hotlake_sim_tests::observe;

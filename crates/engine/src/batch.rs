@@ -88,7 +88,6 @@ pub struct ShardWrite {
 }
 
 impl ShardWrite {
-
     /// Field values carried.
     pub fn value_count(&self) -> usize {
         self.series.iter().map(|s| s.value_count()).sum()

@@ -6,8 +6,8 @@ use xxhash_rust::xxh3::Xxh3;
 use super::codec::ColumnValues;
 use super::read::read_series;
 use super::shard::ShardData;
-use hotlake_types::model::TimestampNs;
 use hotlake_storage::StorageError;
+use hotlake_types::model::TimestampNs;
 
 /// Digest of every point in the shard.
 pub fn shard_digest(shard: &ShardData) -> Result<u64, StorageError> {

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use super::batch::{ColumnWrite, SeriesWrite, ShardCommand, ShardWrite, Values};
 use super::read::{read_series, value_at};
 use super::shard::{ShardData, ShardOptions};
-use hotlake_types::model::{FieldValue, TimestampNs};
 use hotlake_storage::{Engine, MemEngine, ShardId};
+use hotlake_types::model::{FieldValue, TimestampNs};
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use super::codec::{self, Block, Column, ColumnValues};
 use super::memtable::FieldId;
 use super::shard::{window_start, ReadView, ShardData};
-use hotlake_types::model::{FieldValue, TimestampNs};
 use hotlake_storage::{keys, Space, StorageError};
+use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// Rows `[start, end)` of a block.
 pub fn slice_rows(block: &Block, start: usize, end: usize) -> Block {

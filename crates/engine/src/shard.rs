@@ -25,8 +25,8 @@ use super::batch::{ApplyOutcome, SeriesWrite, ShardCommand, ShardWrite};
 use super::codec::{self, Block};
 use super::index::{LastValue, SeriesIndex, SeriesRecord};
 use super::memtable::{FieldId, Memtable};
-use hotlake_types::model::TimestampNs;
 use hotlake_storage::{keys, Durability, Engine, ShardId, Space, StorageError, WriteBatch};
+use hotlake_types::model::TimestampNs;
 
 /// Engine knobs of a shard.
 #[derive(Clone, Debug)]
@@ -51,9 +51,11 @@ pub fn window_start(ts: TimestampNs, window_ns: i64) -> TimestampNs {
 
 /// Invariant of apply: entries come in log order, each exactly once, so the applied index
 /// strictly rises. Anything else would apply an entry twice or skip one on this replica only.
+/// (The first entry of a log may have index 0: openraft's initial membership.)
 fn assert_applied_rises(applied: Option<EntryId>, next: EntryId) {
-    let previous = applied.map_or(0, |a| a.index);
-    assert!(next.index > previous, "apply went from index {previous} to {}", next.index);
+    if let Some(previous) = applied {
+        assert!(next.index > previous.index, "apply went from index {} to {}", previous.index, next.index);
+    }
 }
 
 /// What a flush persists beside the blocks: enough to restart without the purged log.
@@ -549,7 +551,6 @@ impl ShardData {
         *self.write() = new_inner;
         Ok(flushed)
     }
-
 }
 
 fn trim_before(s: &SeriesWrite, cutoff: TimestampNs) -> SeriesWrite {
@@ -639,7 +640,6 @@ pub fn split_by_window(block: Block, window_ns: i64) -> Vec<(TimestampNs, Block)
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-
 
     use super::*;
     use crate::batch::{ColumnWrite, Values};

@@ -20,7 +20,9 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use hotlake_storage::{Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
+use hotlake_storage::{
+    Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp,
+};
 
 /// Memory and tuning knobs of the RocksDB engine.
 #[derive(Clone, Debug)]

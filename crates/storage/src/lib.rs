@@ -18,7 +18,6 @@ pub mod keys;
 pub mod mem;
 pub mod suite;
 
-
 use std::sync::Arc;
 
 pub use hotlake_types::ShardId;
@@ -206,3 +205,9 @@ pub trait KvEngine: Send + Sync + 'static {
 
 /// A shared engine handle.
 pub type Engine = Arc<dyn KvEngine>;
+
+impl From<StorageError> for hotlake_types::Error {
+    fn from(e: StorageError) -> Self {
+        hotlake_types::Error::Storage(e.to_string())
+    }
+}

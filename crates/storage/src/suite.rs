@@ -28,7 +28,7 @@ pub fn keys_in(e: &dyn KvEngine, space: Space, from: &[u8], to: &[u8]) -> Vec<Ve
 }
 
 /// Put, get and overwrite see the latest value; missing keys read as None.
-pub(super) fn put_get_overwrite(e: &dyn KvEngine) {
+pub fn put_get_overwrite(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     put(e, Space::Data(S), b"k", b"1");
     put(e, Space::Data(S), b"k", b"2");
@@ -38,7 +38,7 @@ pub(super) fn put_get_overwrite(e: &dyn KvEngine) {
 }
 
 /// Scans are ordered bytewise, honour [from, to) and stop when the visitor says so.
-pub(super) fn scan_order_and_bounds(e: &dyn KvEngine) {
+pub fn scan_order_and_bounds(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     for k in [&b"b"[..], b"a", b"c", b"ab", b"\x00", b"\xff"] {
         put(e, Space::Log(S), k, b"v");
@@ -57,7 +57,7 @@ pub(super) fn scan_order_and_bounds(e: &dyn KvEngine) {
 }
 
 /// A batch spanning spaces applies whole, including deletes and range deletes.
-pub(super) fn batch_is_atomic_across_spaces(e: &dyn KvEngine) {
+pub fn batch_is_atomic_across_spaces(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     for i in 0..10u8 {
         put(e, Space::Data(S), &[i], b"x");
@@ -78,7 +78,7 @@ pub(super) fn batch_is_atomic_across_spaces(e: &dyn KvEngine) {
 }
 
 /// Group-committed log writes complete exactly once and are readable afterwards.
-pub(super) fn log_writes_complete_once(e: &dyn KvEngine) {
+pub fn log_writes_complete_once(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     let done = Arc::new(Mutex::new(Vec::new()));
     for i in 0..50u8 {
@@ -99,7 +99,7 @@ pub(super) fn log_writes_complete_once(e: &dyn KvEngine) {
 }
 
 /// Dropping a shard removes its spaces and data; other shards are untouched.
-pub(super) fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
+pub fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     e.create_shard(ShardId(8)).unwrap();
     put(e, Space::Data(S), b"k", b"v");
@@ -113,7 +113,7 @@ pub(super) fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
 }
 
 /// Reclaiming a deleted range keeps every key outside it: a purged log's tail and its state.
-pub(super) fn reclaim_keeps_keys_outside_the_range(e: &dyn KvEngine) {
+pub fn reclaim_keeps_keys_outside_the_range(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
     let space = Space::Log(S);
     for i in 0..100 {

@@ -11,11 +11,18 @@
 //! Invariant: no I/O, no async, no clock.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod error;
 pub mod hash;
+pub mod limits;
 pub mod model;
 pub mod ring;
 
+pub use error::{Error, Result};
+
 use std::fmt;
+
+/// A node's id in the cluster (openraft's node id type).
+pub type NodeId = u64;
 
 /// A shard's id: its index on the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -76,7 +76,6 @@ impl FieldValue {
             FieldValue::Str(_) => None,
         }
     }
-
 }
 
 // The canonical series key is shared with the client library, which routes by it.

@@ -4,18 +4,19 @@
 
 use std::sync::Arc;
 
+use hotlake_proto::errors;
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_server::Hotlake;
 use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
-use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
-use crate::error::Error;
-use hotlake_types::model::{series_key, FieldValue};
 use crate::node::{Node, WriteRouting, WriteSummary};
-use crate::query::filter::{CmpOp, FieldFilter};
-use crate::query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
+use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use hotlake_query::filter::{CmpOp, FieldFilter};
+use hotlake_query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
 use hotlake_storage::ShardId;
+use hotlake_types::error::Error;
+use hotlake_types::model::{series_key, FieldValue};
 
 /// The gRPC service over a node.
 pub struct GrpcService {
@@ -51,11 +52,11 @@ pub fn to_status(e: Error) -> Status {
     }
     let mut status = Status::new(code, message);
     if let Ok(v) = e.kind().parse() {
-        status.metadata_mut().insert("hotlake-error-kind", v);
+        status.metadata_mut().insert(errors::ERROR_KIND_KEY, v);
     }
     if let Error::NotLeader { leader: Some(l), .. } = &e {
         if let Ok(v) = l.to_string().parse() {
-            status.metadata_mut().insert("hotlake-leader", v);
+            status.metadata_mut().insert(errors::LEADER_KEY, v);
         }
     }
     status
@@ -177,7 +178,7 @@ pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Ve
             continue;
         }
         let key = series_key(&s.measurement, &tags);
-        let device = tags.iter().find(|(k, _)| k == device_tag).map(|(_, v)| v.clone()).unwrap_or_else(|| key.clone());
+        let device = hotlake_proto::routing::device_of(device_tag, &tags, &key).to_string();
         let shard = ring.shard_of(&tenant, &device);
         points += rows as u64;
         by_shard

@@ -36,10 +36,10 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::json::{last_json, result_json, ErrorBody, ErrorInfo, JsonLast, JsonQuery};
-use crate::cluster::map::{NodeInfo, NodeState};
-use crate::error::Error;
-use crate::ingest::line_protocol::Precision;
 use crate::node::Node;
+use hotlake_cluster::map::{NodeInfo, NodeState};
+use hotlake_ingest::line_protocol::Precision;
+use hotlake_types::error::Error;
 
 /// Maps a node error to an HTTP response with a JSON body.
 pub fn to_response(e: Error) -> Response {

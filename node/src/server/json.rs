@@ -14,10 +14,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use crate::error::Error;
+use hotlake_query::filter::{CmpOp, FieldFilter};
+use hotlake_query::{AggKind, Fill, LastQuery, LastRow, Query, QueryResult, TagOp, TagPredicate};
+use hotlake_types::error::Error;
 use hotlake_types::model::{FieldValue, TimestampNs};
-use crate::query::filter::{CmpOp, FieldFilter};
-use crate::query::{AggKind, Fill, LastQuery, LastRow, Query, QueryResult, TagOp, TagPredicate};
 
 /// A time given as nanoseconds or as an RFC 3339 string.
 #[derive(Clone, Debug, Deserialize)]

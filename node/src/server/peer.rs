@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::transport::{
+use crate::node::Node;
+use hotlake_cluster::transport::{
     decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
 };
-use crate::node::Node;
 use hotlake_storage::ShardId;
 
 /// The `Peer` service over a node.

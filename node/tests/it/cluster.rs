@@ -353,7 +353,11 @@ fn wait_for_leaders_without(victim: u64, addrs: &[String], timeout: Duration) {
         if shard_count.is_some_and(|n| led.len() == n) {
             return;
         }
-        assert!(Instant::now() < deadline, "without node {victim}, {} shards of {shard_count:?} have a leader", led.len());
+        assert!(
+            Instant::now() < deadline,
+            "without node {victim}, {} shards of {shard_count:?} have a leader",
+            led.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

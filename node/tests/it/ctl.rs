@@ -15,11 +15,7 @@ fn hotlakectl() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = dir.join("hotlakectl");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hotlakectl --bin hotlakectl`",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p hotlakectl --bin hotlakectl`", bin.display());
     bin
 }
 

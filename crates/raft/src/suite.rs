@@ -5,19 +5,23 @@ use std::sync::Arc;
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
-use super::state_machine::StateMachine;
+use super::state_machine::{ApplyObserver, StateMachine};
 use super::{RaftStorageError, TypeConfig};
 use hotlake_engine::shard::{ShardData, ShardOptions};
-use crate::metrics::Metrics;
 use hotlake_storage::{Engine, MemEngine, ShardId};
+
+/// The suite checks storage, not what is reported.
+struct Unobserved;
+
+impl ApplyObserver for Unobserved {
+    fn points_applied(&self, _: u64) {}
+    fn flushed(&self, _: f64) {}
+}
 
 fn parts(engine: Engine) -> Result<(LogStore<TypeConfig>, StateMachine), RaftStorageError> {
     let shard = ShardId(3);
     let data = Arc::new(ShardData::open(engine.clone(), shard, ShardOptions::default()).map_err(super::read_err)?);
-    Ok((
-        LogStore::new(engine, hotlake_storage::Space::Log(shard)),
-        StateMachine::new(data, Arc::new(Metrics::default())),
-    ))
+    Ok((LogStore::new(engine, hotlake_storage::Space::Log(shard)), StateMachine::new(data, Arc::new(Unobserved))))
 }
 
 #[test]

@@ -13,7 +13,7 @@ use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::map::{ClusterMap, MetaCommand, NodeInfo};
-use crate::raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
+use hotlake_raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
 use hotlake_storage::{Durability, Engine, Space, WriteBatch};
 
 openraft::declare_raft_types!(
@@ -25,7 +25,7 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         Entry = openraft::Entry<MetaTypeConfig>,
         SnapshotData = MetaSnapshot,
-        AsyncRuntime = crate::raft::runtime::Runtime,
+        AsyncRuntime = hotlake_raft::runtime::Runtime,
 );
 
 /// The meta group's Raft handle.

@@ -7,7 +7,11 @@
 //!
 //! Invariant: the log is the WAL. A write is acknowledged only after its entry is committed,
 //! that is synced on a majority of the group's voters. The transport between replicas is
-//! `cluster::transport`.
+//! `cluster::transport`. The engine below names no openraft type: `entry_id` and `log_id`
+//! convert at this boundary.
+#![warn(missing_docs, unreachable_pub)]
+// openraft's `StorageError` is large, and it is the error type its storage traits require.
+#![allow(clippy::result_large_err)]
 
 pub mod log_store;
 pub mod runtime;
@@ -23,8 +27,7 @@ use hotlake_engine::applied::{EntryId, MembershipRecord};
 use hotlake_engine::batch::{ApplyOutcome, ShardCommand};
 use hotlake_engine::shard::ShardSnapshot;
 
-/// A node's id in the cluster.
-pub type NodeId = u64;
+pub use hotlake_types::NodeId;
 
 openraft::declare_raft_types!(
     /// openraft types of a shard group.
@@ -48,23 +51,23 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
 pub type RaftStorageError = openraft::StorageError<NodeId>;
 
 /// The engine's id of a log entry (the engine names no openraft type).
-pub(crate) fn entry_id(log_id: LogId) -> EntryId {
+pub fn entry_id(log_id: LogId) -> EntryId {
     EntryId { term: log_id.leader_id.term, leader: log_id.leader_id.node_id, index: log_id.index }
 }
 
 /// openraft's id of an entry the engine recorded.
-pub(crate) fn log_id(entry: EntryId) -> LogId {
+pub fn log_id(entry: EntryId) -> LogId {
     openraft::LogId::new(openraft::CommittedLeaderId::new(entry.term, entry.leader), entry.index)
 }
 
 /// A membership as the engine stores it beside its flushed state.
-pub(crate) fn membership_record(membership: &StoredMembership) -> MembershipRecord {
+pub fn membership_record(membership: &StoredMembership) -> MembershipRecord {
     MembershipRecord(bincode::serialize(membership).expect("a membership serializes"))
 }
 
 /// The membership the engine stored (empty: none applied yet). Bytes that do not decode are
 /// corrupt data, reported as an error.
-pub(crate) fn stored_membership(record: &MembershipRecord) -> Result<StoredMembership, RaftStorageError> {
+pub fn stored_membership(record: &MembershipRecord) -> Result<StoredMembership, RaftStorageError> {
     if record.0.is_empty() {
         return Ok(StoredMembership::default());
     }
@@ -72,11 +75,11 @@ pub(crate) fn stored_membership(record: &MembershipRecord) -> Result<StoredMembe
 }
 
 /// Wraps a storage failure for openraft (reads).
-pub(crate) fn read_err(e: impl std::fmt::Display) -> RaftStorageError {
+pub fn read_err(e: impl std::fmt::Display) -> RaftStorageError {
     openraft::StorageIOError::read(&io::Error::other(e.to_string())).into()
 }
 
 /// Wraps a storage failure for openraft (writes).
-pub(crate) fn write_err(e: impl std::fmt::Display) -> RaftStorageError {
+pub fn write_err(e: impl std::fmt::Display) -> RaftStorageError {
     openraft::StorageIOError::write(&io::Error::other(e.to_string())).into()
 }

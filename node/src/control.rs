@@ -24,13 +24,13 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
-use super::placement::{plan, PlanInput};
-use super::transport::{GroupReport, NodeReport, NodeStatus, PeerCall, PeerReply, ReplicaStatus};
-use crate::error::{Error, Result};
 use crate::node::{Node, ShardGroup};
-use crate::raft::NodeId;
+use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use hotlake_cluster::placement::{plan, PlanInput};
+use hotlake_cluster::transport::{GroupReport, NodeReport, NodeStatus, PeerCall, PeerReply, ReplicaStatus};
+use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
+use hotlake_types::error::{Error, Result};
 
 /// A learner whose matched log index is within this many entries of the leader's last one
 /// counts as caught up.
@@ -650,7 +650,7 @@ impl Node {
 
     /// The placement changes still needed to reach the target placement, as the planner would
     /// make them with every member considered up and no move limit.
-    pub fn pending_moves(&self) -> Vec<super::placement::Move> {
+    pub fn pending_moves(&self) -> Vec<hotlake_cluster::placement::Move> {
         let mut map = (*self.map()).clone();
         let live = map.nodes.keys().copied().collect();
         let input = PlanInput { live, in_flight: Default::default(), moves_max: usize::MAX };

@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Invariants: `map` and `placement` do no I/O; a replica is deleted only after its group's
-//! leader applied a membership without it.
+//! leader applied a membership without it. The control loop that drives all this is the node's
+//! (`node/src/control.rs`): this crate holds what it works with.
+#![warn(missing_docs, unreachable_pub)]
+#![allow(clippy::result_large_err)]
 
-pub mod control;
 pub mod map;
 pub mod meta;
 pub mod placement;

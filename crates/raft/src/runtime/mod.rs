@@ -1,4 +1,14 @@
-//! Runtime helpers that differ between production and simulation.
+//! The async runtime openraft runs on: tokio in production, madsim in simulation.
+
+#[cfg(not(madsim))]
+/// openraft's runtime in production builds.
+pub type Runtime = openraft::TokioRuntime;
+
+#[cfg(madsim)]
+pub use sim::MadsimRuntime as Runtime;
+
+#[cfg(madsim)]
+mod sim;
 
 /// Runs CPU-heavy work off the async workers. In simulation it runs as an ordinary task so the
 /// run stays deterministic and single-threaded.

@@ -5,10 +5,10 @@ use super::aggregate::PartialAggregates;
 use super::filter;
 use super::plan::select_series;
 use super::{LastQuery, LastRow, Query, QueryResult, ResultGroup};
-use crate::config::Limits;
 use hotlake_engine::read::{read_series, read_series_parts, value_at};
 use hotlake_engine::shard::{window_start, ShardData};
-use crate::error::{Error, Result};
+use hotlake_types::error::{Error, Result};
+use hotlake_types::limits::Limits;
 use hotlake_types::model::FieldValue;
 
 /// What a shard returns for a query.
@@ -250,13 +250,12 @@ pub fn last_on_shard(shard: &ShardData, q: &LastQuery) -> Vec<LastRow> {
 mod tests {
     use std::sync::Arc;
 
-    use openraft::{CommittedLeaderId, LogId};
-
     use super::*;
+    use crate::filter::{CmpOp, FieldFilter};
+    use crate::{AggKind, Fill};
+    use hotlake_engine::applied::EntryId;
     use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, ShardWrite, Values};
     use hotlake_engine::shard::ShardOptions;
-    use crate::query::filter::{CmpOp, FieldFilter};
-    use crate::query::{AggKind, Fill};
     use hotlake_storage::{MemEngine, ShardId};
 
     const HOUR: i64 = 3600 * 1_000_000_000;
@@ -325,7 +324,7 @@ mod tests {
     fn last_only_queries_read_newest_first_and_stop_at_the_first_match() {
         let options = ShardOptions { block_window_ns: HOUR, ..ShardOptions::default() };
         let shard = ShardData::open(Arc::new(MemEngine::new()), ShardId(0), options).unwrap();
-        shard.apply(LogId::new(CommittedLeaderId::new(1, 1), 1), &write(40, &[3, 30])).unwrap();
+        shard.apply(EntryId { term: 1, leader: 1, index: 1 }, &write(40, &[3, 30])).unwrap();
         let cut = shard.freeze();
         shard.flush(cut).unwrap();
         let gt = |field: &str, value: f64| FieldFilter { field: field.into(), op: CmpOp::Gt, value };

@@ -6,14 +6,15 @@
 //!
 //! A point either goes into its batch whole or is rejected whole with a reason; nothing of a
 //! rejected point is kept.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod line_protocol;
 
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use hotlake_storage::ShardId;
 use hotlake_types::hash::FastMap;
 use hotlake_types::model::{series_key, FieldValue, TimestampNs};
 use hotlake_types::ring::Ring;
-use hotlake_storage::ShardId;
 
 #[derive(Default)]
 struct ShardBuilder {
@@ -71,11 +72,7 @@ impl BatchBuilder {
         }
         debug_assert!(sorted_tags.windows(2).all(|w| w[0].0.as_ref() < w[1].0.as_ref()));
         let key = series_key(measurement, sorted_tags);
-        let device = sorted_tags
-            .iter()
-            .find(|(k, _)| k.as_ref() == self.device_tag)
-            .map(|(_, v)| v.as_ref().to_string())
-            .unwrap_or_else(|| key.clone());
+        let device = hotlake_proto::routing::device_of(&self.device_tag, sorted_tags, &key).to_string();
         let shard = self.ring.shard_of(&self.tenant, &device);
         let sb = self.shards.entry(shard).or_default();
         let idx = match sb.series.get(&key) {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::map::{ClusterMap, NodeState};
-use crate::raft::NodeId;
+use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 
 /// What the planner knows besides the map.
@@ -135,7 +135,7 @@ pub fn plan(map: &ClusterMap, input: &PlanInput) -> Vec<Move> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::map::{MetaCommand, NodeInfo};
+    use crate::map::{MetaCommand, NodeInfo};
 
     fn map_with(nodes: &[NodeId], shards: u32, rf: u32) -> ClusterMap {
         let info = |id: NodeId| NodeInfo {

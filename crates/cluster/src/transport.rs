@@ -36,11 +36,13 @@ use super::map::{ClusterMap, NodeInfo};
 use super::meta::{MetaSnapshot, MetaTypeConfig};
 use hotlake_engine::batch::{ApplyOutcome, ShardWrite};
 use hotlake_engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
-use crate::error::{Error, Result};
-use crate::query::exec::ShardResult;
-use crate::query::{LastQuery, LastRow, Query};
-use crate::raft::{NodeId, TypeConfig};
+use hotlake_proto::errors::ErrorKind;
+use hotlake_query::exec::ShardResult;
+use hotlake_query::{LastQuery, LastRow, Query};
+use hotlake_raft::{NodeId, TypeConfig};
 use hotlake_storage::ShardId;
+use hotlake_types::error::{Error, Result};
+use hotlake_types::limits::limit_name;
 
 /// Group id of the meta group on the wire; shard groups use their shard id.
 pub const META_GROUP: u64 = u64::MAX;
@@ -232,11 +234,15 @@ impl From<&Error> for WireError {
                 w.shard = Some(*shard);
                 w.leader = *leader;
             }
-            Error::Overloaded(m) | Error::Unavailable(m) | Error::Timeout(m) | Error::Internal(m) => {
+            Error::Overloaded(m)
+            | Error::Unavailable(m)
+            | Error::Timeout(m)
+            | Error::Internal(m)
+            | Error::Storage(m) => {
                 w.message = m.clone();
             }
             Error::PartialWrite { rejected, .. } => w.details = rejected.clone(),
-            Error::StaleMap { .. } | Error::Storage(_) => {}
+            Error::StaleMap { .. } => {}
         }
         w
     }
@@ -245,16 +251,19 @@ impl From<&Error> for WireError {
 impl WireError {
     /// The error as the node's type again.
     pub fn into_error(self) -> Error {
-        match self.kind.as_str() {
-            "invalid_argument" => Error::InvalidArgument { message: self.message, details: self.details },
-            "limit_exceeded" => Error::LimitExceeded {
-                limit: crate::config::limit_name(self.limit.as_deref().unwrap_or_default()),
+        let Ok(kind) = self.kind.parse::<ErrorKind>() else {
+            return Error::Internal(format!("on a peer ({}): {}", self.kind, self.message));
+        };
+        match kind {
+            ErrorKind::InvalidArgument => Error::InvalidArgument { message: self.message, details: self.details },
+            ErrorKind::LimitExceeded => Error::LimitExceeded {
+                limit: limit_name(self.limit.as_deref().unwrap_or_default()),
                 message: self.message,
             },
-            "not_leader" => Error::NotLeader { shard: self.shard.unwrap_or(ShardId(0)), leader: self.leader },
-            "overloaded" => Error::Overloaded(self.message),
-            "unavailable" | "stale_map" => Error::Unavailable(self.message),
-            "timeout" => Error::Timeout(self.message),
+            ErrorKind::NotLeader => Error::NotLeader { shard: self.shard.unwrap_or(ShardId(0)), leader: self.leader },
+            ErrorKind::Overloaded => Error::Overloaded(self.message),
+            ErrorKind::Unavailable | ErrorKind::StaleMap => Error::Unavailable(self.message),
+            ErrorKind::Timeout => Error::Timeout(self.message),
             _ => Error::Internal(format!("on a peer: {}", self.message)),
         }
     }
@@ -467,15 +476,16 @@ impl SnapshotWire for TypeConfig {
     fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String> {
         let pairs = snapshot.snapshot.materialize().map_err(|e| e.to_string())?;
         let state = flushed_state_of(&pairs).map_err(|e| e.to_string())?;
-        if state.applied < snapshot.meta.last_log_id {
+        let applied = state.applied.map(hotlake_raft::log_id);
+        if applied < snapshot.meta.last_log_id {
             return Err(format!(
                 "shard content is at {:?}, older than the snapshot {:?}",
                 state.applied, snapshot.meta.last_log_id
             ));
         }
         let meta = SnapshotMeta {
-            last_log_id: state.applied,
-            last_membership: state.membership.clone(),
+            last_log_id: applied,
+            last_membership: hotlake_raft::stored_membership(&state.membership).map_err(|e| e.to_string())?,
             snapshot_id: format!("{}-sent", snapshot.meta.snapshot_id),
         };
         let mut chunks = Vec::new();
@@ -621,7 +631,7 @@ impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
         option: RPCOption,
     ) -> std::result::Result<SnapshotResponse<NodeId>, StreamingError<C, Fatal<NodeId>>> {
         let chunk_bytes = self.peers.options().snapshot_chunk_bytes_max;
-        let encoded = crate::rt::spawn_blocking(move || C::to_chunks(snapshot, chunk_bytes)).await;
+        let encoded = hotlake_raft::runtime::spawn_blocking(move || C::to_chunks(snapshot, chunk_bytes)).await;
         let (meta, chunks) = match encoded {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(e)))),
@@ -661,7 +671,7 @@ impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
 mod tests {
     use std::sync::Arc;
 
-    use openraft::{CommittedLeaderId, LogId};
+    use hotlake_engine::applied::EntryId;
 
     use super::*;
     use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, Values};
@@ -692,7 +702,7 @@ mod tests {
         let engine: Engine = Arc::new(MemEngine::new());
         let shard = Arc::new(ShardData::open(engine, ShardId(3), ShardOptions::default()).unwrap());
         for i in 1..=20u64 {
-            shard.apply(LogId::new(CommittedLeaderId::new(1, 1), i), &write(i as i64)).unwrap();
+            shard.apply(EntryId { term: 1, leader: 1, index: i }, &write(i as i64)).unwrap();
             if i % 5 == 0 {
                 let cut = shard.freeze();
                 shard.flush(cut).unwrap();
@@ -701,8 +711,8 @@ mod tests {
         let state = shard.read().flushed.clone();
         let snapshot = Snapshot {
             meta: SnapshotMeta {
-                last_log_id: state.applied,
-                last_membership: state.membership.clone(),
+                last_log_id: state.applied.map(hotlake_raft::log_id),
+                last_membership: hotlake_raft::stored_membership(&state.membership).unwrap(),
                 snapshot_id: "test".into(),
             },
             snapshot: Box::new(ShardSnapshot::of_shard(shard.clone())),
@@ -710,7 +720,7 @@ mod tests {
         let (meta, chunks) = TypeConfig::to_chunks(snapshot, 4096).unwrap();
         assert!(chunks.len() > 1, "expected several chunks, got {}", chunks.len());
         assert!(chunks.iter().all(|c| c.len() < 4096 * 3), "a chunk is far over its bound");
-        assert_eq!(meta.last_log_id, state.applied);
+        assert_eq!(meta.last_log_id, state.applied.map(hotlake_raft::log_id));
         let received = TypeConfig::from_chunks(chunks).unwrap();
         let replica = ShardData::open(Arc::new(MemEngine::new()), ShardId(3), ShardOptions::default()).unwrap();
         let installed = replica.install(received.materialize().unwrap()).unwrap();

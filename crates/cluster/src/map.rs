@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::NodeId;
+use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 
 /// Whether a node takes new replicas.

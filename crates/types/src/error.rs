@@ -1,8 +1,10 @@
-//! The node's error type at module boundaries. The gRPC and HTTP layers map it to status codes
-//! in one place each (`server::grpc::to_status`, `server::http::to_response`).
+//! The error type at crate boundaries below the servers. The gRPC and HTTP layers map it to
+//! status codes in one place each (`server::grpc::to_status`, `server::http::to_response`), and
+//! its kinds are the stable ones of the public contract (`hotlake_proto::errors::ErrorKind`).
 
-use crate::raft::NodeId;
-use hotlake_storage::{ShardId, StorageError};
+use hotlake_proto::errors::ErrorKind;
+
+use crate::{NodeId, ShardId};
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -58,29 +60,34 @@ pub enum Error {
         /// Why the rest was rejected.
         rejected: Vec<String>,
     },
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    /// Storage failed (the storage error's message; `hotlake-storage` converts its errors).
+    #[error("storage: {0}")]
+    Storage(String),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
+    /// The stable kind of the public contract.
+    pub fn error_kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            Error::NotLeader { .. } => ErrorKind::NotLeader,
+            Error::StaleMap { .. } => ErrorKind::StaleMap,
+            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::PartialWrite { .. } => ErrorKind::PartialWrite,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// A stable, machine-readable kind (also the `kind` label of `hotlake_errors_total`).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Error::InvalidArgument { .. } => "invalid_argument",
-            Error::LimitExceeded { .. } => "limit_exceeded",
-            Error::NotLeader { .. } => "not_leader",
-            Error::StaleMap { .. } => "stale_map",
-            Error::Overloaded(_) => "overloaded",
-            Error::Unavailable(_) => "unavailable",
-            Error::Timeout(_) => "timeout",
-            Error::PartialWrite { .. } => "partial_write",
-            Error::Storage(_) => "storage",
-            Error::Internal(_) => "internal",
-        }
+        self.error_kind().as_str()
     }
 
     /// Shorthand for an invalid argument without details.

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use hotlake_engine::codec::{Block, Column, ColumnValues};
-use crate::error::{Error, Result};
+use hotlake_types::error::{Error, Result};
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

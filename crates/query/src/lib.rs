@@ -7,6 +7,7 @@
 //! ```
 //!
 //! Invariant: `plan` and `aggregate` do no I/O; only `exec` reads the engine.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod aggregate;
 pub mod exec;
@@ -16,8 +17,8 @@ pub mod plan;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
-use crate::error::{Error, Result};
+use hotlake_types::error::{Error, Result};
+use hotlake_types::limits::Limits;
 use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// A tag predicate.

@@ -15,13 +15,21 @@ use super::{
 };
 use hotlake_engine::batch::ApplyOutcome;
 use hotlake_engine::shard::{FlushCut, FlushedState, ShardData, ShardSnapshot};
-use crate::metrics::Metrics;
+
+/// What the state machine reports as it applies and flushes (the node's metrics implement it),
+/// so this crate depends on no metrics registry.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// `points` were applied from one entry.
+    fn points_applied(&self, points: u64);
+    /// A flush finished after `seconds`.
+    fn flushed(&self, seconds: f64);
+}
 
 /// State machine of one shard group.
 #[derive(Clone)]
 pub struct StateMachine {
     shard: Arc<ShardData>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn ApplyObserver>,
     /// Deliberate bug for the simulation's checkers: the first write entry after a restart is
     /// skipped.
     #[cfg(hotlake_bug = "skip-apply-after-restart")]
@@ -30,10 +38,10 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// The state machine over `shard`.
-    pub fn new(shard: Arc<ShardData>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(shard: Arc<ShardData>, observer: Arc<dyn ApplyObserver>) -> Self {
         StateMachine {
             shard,
-            metrics,
+            observer,
             #[cfg(hotlake_bug = "skip-apply-after-restart")]
             skipped_one: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
@@ -53,16 +61,15 @@ fn snapshot_meta(state: &FlushedState) -> Result<SnapshotMeta<NodeId, BasicNode>
 pub struct Flusher {
     shard: Arc<ShardData>,
     cut: Option<FlushCut>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn ApplyObserver>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Flusher {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let cut = self.cut.take().expect("a flusher builds once");
-        let started = crate::clock::Stopwatch::start();
+        let started = tokio::time::Instant::now();
         let state = self.shard.flush(cut).map_err(write_err)?;
-        self.metrics.flushes.inc();
-        self.metrics.flush_seconds.observe(started.elapsed_secs());
+        self.observer.flushed(started.elapsed().as_secs_f64());
         Ok(Snapshot { meta: snapshot_meta(&state)?, snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())) })
     }
 }
@@ -100,7 +107,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         continue;
                     }
                     let outcome = self.shard.apply(entry_id(entry.log_id), &cmd).map_err(write_err)?;
-                    self.metrics.points_applied.add(outcome.points);
+                    self.observer.points_applied(outcome.points);
                     out.push(outcome);
                 }
             }
@@ -109,7 +116,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        Flusher { shard: self.shard.clone(), cut: Some(self.shard.freeze()), metrics: self.metrics.clone() }
+        Flusher { shard: self.shard.clone(), cut: Some(self.shard.freeze()), observer: self.observer.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<ShardSnapshot>, RaftStorageError> {
