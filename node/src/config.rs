@@ -123,6 +123,10 @@ pub struct ClusterConfig {
     pub raft_heartbeat_ms: u64,
     /// Lower bound of the Raft election timeout (the upper bound is twice this).
     pub raft_election_timeout_ms: u64,
+    /// Bytes of log entries one replication request carries (at least one entry goes). An
+    /// entry is a whole client batch; a request must arrive well within the heartbeat interval,
+    /// openraft's replication timeout.
+    pub raft_append_bytes_max: u64,
 }
 
 impl Default for ClusterConfig {
@@ -141,6 +145,7 @@ impl Default for ClusterConfig {
             reconcile_interval_ms: 500,
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 500,
+            raft_append_bytes_max: 1 << 20,
         }
     }
 }
@@ -189,6 +194,10 @@ impl Config {
         anyhow::ensure!(
             c.raft_election_timeout_ms >= 3 * c.raft_heartbeat_ms && c.raft_heartbeat_ms >= 10,
             "cluster.raft_election_timeout_ms must be at least 3 × cluster.raft_heartbeat_ms (>= 10)"
+        );
+        anyhow::ensure!(
+            (4096..=256 << 20).contains(&c.raft_append_bytes_max),
+            "cluster.raft_append_bytes_max must be 4096..=268435456"
         );
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
         anyhow::ensure!(

@@ -17,6 +17,8 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+#[cfg(not(madsim))]
+pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod server;

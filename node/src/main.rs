@@ -187,9 +187,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
-                .with_writer(std::io::stderr)
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+                // A condition that persists logs from the same place over and over: at most 5
+                // lines per place every 10 s, then a count of those left out.
+                .with(hotlake_node::log_limit::RateLimitLayer::new(std::time::Duration::from_secs(10), 5))
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                 .init();
             // Blocking work is per-shard query execution and snapshot encoding: CPU-bound, so more
             // threads than a few per core only switch between them and each keeps its own

@@ -280,7 +280,8 @@ impl Node {
         let data = Arc::new(
             ShardData::open(self.engine.clone(), shard, options).with_context(|| format!("open shard {shard}"))?,
         );
-        let log_store = LogStore::new(self.engine.clone(), Space::Log(shard));
+        let log_store = LogStore::new(self.engine.clone(), Space::Log(shard))
+            .with_payload_bytes_max(self.config.cluster.raft_append_bytes_max as usize);
         let sm = StateMachine::new(data.clone(), self.metrics.clone());
         let raft = ShardRaft::new(
             self.config.node_id,

@@ -27,7 +27,7 @@ use openraft::error::{
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::storage::{Snapshot, SnapshotMeta};
-use openraft::{BasicNode, OptionalSend, RaftTypeConfig, Vote};
+use openraft::{BasicNode, OptionalSend, RPCTypes, RaftTypeConfig, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
@@ -575,14 +575,17 @@ impl<C: SnapshotWire> RaftNetworkFactory<C> for PeerNetwork<C> {
     }
 }
 
-fn rpc_error<E: std::error::Error>(target: NodeId, e: TransportError) -> RPCError<NodeId, BasicNode, E> {
+/// openraft's error for a failed RPC. A timeout names the RPC and the deadline it missed (the
+/// replication timeout for appends, the election timeout for votes), so the log says which
+/// bound was too tight.
+fn rpc_error<E: std::error::Error>(
+    target: NodeId,
+    action: RPCTypes,
+    deadline: Duration,
+    e: TransportError,
+) -> RPCError<NodeId, BasicNode, E> {
     match e {
-        TransportError::Timeout => RPCError::Timeout(Timeout {
-            action: openraft::RPCTypes::AppendEntries,
-            id: 0,
-            target,
-            timeout: Duration::ZERO,
-        }),
+        TransportError::Timeout => RPCError::Timeout(Timeout { action, id: 0, target, timeout: deadline }),
         TransportError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
         TransportError::Protocol(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(m))),
     }
@@ -597,11 +600,11 @@ impl<C: SnapshotWire> PeerConnection<C> {
         req: &Req,
         option: &RPCOption,
     ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let result: RaftResult<Resp> = self
-            .peers
-            .raft(&self.addr, self.group, kind, req, option.hard_ttl())
-            .await
-            .map_err(|e| rpc_error(self.target, e))?;
+        let result: RaftResult<Resp> =
+            self.peers.raft(&self.addr, self.group, kind, req, option.hard_ttl()).await.map_err(|e| {
+                let action = if kind == KIND_VOTE { RPCTypes::Vote } else { RPCTypes::AppendEntries };
+                rpc_error(self.target, action, option.hard_ttl(), e)
+            })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -20,12 +20,19 @@ use hotlake_storage::{keys, Durability, Engine, Space, WriteBatch};
 pub struct LogStore<C> {
     engine: Engine,
     space: Space,
+    /// Bytes of entries one replication request may carry (at least one entry goes).
+    payload_bytes_max: usize,
     types: PhantomData<C>,
 }
 
 impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        LogStore { engine: self.engine.clone(), space: self.space, types: PhantomData }
+        LogStore {
+            engine: self.engine.clone(),
+            space: self.space,
+            payload_bytes_max: self.payload_bytes_max,
+            types: PhantomData,
+        }
     }
 }
 
@@ -33,7 +40,18 @@ impl<C> LogStore<C> {
     /// The log store kept in `space` (which must exist): `Space::Log(shard)` for a shard group,
     /// `Space::ClusterLog` for the meta group.
     pub fn new(engine: Engine, space: Space) -> Self {
-        LogStore { engine, space, types: PhantomData }
+        LogStore { engine, space, payload_bytes_max: usize::MAX, types: PhantomData }
+    }
+
+    /// Bounds the entries of one replication request (`AppendEntries`) to about `bytes`: the
+    /// leader reads entries for a follower through [`RaftLogReader::limited_get_log_entries`],
+    /// which stops once the bound is reached. openraft bounds a request by entry count only,
+    /// and an entry is a whole client batch, so without this one request could carry
+    /// `max_payload_entries` batches of megabytes each and not arrive within the replication
+    /// timeout, to be sent again whole.
+    pub fn with_payload_bytes_max(mut self, bytes: usize) -> Self {
+        self.payload_bytes_max = bytes.max(1);
+        self
     }
 
     fn space(&self) -> Space {
@@ -62,6 +80,25 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<C>>, RaftStorageError> {
+        self.read_entries(range, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry<C>>, RaftStorageError> {
+        self.read_entries(start..end, self.payload_bytes_max)
+    }
+}
+
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+{
+    /// Entries in `range`, in order, stopping after the entry that brings their encoded size to
+    /// `bytes_max` or more (so at least one entry is read when the range holds any).
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
+        range: RB,
+        bytes_max: usize,
+    ) -> Result<Vec<Entry<C>>, RaftStorageError> {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
@@ -75,13 +112,21 @@ where
             Bound::Excluded(&i) => keys::log_entry(i).to_vec(),
             Bound::Unbounded => vec![keys::LOG_ENTRY + 1],
         };
-        let mut out = Vec::new();
+        let mut out: Vec<Entry<C>> = Vec::new();
+        let mut bytes = 0usize;
         let mut failure = None;
         self.engine
-            .scan(self.space(), &keys::log_entry(start), &to, &mut |_, v| match bincode::deserialize(v) {
+            .scan(self.space(), &keys::log_entry(start), &to, &mut |_, v| match bincode::deserialize::<Entry<C>>(v) {
                 Ok(e) => {
+                    // The log holds contiguous indexes; a gap read from disk is corrupt data.
+                    if let Some(previous) = out.last().filter(|p| p.log_id.index + 1 != e.log_id.index) {
+                        let gap = format!("log entry {} follows {}", e.log_id.index, previous.log_id.index);
+                        failure = Some(read_err(gap));
+                        return false;
+                    }
                     out.push(e);
-                    true
+                    bytes += v.len();
+                    bytes < bytes_max
                 }
                 Err(e) => {
                     failure = Some(read_err(e));
@@ -118,6 +163,10 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
+        if let Some(saved) = self.get_state::<Vote<NodeId>>("vote")? {
+            // Invariant: a vote only moves forward; going back could grant two leaders a term.
+            assert!(*vote >= saved, "vote went back from {saved} to {vote}");
+        }
         self.put_state("vote", vote, Durability::Sync)
     }
 
@@ -139,7 +188,13 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::new();
+        let mut previous: Option<u64> = None;
         for entry in entries {
+            // Invariant: one append holds contiguous entries.
+            if let Some(p) = previous {
+                assert_eq!(p + 1, entry.log_id.index, "append is not contiguous");
+            }
+            previous = Some(entry.log_id.index);
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
             batch.put(self.space(), keys::log_entry(entry.log_id.index).to_vec(), bytes);
         }
@@ -159,6 +214,10 @@ where
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        if let Some(purged) = self.get_state::<LogId>("purged")? {
+            // Invariant: a purge only moves forward.
+            assert!(log_id >= purged, "purge went back from {purged} to {log_id}");
+        }
         let (from, to) = (keys::log_entry(0), keys::log_entry(log_id.index + 1));
         let mut b = WriteBatch::new();
         b.put(self.space(), keys::log_state("purged"), bincode::serialize(&log_id).map_err(write_err)?);

@@ -58,7 +58,12 @@ pub fn to_response(e: Error) -> Response {
         _ => Vec::new(),
     };
     let body = ErrorBody { error: ErrorInfo { kind: e.kind().to_string(), message: e.to_string(), details } };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    if e.error_kind().is_retryable() {
+        // The request was refused for when it came, not for what it holds: say when to retry.
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// The HTTP router over a node.

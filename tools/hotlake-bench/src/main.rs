@@ -3,13 +3,15 @@
 //! ```text
 //! hotlake-bench ingest --http 127.0.0.1:7181 --writers 8 --batch-lines 5000 --batches 200
 //! hotlake-bench ingest --http 127.0.0.1:7181,127.0.0.1:7182 --rate 50      # paced, for latency
+//! hotlake-bench devices --http A --duration-s 60 --check                    # many devices, mixed types, overload
 //! hotlake-bench failover --http A,B,C --pids 1=PID,2=PID,3=PID             # kill leaders, time recovery
 //! hotlake-bench move --http A --node 4                                     # time replica moves to node 4
 //! hotlake-bench client --http A,B,C --grpc A,B,C                           # hotlake-client vs line protocol
 //! hotlake-bench compare [--quick]                                          # against InfluxDB and VictoriaMetrics
 //! ```
 //!
-//! Data is TSBS-IoT-shaped (see `hotlake_client::tsbs`), generated before the clock starts so
+//! Data is TSBS-IoT-shaped (see `hotlake-tsbs`) or, for `devices`, a fleet with mixed field types;
+//! it is generated before the clock starts so
 //! that only the server is measured.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand};
 use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 
 mod compare;
+mod devices;
 
 /// Load generators for Hotlake.
 #[derive(Parser)]
@@ -68,6 +71,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The many-device load: a fleet of devices with six fields of mixed types, about 1%
+    /// duplicate and 3% late lines, in large batches from concurrent writers, for a count of
+    /// batches or a time; prints acknowledged values/s, refusals (429/503) and how fast they
+    /// came, and with --check reads every acknowledged point back.
+    ///
+    /// Example: hotlake-bench devices --http 127.0.0.1:7181 --duration-s 60 --check
+    Devices(devices::Args),
     /// Kill the node leading the most shards while writing, and time until writes are
     /// acknowledged again; then restart nothing (the caller restarts the node).
     ///
@@ -488,6 +498,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest { http, rate, db, writers, batch_lines, batches, trucks, seed } => {
             ingest(&http, rate, &db, writers, batch_lines, batches, trucks, seed)
         }
+        Command::Devices(args) => devices::run(&args),
         Command::Failover { http, pids, db } => failover(&http, &pids, &db),
         Command::Move { http, node, timeout_s } => watch_move(&http, node, timeout_s),
         Command::Client { http, grpc, writers, batch_rows, batches, trucks, seed } => {
