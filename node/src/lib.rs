@@ -16,7 +16,7 @@
 
 pub mod clock;
 pub mod config;
-pub mod control;
+
 #[cfg(not(madsim))]
 pub mod log_limit;
 pub mod metrics;

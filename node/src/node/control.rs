@@ -14,20 +14,18 @@
 //! `cluster.meta_voters_max`, everyone else a learner), plans placement (`placement::plan`)
 //! from the reports, and removes drained nodes.
 
+use super::{Node, ShardGroup};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::node::{Node, ShardGroup};
-use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeState};
 use hotlake_cluster::placement::{plan, PlanInput};
-use hotlake_cluster::transport::{GroupReport, NodeReport, NodeStatus, PeerCall, PeerReply, ReplicaStatus};
+use hotlake_cluster::transport::{GroupReport, NodeReport, PeerCall, PeerReply};
 use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 use hotlake_types::error::{Error, Result};
@@ -42,14 +40,14 @@ const REPORT_FRESH_FOR: Duration = Duration::from_secs(10);
 /// What the meta leader remembers between rounds. Rebuilt from scratch when another node
 /// becomes meta leader.
 #[derive(Default)]
-pub struct MetaDuties {
+pub(crate) struct MetaDuties {
     leader_since: Option<Instant>,
     seen: BTreeMap<NodeId, Instant>,
     reports: BTreeMap<ShardId, (GroupReport, Instant)>,
 }
 
 /// Starts the control loop.
-pub fn start(node: Arc<Node>) {
+pub(super) fn start(node: Arc<Node>) {
     tokio::spawn(async move {
         let interval = Duration::from_millis(node.config.cluster.reconcile_interval_ms);
         while !node.stopping.load(Ordering::Relaxed) {
@@ -216,7 +214,7 @@ where
     Ok(())
 }
 
-fn write_error<E: std::fmt::Display>(e: E) -> Error {
+pub(super) fn write_error<E: std::fmt::Display>(e: E) -> Error {
     Error::Unavailable(e.to_string())
 }
 
@@ -248,7 +246,7 @@ async fn maybe_drop(node: &Node, g: &ShardGroup) {
 }
 
 /// The group report of a replica that leads its group.
-fn group_report(g: &ShardGroup, me: NodeId) -> Option<GroupReport> {
+pub(super) fn group_report(g: &ShardGroup, me: NodeId) -> Option<GroupReport> {
     let m = g.raft.metrics().borrow().clone();
     if m.current_leader != Some(me) || m.state != ServerState::Leader {
         return None;
@@ -281,7 +279,7 @@ async fn report(node: &Node) {
     }
 }
 
-fn record_report(node: &Node, r: NodeReport) {
+pub(super) fn record_report(node: &Node, r: NodeReport) {
     let now = Instant::now();
     let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
     d.seen.insert(r.node, now);
@@ -406,309 +404,4 @@ async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
         }
     }
     Ok(())
-}
-
-impl Node {
-    /// Proposes a meta command on the meta leader; from another node the command is forwarded
-    /// once. Returns the map version after it.
-    pub(crate) async fn propose_meta(&self, cmd: MetaCommand, forwarded: bool) -> Result<u64> {
-        match self.meta.client_write(cmd.clone()).await {
-            Ok(r) => match r.data.rejected {
-                Some(reason) => Err(Error::invalid(reason)),
-                None => Ok(r.data.version),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let Some(leader) = f.leader_node.filter(|_| !forwarded) else {
-                    return Err(Error::Unavailable("the meta group has no leader right now; retry".into()));
-                };
-                match self.peers.call(&leader.addr, &PeerCall::Meta(cmd), self.peers.options().call_timeout).await? {
-                    PeerReply::MapVersion(v) => Ok(v),
-                    other => Err(Error::Internal(format!("unexpected reply to a meta command: {other:?}"))),
-                }
-            }
-            Err(e) => Err(Error::Unavailable(format!("meta group: {e}"))),
-        }
-    }
-
-    /// Answers a call from another node.
-    pub async fn handle_call(&self, call: PeerCall) -> Result<PeerReply> {
-        match call {
-            PeerCall::Write { shard, write } => {
-                if self.stopping.load(Ordering::Relaxed) {
-                    return Err(Error::Unavailable("node is shutting down".into()));
-                }
-                let outcome = self.propose_here(shard, hotlake_engine::batch::ShardCommand::Write(write)).await?;
-                Ok(PeerReply::Written(outcome))
-            }
-            PeerCall::Query { shard, query, points_budget } => {
-                Ok(PeerReply::Answer(self.query_here(shard, Arc::new(query), points_budget).await?))
-            }
-            PeerCall::Last { shard, query } => Ok(PeerReply::LastRows(self.last_here(shard, &query).await?)),
-            PeerCall::Join(info) => {
-                let map = self.map();
-                if !map.is_bootstrapped() {
-                    return Err(Error::Unavailable("this node has not joined a cluster itself".into()));
-                }
-                Ok(PeerReply::MapVersion(self.propose_meta(MetaCommand::AddNode(info), false).await?))
-            }
-            PeerCall::Meta(cmd) => Ok(PeerReply::MapVersion(self.propose_meta(cmd, true).await?)),
-            PeerCall::Report(r) => {
-                if self.meta.metrics().borrow().current_leader != Some(self.config.node_id) {
-                    return Err(Error::Unavailable("not the meta leader".into()));
-                }
-                record_report(self, r);
-                Ok(PeerReply::Ack)
-            }
-            PeerCall::Map => Ok(PeerReply::Map((*self.map()).clone())),
-            PeerCall::Status => Ok(PeerReply::Status(self.status())),
-            PeerCall::Digest { shard } => {
-                let (digest, applied) = self.shard_digest(shard)?;
-                Ok(PeerReply::Digest { digest, applied })
-            }
-            PeerCall::TransferLeader { shard, to } => {
-                self.hand_over_leadership(shard, to).await?;
-                Ok(PeerReply::Ack)
-            }
-            PeerCall::Elect { shard } => {
-                let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
-                g.raft.trigger().elect().await.map_err(|e| Error::Unavailable(format!("{shard}: {e}")))?;
-                Ok(PeerReply::Ack)
-            }
-            PeerCall::Group { shard } => {
-                let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
-                match group_report(&g, self.config.node_id) {
-                    Some(r) => Ok(PeerReply::Group(r)),
-                    None => Err(Error::NotLeader { shard, leader: g.raft.metrics().borrow().current_leader }),
-                }
-            }
-        }
-    }
-
-    /// This node's view of itself and its replicas.
-    pub fn status(&self) -> NodeStatus {
-        let replicas = self
-            .groups()
-            .iter()
-            .map(|g| {
-                let m = g.raft.metrics().borrow().clone();
-                let role = match m.state {
-                    ServerState::Leader => "leader",
-                    ServerState::Follower => "follower",
-                    ServerState::Candidate => "candidate",
-                    ServerState::Learner => "learner",
-                    ServerState::Shutdown => "stopped",
-                };
-                let membership = m.membership_config.membership();
-                let joint = membership.get_joint_config();
-                ReplicaStatus {
-                    shard: g.id,
-                    role: role.into(),
-                    leader: m.current_leader,
-                    voters: joint.last().map(|c| c.iter().copied().collect()).unwrap_or_default(),
-                    joint: joint.len() > 1,
-                    applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    flushed: g.data.read().flushed.applied.map(|l| l.index).unwrap_or(0),
-                    memtable_bytes: g.data.read().memtable_bytes() as u64,
-                }
-            })
-            .collect();
-        NodeStatus {
-            node: self.config.node_id,
-            map_version: self.map().version,
-            meta_leader: self.meta.metrics().borrow().current_leader,
-            replicas,
-        }
-    }
-
-    /// The map and every member's status (a member that does not answer within two seconds
-    /// is shown as unreachable).
-    pub async fn cluster_status(&self) -> ClusterStatus {
-        let map = self.map();
-        let asks = map.nodes.values().map(|n| async move {
-            let status = if n.id == self.config.node_id {
-                Ok(self.status())
-            } else {
-                match self.peers.call(&n.grpc_addr, &PeerCall::Status, Duration::from_secs(2)).await {
-                    Ok(PeerReply::Status(s)) => Ok(s),
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            MemberStatus { info: n.clone(), status: status.as_ref().ok().cloned(), error: status.err() }
-        });
-        let members = futures::future::join_all(asks).await;
-        ClusterStatus { map: (*map).clone(), members }
-    }
-
-    /// Sets a node's state: `Draining` moves its replicas away and keeps it a member,
-    /// `Removing` moves them away and then removes it, `Active` makes it take replicas again.
-    pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<u64> {
-        self.propose_meta(MetaCommand::SetNodeState { node: id, state }, false).await
-    }
-
-    /// Moves `shard`'s replica from node `from` to node `to` (the planner keeps replica counts
-    /// balanced, so it may later move another shard back to `from`).
-    pub async fn move_replica(&self, shard: ShardId, from: NodeId, to: NodeId) -> Result<u64> {
-        let map = self.map();
-        let p = map.shards.get(shard.0 as usize).ok_or_else(|| Error::invalid(format!("no shard {shard}")))?;
-        if !p.replicas.contains(&from) {
-            return Err(Error::invalid(format!("{shard} has no replica on node {from} (replicas {:?})", p.replicas)));
-        }
-        if p.replicas.contains(&to) {
-            return Err(Error::invalid(format!("{shard} already has a replica on node {to}")));
-        }
-        match map.nodes.get(&to) {
-            Some(n) if n.state == NodeState::Active => {}
-            Some(n) => return Err(Error::invalid(format!("node {to} is {}; it takes no replicas", n.state.name()))),
-            None => return Err(Error::invalid(format!("node {to} is not a member"))),
-        }
-        let replicas = p.replicas.iter().map(|&n| if n == from { to } else { n }).collect();
-        self.propose_meta(MetaCommand::SetPlacement { shard, replicas, epoch: p.epoch }, false).await
-    }
-
-    /// Moves the leadership of `shard` to voter `to`, from whichever node leads it now.
-    pub async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<()> {
-        let map = self.map();
-        if shard.0 as usize >= map.shards.len() {
-            return Err(Error::invalid(format!("no shard {shard}; the cluster has {} shards", map.shards.len())));
-        }
-        if !map.replicas(shard).contains(&to) {
-            return Err(Error::invalid(format!("node {to} holds no replica of {shard}; it cannot lead it")));
-        }
-        self.route(shard, |target| async move {
-            if target == self.config.node_id {
-                self.hand_over_leadership(shard, to).await
-            } else {
-                match self.call_node(target, &PeerCall::TransferLeader { shard, to }).await? {
-                    PeerReply::Ack => Ok(()),
-                    other => Err(Error::Internal(format!("unexpected reply to a leader transfer: {other:?}"))),
-                }
-            }
-        })
-        .await
-    }
-
-    /// Hands this node's leadership of `shard` to voter `to`. openraft 0.9 has no leader
-    /// transfer, and a follower's election loses to the leader's lease while the leader keeps
-    /// replicating, so: stop taking proposals and heartbeats, wait until `to` has the whole log,
-    /// let the lease run out (`2 × raft_election_timeout_ms`), then ask `to` to stand. Writes
-    /// to the shard wait for about that long (they are retried, not failed).
-    async fn hand_over_leadership(&self, shard: ShardId, to: NodeId) -> Result<()> {
-        let me = self.config.node_id;
-        let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
-        let m = g.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return Err(Error::NotLeader { shard, leader: m.current_leader });
-        }
-        if to == me {
-            return Ok(());
-        }
-        if !m.membership_config.membership().voter_ids().any(|v| v == to) {
-            return Err(Error::invalid(format!("node {to} is not a voter of {shard}; it cannot lead it")));
-        }
-        let lease = Duration::from_millis(self.config.cluster.raft_election_timeout_ms * 2);
-        g.handing_over.store(true, Ordering::Relaxed);
-        g.raft.runtime_config().heartbeat(false);
-        let result = async {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let m = g.raft.metrics().borrow().clone();
-                let last = m.last_log_index.unwrap_or(0);
-                let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
-                if matched == Some(last) {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::Unavailable(format!("node {to} did not catch up with {shard}'s log in time")));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            tokio::time::sleep(lease + Duration::from_millis(100)).await;
-            match self.call_node(to, &PeerCall::Elect { shard }).await? {
-                PeerReply::Ack => {}
-                other => return Err(Error::Internal(format!("unexpected reply to an election request: {other:?}"))),
-            }
-            let deadline = Instant::now() + lease * 5;
-            loop {
-                if g.raft.metrics().borrow().current_leader == Some(to) {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::Unavailable(format!("node {to} did not win the election of {shard}; retry")));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        .await;
-        g.raft.runtime_config().heartbeat(true);
-        g.handing_over.store(false, Ordering::Relaxed);
-        if result.is_ok() {
-            tracing::info!(%shard, to, "leadership handed over");
-        }
-        result
-    }
-
-    /// The placement changes still needed to reach the target placement, as the planner would
-    /// make them with every member considered up and no move limit.
-    pub fn pending_moves(&self) -> Vec<hotlake_cluster::placement::Move> {
-        let mut map = (*self.map()).clone();
-        let live = map.nodes.keys().copied().collect();
-        let input = PlanInput { live, in_flight: Default::default(), moves_max: usize::MAX };
-        let mut all = Vec::new();
-        // Each round settles what the previous one changed; a placement converges in a few.
-        for _ in 0..64 {
-            let round = plan(&map, &input);
-            if round.is_empty() {
-                break;
-            }
-            for mv in round {
-                let cmd = MetaCommand::SetPlacement { shard: mv.shard, replicas: mv.replicas.clone(), epoch: mv.epoch };
-                if map.apply(&cmd).is_ok() {
-                    all.push(mv);
-                }
-            }
-        }
-        all
-    }
-
-    /// Creates the cluster on this node if it has none (`cluster.bootstrap = "manual"`).
-    /// Returns the cluster id and whether this call created it.
-    pub async fn init_cluster(&self) -> Result<(u64, bool)> {
-        let map = self.map();
-        if map.is_bootstrapped() {
-            return Ok((map.cluster_id, false));
-        }
-        let initialized = self.meta.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
-        if initialized {
-            return Err(Error::Unavailable("this node is joining a cluster already; retry on a member".into()));
-        }
-        self.raft_open.store(true, Ordering::Relaxed);
-        self.bootstrap().await.map_err(|e| Error::Unavailable(format!("bootstrap failed: {e:#}")))?;
-        Ok((self.map().cluster_id, true))
-    }
-
-    /// Adds a node to the map by hand (it still has to run with the same id and addresses).
-    pub async fn add_node(&self, info: NodeInfo) -> Result<u64> {
-        self.propose_meta(MetaCommand::AddNode(info), false).await
-    }
-}
-
-/// One member as `cluster status` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// The map entry.
-    pub info: NodeInfo,
-    /// What the node said about itself.
-    pub status: Option<NodeStatus>,
-    /// Why it did not answer.
-    pub error: Option<String>,
-}
-
-/// The answer of `cluster status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The map as the answering node applied it.
-    pub map: ClusterMap,
-    /// Every member.
-    pub members: Vec<MemberStatus>,
 }

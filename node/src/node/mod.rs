@@ -1,0 +1,358 @@
+//! The node: hosts shard replicas and a replica of the meta group, routes writes to shard
+//! leaders (here or on other nodes) and scatters queries over the shards involved. `Node` is
+//! one struct whose work is split by role, one file each:
+//!
+//! ```text
+//!  router       write(tenant, points) ──ring──► per shard: leader here? ──yes──► propose (replicas)
+//!                                                        └─no──► forward to the leader (peer Call)
+//!  coordinator  query ──plan shards──► per shard: leader: ensure_linearizable ──► run_on_shard ──► merge
+//!  replicas     open/drop shard groups, propose, linearizable reads, digests
+//!  maintenance  flush scheduler, retention, the background tasks
+//!  admin        cluster, node and shard operations; calls from other nodes
+//!  control      the control loop: join, open placed replicas, drive membership, report
+//! ```
+//!
+//! This module holds the struct, opening and bootstrapping, and what every role reads.
+
+mod admin;
+mod control;
+mod coordinator;
+mod maintenance;
+mod replicas;
+mod router;
+
+pub use admin::{ClusterStatus, MemberStatus};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::{BasicNode, Config as RaftConfig, SnapshotPolicy};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use hotlake_cluster::meta::{MetaRaft, MetaStateMachine};
+use hotlake_cluster::transport::{PeerNetwork, Peers, TransportOptions, META_GROUP};
+use hotlake_engine::shard::ShardData;
+use hotlake_ingest::line_protocol::LineLimits;
+use hotlake_raft::log_store::LogStore;
+use hotlake_raft::{NodeId, ShardRaft};
+use hotlake_storage::{Durability, Engine, ShardId, Space, WriteBatch};
+use hotlake_types::error::{Error, Result};
+use hotlake_types::ring::Ring;
+
+/// One shard replica hosted on this node.
+pub struct ShardGroup {
+    /// The shard.
+    pub id: ShardId,
+    /// Its data.
+    pub data: Arc<ShardData>,
+    /// Its Raft group.
+    pub raft: ShardRaft,
+    /// When the memtable got its first point since the last flush (tokio clock).
+    dirty_since: Mutex<Option<tokio::time::Instant>>,
+    /// Set while this replica hands its leadership over: new proposals wait for the new leader.
+    pub(crate) handing_over: AtomicBool,
+}
+
+/// How a client routed a write (the `map_version` and `leader_only` fields of a gRPC write).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteRouting {
+    /// The client's map version (0: not routed).
+    pub map_version: u64,
+    /// Fail shard parts this node does not lead (`NotLeader`) and requests routed with an
+    /// older map (`StaleMap`) instead of forwarding them.
+    pub leader_only: bool,
+}
+
+/// Outcome of a write request.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct WriteSummary {
+    /// Points acknowledged.
+    pub points: u64,
+    /// Field values acknowledged.
+    pub values: u64,
+    /// Values or series rejected after routing, with reasons.
+    pub rejected: Vec<String>,
+}
+
+/// Health of the node.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Health {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Shard replicas hosted here.
+    pub shards: u32,
+    /// Replicas whose group has a leader.
+    pub shards_with_leader: u32,
+}
+
+/// A running node.
+pub struct Node {
+    pub(crate) config: Config,
+    engine: Engine,
+    pub(crate) groups: RwLock<BTreeMap<ShardId, Arc<ShardGroup>>>,
+    pub(crate) meta: MetaRaft,
+    pub(crate) meta_sm: MetaStateMachine,
+    pub(crate) peers: Arc<Peers>,
+    /// Last known leader per shard, learned from NotLeader replies and successful calls.
+    leader_hints: Mutex<HashMap<ShardId, NodeId>>,
+    /// State only the meta leader uses (reports, liveness).
+    pub(crate) meta_duties: Mutex<control::MetaDuties>,
+    shard_raft_config: Arc<RaftConfig>,
+    metrics: Arc<Metrics>,
+    pub(crate) stopping: AtomicBool,
+    /// Set once this node has seen itself in the map; a node removed after that does not join
+    /// again on its own (it was drained on purpose).
+    pub(crate) was_member: AtomicBool,
+    /// The removal above has been logged.
+    pub(crate) removed_noticed: AtomicBool,
+    /// Chosen when this data directory was created; see [`NodeInfo::incarnation`].
+    incarnation: u64,
+    /// Whether this node takes part in Raft. A node with no Raft state on disk that joins
+    /// through `cluster.join` stays out until the cluster accepts the join: if it lost its
+    /// disk, its empty vote and log must not count in any election.
+    pub(crate) raft_open: AtomicBool,
+}
+
+const INCARNATION_KEY: &[u8] = b"incarnation";
+
+/// This data directory's incarnation, created (and synced) on first use.
+fn incarnation(engine: &Engine, config: &Config) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    if let Some(bytes) = engine.get(Space::NodeMeta, INCARNATION_KEY).context("read the incarnation")? {
+        let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt incarnation record"))?;
+        return Ok(u64::from_be_bytes(raw));
+    }
+    let id = xxhash_rust::xxh3::xxh3_64(
+        format!("{}/{}/{}/incarnation", config.grpc_addr, config.node_id, crate::clock::now_ns()).as_bytes(),
+    )
+    .max(1);
+    let mut b = WriteBatch::new();
+    b.put(Space::NodeMeta, INCARNATION_KEY.to_vec(), id.to_be_bytes().to_vec());
+    engine.write(b, Durability::Sync).context("record the incarnation")?;
+    Ok(id)
+}
+
+fn raft_config(name: &str, c: &crate::config::ClusterConfig) -> RaftConfig {
+    RaftConfig {
+        cluster_name: name.into(),
+        heartbeat_interval: c.raft_heartbeat_ms,
+        election_timeout_min: c.raft_election_timeout_ms,
+        election_timeout_max: c.raft_election_timeout_ms * 2,
+        // Flushes are driven by the node (memtable size and age), not by log length.
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+}
+
+fn meta_raft_config(c: &crate::config::ClusterConfig) -> RaftConfig {
+    RaftConfig {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..raft_config("hotlake-meta", c)
+    }
+}
+
+impl Node {
+    /// Opens the node: the meta group replica, the shard replicas found in `engine`, and the
+    /// servers' view of them. With no cluster in the data directory and no `cluster.join`
+    /// address, bootstraps a new cluster of this one node holding every shard.
+    pub async fn open(config: Config, engine: Engine) -> anyhow::Result<Arc<Node>> {
+        use anyhow::Context;
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let peers = Arc::new(Peers::new(TransportOptions {
+            call_timeout: Duration::from_millis(config.cluster.forward_timeout_ms),
+            snapshot_chunk_bytes_max: config.cluster.snapshot_chunk_bytes_max as usize,
+            snapshot_bytes_per_s_max: config.cluster.snapshot_bytes_per_s_max,
+            message_bytes_max: (config.limits.body_bytes_max as usize).max(64 << 20) * 2,
+        }));
+        let incarnation = incarnation(&engine, &config)?;
+        let meta_sm = MetaStateMachine::open(engine.clone()).context("load cluster state")?;
+        let meta = MetaRaft::new(
+            config.node_id,
+            Arc::new(meta_raft_config(&config.cluster).validate().context("meta raft config")?),
+            PeerNetwork::new(peers.clone(), META_GROUP),
+            LogStore::new(engine.clone(), Space::ClusterLog),
+            meta_sm.clone(),
+        )
+        .await
+        .context("start the meta group")?;
+        let shard_raft_config =
+            Arc::new(raft_config("hotlake-shard", &config.cluster).validate().context("shard raft config")?);
+        let node = Arc::new(Node {
+            config,
+            engine: engine.clone(),
+            groups: RwLock::new(BTreeMap::new()),
+            meta,
+            meta_sm,
+            peers,
+            leader_hints: Mutex::new(HashMap::new()),
+            meta_duties: Mutex::new(Default::default()),
+            shard_raft_config,
+            metrics,
+            stopping: AtomicBool::new(false),
+            was_member: AtomicBool::new(false),
+            removed_noticed: AtomicBool::new(false),
+            incarnation,
+            raft_open: AtomicBool::new(false),
+        });
+        for shard in engine.shards() {
+            node.open_group(shard).await?;
+        }
+        let initialized = node.meta.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let auto_bootstrap = node.config.cluster.join.is_empty() && node.config.cluster.bootstrap == "auto";
+        if initialized || auto_bootstrap {
+            node.raft_open.store(true, Ordering::Relaxed);
+        }
+        if !initialized && auto_bootstrap {
+            node.bootstrap().await?;
+        }
+        node.peers.set_cluster_id(node.map().cluster_id);
+        let map = node.map();
+        if map.nodes.len() == 1 && map.nodes.contains_key(&node.config.node_id) {
+            // A one-node cluster elects itself at once; serve only when every shard is ready.
+            node.wait_for_leaders(Duration::from_secs(10)).await?;
+        }
+        Ok(node)
+    }
+
+    /// Creates a new cluster: this node alone in the meta group and in every shard group.
+    pub(crate) async fn bootstrap(&self) -> anyhow::Result<()> {
+        let me = self.config.node_id;
+        let members = BTreeMap::from([(me, BasicNode { addr: self.config.grpc_addr.clone() })]);
+        self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;
+        self.meta
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader == Some(me), "meta leader")
+            .await
+            .map_err(|e| anyhow::anyhow!("meta group did not elect this node: {e}"))?;
+        let cluster_id = xxhash_rust::xxh3::xxh3_64(
+            format!("{}/{}/{}", self.config.grpc_addr, me, crate::clock::now_ns()).as_bytes(),
+        );
+        let cmd = MetaCommand::Bootstrap {
+            cluster_id,
+            shard_count: self.config.shard_count,
+            replication_factor: self.config.cluster.replication_factor,
+            node: self.self_info(),
+        };
+        let outcome = self.meta.client_write(cmd).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+        if let Some(reason) = outcome.data.rejected {
+            anyhow::bail!("bootstrap rejected: {reason}");
+        }
+        for shard in Ring::new(self.config.shard_count).shards() {
+            let group = self.open_group(shard).await?;
+            if !group.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                group
+                    .raft
+                    .initialize(members.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("initialize shard {shard}: {e}"))?;
+            }
+        }
+        tracing::info!(
+            cluster = format!("{cluster_id:016x}"),
+            shards = self.config.shard_count,
+            "bootstrapped a new cluster"
+        );
+        Ok(())
+    }
+
+    /// This node as a map entry.
+    pub fn self_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.config.node_id,
+            grpc_addr: self.config.grpc_addr.clone(),
+            http_addr: self.config.http_addr.clone(),
+            state: NodeState::Active,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The cluster map as applied on this node.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.meta_sm.map()
+    }
+
+    /// The ring of the cluster this node belongs to.
+    pub fn ring(&self) -> Result<Ring> {
+        let map = self.map();
+        if !map.is_bootstrapped() {
+            return Err(Error::Unavailable("this node has not joined a cluster yet; retry shortly".into()));
+        }
+        Ok(Ring::new(map.shard_count))
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Line-protocol limits from the config.
+    pub fn line_limits(&self) -> LineLimits {
+        let l = &self.config.limits;
+        LineLimits {
+            fields_per_line_max: l.fields_per_line_max as usize,
+            tags_per_line_max: l.tags_per_line_max as usize,
+            key_bytes_max: l.key_bytes_max as usize,
+            tag_value_bytes_max: l.tag_value_bytes_max as usize,
+            string_value_bytes_max: l.string_value_bytes_max as usize,
+        }
+    }
+
+    /// Resolves an empty tenant to the default one.
+    pub fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str {
+        if tenant.is_empty() {
+            &self.config.default_tenant
+        } else {
+            tenant
+        }
+    }
+
+    /// Health of the node.
+    pub fn health(&self) -> Health {
+        let groups = self.groups();
+        let with_leader = groups.iter().filter(|g| g.raft.metrics().borrow().current_leader.is_some()).count() as u32;
+        Health { node_id: self.config.node_id, shards: groups.len() as u32, shards_with_leader: with_leader }
+    }
+
+    /// Stops taking writes, flushes every replica and stops the Raft groups.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.stopping.store(true, Ordering::Relaxed);
+        let flushed = self.flush_all().await;
+        for g in self.groups() {
+            let _ = g.raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+        // Also flush the storage engine's own tables: a restart then replays no write-ahead
+        // log, and the log's files (which still hold every purged Raft entry) are deleted.
+        self.engine.flush_memtables()?;
+        self.engine.sync()?;
+        flushed
+    }
+}
+
+impl ShardGroup {
+    fn mark_dirty(&self) {
+        let mut d = self.dirty_since.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_none() {
+            *d = Some(tokio::time::Instant::now());
+        }
+    }
+}
