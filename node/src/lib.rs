@@ -22,3 +22,4 @@ pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod server;
+pub mod service;

@@ -10,7 +10,8 @@ use hotlake_proto::v1::hotlake_server::Hotlake;
 use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::{Node, WriteRouting, WriteSummary};
+use crate::node::{WriteRouting, WriteSummary};
+use crate::service::{Ingest, Service};
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use hotlake_query::filter::{CmpOp, FieldFilter};
 use hotlake_query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
@@ -19,13 +20,13 @@ use hotlake_types::error::Error;
 use hotlake_types::model::{series_key, FieldValue};
 
 /// The gRPC service over a node.
-pub struct GrpcService {
-    node: Arc<Node>,
+pub struct GrpcService<S> {
+    node: Arc<S>,
 }
 
-impl GrpcService {
+impl<S: Service> GrpcService<S> {
     /// A service answering for `node`.
-    pub fn new(node: Arc<Node>) -> Self {
+    pub fn new(node: Arc<S>) -> Self {
         GrpcService { node }
     }
 }
@@ -72,10 +73,13 @@ fn invalid(details: Vec<String>) -> Error {
 /// Converts a columnar write request into per-shard batches, checking every invariant the
 /// engine relies on. Any problem rejects the whole request.
 // tidy: long (one pass over the request that validates and builds columns together).
-pub fn write_request_to_batches(node: &Node, req: pb::WriteRequest) -> Result<Vec<(ShardId, ShardWrite)>, Error> {
+pub fn write_request_to_batches(
+    node: &impl Ingest,
+    req: pb::WriteRequest,
+) -> Result<Vec<(ShardId, ShardWrite)>, Error> {
     let tenant = node.tenant(&req.tenant).to_string();
-    let limits = &node.config().limits;
-    let device_tag = &node.config().device_tag;
+    let limits = node.limits();
+    let device_tag = node.device_tag();
     let ring = node.ring()?;
     let mut problems = Vec::new();
     let mut by_shard: std::collections::BTreeMap<ShardId, ShardWrite> = Default::default();
@@ -307,11 +311,11 @@ fn tags_to_proto(tags: Vec<(String, String)>) -> Vec<pb::Tag> {
 }
 
 #[tonic::async_trait]
-impl Hotlake for GrpcService {
+impl<S: Service> Hotlake for GrpcService<S> {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.into_inner();
         let routing = WriteRouting { map_version: req.map_version, leader_only: req.leader_only };
-        let batches = write_request_to_batches(&self.node, req).map_err(to_status)?;
+        let batches = write_request_to_batches(&*self.node, req).map_err(to_status)?;
         let summary = self.node.write_batches_routed(batches, routing).await.map_err(to_status)?;
         let mut response = summary_to_response(summary).map_err(to_status)?;
         response.map_version = self.node.map().version;
@@ -325,7 +329,7 @@ impl Hotlake for GrpcService {
         let mut stream = request.into_inner();
         let mut total = WriteSummary::default();
         while let Some(req) = stream.message().await? {
-            let batches = write_request_to_batches(&self.node, req).map_err(to_status)?;
+            let batches = write_request_to_batches(&*self.node, req).map_err(to_status)?;
             let s = self.node.write_batches(batches).await.map_err(to_status)?;
             total.points += s.points;
             total.values += s.values;
@@ -406,7 +410,7 @@ impl Hotlake for GrpcService {
             version: map.version,
             cluster_id: map.cluster_id,
             shard_count: map.shard_count,
-            device_tag: self.node.config().device_tag.clone(),
+            device_tag: self.node.device_tag().to_string(),
             nodes: map
                 .nodes
                 .values()

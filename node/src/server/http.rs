@@ -36,7 +36,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::json::{last_json, result_json, ErrorBody, ErrorInfo, JsonLast, JsonQuery};
-use crate::node::Node;
+use crate::service::Service;
 use hotlake_cluster::map::{NodeInfo, NodeState};
 use hotlake_ingest::line_protocol::Precision;
 use hotlake_types::error::Error;
@@ -67,29 +67,29 @@ pub fn to_response(e: Error) -> Response {
 }
 
 /// The HTTP router over a node.
-pub fn router(node: Arc<Node>) -> Router {
-    let body_max = node.config().limits.body_bytes_max as usize;
+pub fn router<S: Service>(node: Arc<S>) -> Router {
+    let body_max = node.limits().body_bytes_max as usize;
     Router::new()
-        .route("/write", post(write_v1))
-        .route("/api/v2/write", post(write_v2))
-        .route("/api/v1/query", post(query))
-        .route("/api/v1/last", post(last))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/cluster", get(cluster_status))
-        .route("/api/v1/cluster/init", post(init_cluster))
-        .route("/api/v1/cluster/plan", get(cluster_plan))
-        .route("/api/v1/cluster/nodes", post(add_node))
-        .route("/api/v1/cluster/nodes/{id}/{action}", post(node_action))
-        .route("/api/v1/shards/{id}/move", post(move_replica))
-        .route("/api/v1/shards/{id}/transfer-leader", post(transfer_leader))
-        .route("/api/v1/shards/{id}/digest", get(shard_digest))
+        .route("/write", post(write_v1::<S>))
+        .route("/api/v2/write", post(write_v2::<S>))
+        .route("/api/v1/query", post(query::<S>))
+        .route("/api/v1/last", post(last::<S>))
+        .route("/health", get(health::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route("/api/v1/cluster", get(cluster_status::<S>))
+        .route("/api/v1/cluster/init", post(init_cluster::<S>))
+        .route("/api/v1/cluster/plan", get(cluster_plan::<S>))
+        .route("/api/v1/cluster/nodes", post(add_node::<S>))
+        .route("/api/v1/cluster/nodes/{id}/{action}", post(node_action::<S>))
+        .route("/api/v1/shards/{id}/move", post(move_replica::<S>))
+        .route("/api/v1/shards/{id}/transfer-leader", post(transfer_leader::<S>))
+        .route("/api/v1/shards/{id}/digest", get(shard_digest::<S>))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(node)
 }
 
-async fn write_v1(
-    State(node): State<Arc<Node>>,
+async fn write_v1<S: Service>(
+    State(node): State<Arc<S>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -98,8 +98,8 @@ async fn write_v1(
     write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
 }
 
-async fn write_v2(
-    State(node): State<Arc<Node>>,
+async fn write_v2<S: Service>(
+    State(node): State<Arc<S>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -122,7 +122,13 @@ fn gunzip(body: &[u8], max: u64) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-async fn write(node: Arc<Node>, tenant: String, precision: Option<&str>, headers: HeaderMap, body: Bytes) -> Response {
+async fn write<S: Service>(
+    node: Arc<S>,
+    tenant: String,
+    precision: Option<&str>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let precision = match precision.map(Precision::parse).transpose() {
         Ok(p) => p.unwrap_or(Precision::Nanoseconds),
         Err(e) => return to_response(Error::invalid(e)),
@@ -131,7 +137,7 @@ async fn write(node: Arc<Node>, tenant: String, precision: Option<&str>, headers
         headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let raw: Vec<u8>;
     let bytes: &[u8] = if gzip {
-        match gunzip(&body, node.config().limits.body_bytes_max) {
+        match gunzip(&body, node.limits().body_bytes_max) {
             Ok(b) => {
                 raw = b;
                 &raw
@@ -187,7 +193,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> 
     })
 }
 
-async fn query(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+async fn query<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
     let q = match parse_json::<JsonQuery>(&body).and_then(|q| q.into_query()) {
         Ok(q) => q,
         Err(e) => return to_response(e),
@@ -198,7 +204,7 @@ async fn query(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     }
 }
 
-async fn last(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+async fn last<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
     let q = match parse_json::<JsonLast>(&body).and_then(|q| q.into_query()) {
         Ok(q) => q,
         Err(e) => return to_response(e),
@@ -209,7 +215,7 @@ async fn last(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     }
 }
 
-async fn health(State(node): State<Arc<Node>>) -> Response {
+async fn health<S: Service>(State(node): State<Arc<S>>) -> Response {
     let h = node.health();
     let ok = h.shards_with_leader == h.shards;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -223,11 +229,11 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+async fn metrics<S: Service>(State(node): State<Arc<S>>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], node.metrics_text()).into_response()
 }
 
-async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
+async fn cluster_status<S: Service>(State(node): State<Arc<S>>) -> Response {
     Json(node.cluster_status().await).into_response()
 }
 
@@ -236,14 +242,14 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::invalid(format!("bad JSON body: {e}")))
 }
 
-async fn init_cluster(State(node): State<Arc<Node>>) -> Response {
+async fn init_cluster<S: Service>(State(node): State<Arc<S>>) -> Response {
     match node.init_cluster().await {
         Ok((id, created)) => Json(json!({ "cluster_id": format!("{id:016x}"), "created": created })).into_response(),
         Err(e) => to_response(e),
     }
 }
 
-async fn cluster_plan(State(node): State<Arc<Node>>) -> Response {
+async fn cluster_plan<S: Service>(State(node): State<Arc<S>>) -> Response {
     let map = node.map();
     let moves: Vec<_> = node
         .pending_moves()
@@ -260,7 +266,7 @@ struct NewNode {
     http_addr: String,
 }
 
-async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+async fn add_node<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
     let n: NewNode = match json_body(&body) {
         Ok(n) => n,
         Err(e) => return to_response(e),
@@ -276,7 +282,7 @@ async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     }
 }
 
-async fn node_action(State(node): State<Arc<Node>>, Path((id, action)): Path<(u64, String)>) -> Response {
+async fn node_action<S: Service>(State(node): State<Arc<S>>, Path((id, action)): Path<(u64, String)>) -> Response {
     let state = match action.as_str() {
         "drain" => NodeState::Draining,
         "remove" => NodeState::Removing,
@@ -297,7 +303,7 @@ struct ReplicaMove {
     to: u64,
 }
 
-async fn move_replica(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: Bytes) -> Response {
+async fn move_replica<S: Service>(State(node): State<Arc<S>>, Path(id): Path<u32>, body: Bytes) -> Response {
     let m: ReplicaMove = match json_body(&body) {
         Ok(m) => m,
         Err(e) => return to_response(e),
@@ -313,7 +319,7 @@ struct LeaderTransfer {
     to: u64,
 }
 
-async fn transfer_leader(State(node): State<Arc<Node>>, Path(id): Path<u32>, body: Bytes) -> Response {
+async fn transfer_leader<S: Service>(State(node): State<Arc<S>>, Path(id): Path<u32>, body: Bytes) -> Response {
     let t: LeaderTransfer = match json_body(&body) {
         Ok(t) => t,
         Err(e) => return to_response(e),
@@ -324,12 +330,12 @@ async fn transfer_leader(State(node): State<Arc<Node>>, Path(id): Path<u32>, bod
     }
 }
 
-async fn shard_digest(State(node): State<Arc<Node>>, Path(id): Path<u32>) -> Response {
+async fn shard_digest<S: Service>(State(node): State<Arc<S>>, Path(id): Path<u32>) -> Response {
     match node.shard_digest(hotlake_storage::ShardId(id)) {
-        Ok((d, applied)) => Json(
-            json!({ "shard": id, "node": node.config().node_id, "digest": format!("{d:016x}"), "applied": applied }),
-        )
-        .into_response(),
+        Ok((d, applied)) => {
+            Json(json!({ "shard": id, "node": node.node_id(), "digest": format!("{d:016x}"), "applied": applied }))
+                .into_response()
+        }
         Err(e) => to_response(e),
     }
 }

@@ -1,0 +1,185 @@
+//! The narrow services the protocol servers are written against. A server (HTTP, gRPC, and the
+//! protocols to come: SQL over the PostgreSQL wire, InfluxQL, Prometheus) depends on these
+//! traits, never on `Node` itself, so a new protocol is an adapter over them and adds no
+//! methods to the node. `Node` implements them by delegating to its roles.
+//!
+//! ```text
+//!   server::http ──┐                      ┌─► Ingest   (router)
+//!   server::grpc ──┼─► S: Ingest + Queries + Admin ─► Queries  (coordinator)
+//!   (next: pgwire) ┘                      └─► Admin    (admin, replicas)
+//! ```
+//!
+//! Invariant: only the server layer converts wire types; these traits speak the crates' types.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hotlake_cluster::map::{ClusterMap, NodeInfo, NodeState};
+use hotlake_cluster::placement::Move;
+use hotlake_engine::batch::ShardWrite;
+use hotlake_ingest::line_protocol::{LineError, Precision};
+use hotlake_query::{LastQuery, LastRow, Query, QueryResult};
+use hotlake_storage::ShardId;
+use hotlake_types::error::Result;
+use hotlake_types::limits::Limits;
+use hotlake_types::ring::Ring;
+use hotlake_types::NodeId;
+
+use crate::node::{ClusterStatus, Health, Node, WriteRouting, WriteSummary};
+
+/// Writes: line protocol, and columnar batches already split by shard.
+pub trait Ingest: Send + Sync + 'static {
+    /// Request limits (body size, lines, keys and values).
+    fn limits(&self) -> &Limits;
+    /// The tenant a request writes to (the default tenant when it names none).
+    fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str;
+    /// The tag whose value is a series' device.
+    fn device_tag(&self) -> &str;
+    /// The ring of the cluster (unavailable before the node joined one).
+    fn ring(&self) -> Result<Ring>;
+    /// Parses a line-protocol body and writes its points; per-line errors come back with the
+    /// summary of what was written.
+    fn write_lines(
+        &self,
+        tenant: &str,
+        body: &str,
+        precision: Precision,
+        default_ts_ns: i64,
+    ) -> impl Future<Output = Result<(WriteSummary, Vec<LineError>)>> + Send;
+    /// Writes batches split by shard, forwarding parts led elsewhere.
+    fn write_batches(&self, batches: Vec<(ShardId, ShardWrite)>) -> impl Future<Output = Result<WriteSummary>> + Send;
+    /// Writes batches as a client routed them (see [`WriteRouting`]).
+    fn write_batches_routed(
+        &self,
+        batches: Vec<(ShardId, ShardWrite)>,
+        routing: WriteRouting,
+    ) -> impl Future<Output = Result<WriteSummary>> + Send;
+}
+
+/// Reads: range queries and aggregates, and the latest values per device.
+pub trait Queries: Send + Sync + 'static {
+    /// Runs a query over every shard it touches and merges the answers.
+    fn query(&self, q: Query) -> impl Future<Output = Result<QueryResult>> + Send;
+    /// The latest values per device.
+    fn last(&self, q: LastQuery) -> impl Future<Output = Result<Vec<LastRow>>> + Send;
+}
+
+/// Operations: health, metrics, the cluster map and the cluster, node and shard commands.
+pub trait Admin: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+    /// Whether the node serves, with its replicas' state.
+    fn health(&self) -> Health;
+    /// Metrics in Prometheus text format.
+    fn metrics_text(&self) -> String;
+    /// The cluster map as this node has applied it.
+    fn map(&self) -> Arc<ClusterMap>;
+    /// The leader of a shard as this node last heard.
+    fn known_leader(&self, shard: ShardId) -> Option<NodeId>;
+    /// The map and every member's status.
+    fn cluster_status(&self) -> impl Future<Output = ClusterStatus> + Send;
+    /// Creates the cluster on a node started for manual bootstrap: (cluster id, created now).
+    fn init_cluster(&self) -> impl Future<Output = Result<(u64, bool)>> + Send;
+    /// Placement changes still needed to reach the target placement.
+    fn pending_moves(&self) -> Vec<Move>;
+    /// Adds a node to the map; returns the new map version.
+    fn add_node(&self, info: NodeInfo) -> impl Future<Output = Result<u64>> + Send;
+    /// Drains, removes or activates a node; returns the new map version.
+    fn set_node_state(&self, id: NodeId, state: NodeState) -> impl Future<Output = Result<u64>> + Send;
+    /// Moves one replica of a shard; returns the new map version.
+    fn move_replica(&self, shard: ShardId, from: NodeId, to: NodeId) -> impl Future<Output = Result<u64>> + Send;
+    /// Hands a shard's leadership to another of its replicas.
+    fn transfer_leader(&self, shard: ShardId, to: NodeId) -> impl Future<Output = Result<()>> + Send;
+    /// This replica's digest of a shard and the log index it is at.
+    fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)>;
+}
+
+/// Everything a public protocol server serves.
+pub trait Service: Ingest + Queries + Admin {}
+
+impl<S: Ingest + Queries + Admin> Service for S {}
+
+impl Ingest for Node {
+    fn limits(&self) -> &Limits {
+        &self.config().limits
+    }
+    fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str {
+        Node::tenant(self, tenant)
+    }
+    fn device_tag(&self) -> &str {
+        &self.config().device_tag
+    }
+    fn ring(&self) -> Result<Ring> {
+        Node::ring(self)
+    }
+    async fn write_lines(
+        &self,
+        tenant: &str,
+        body: &str,
+        precision: Precision,
+        default_ts_ns: i64,
+    ) -> Result<(WriteSummary, Vec<LineError>)> {
+        Node::write_lines(self, tenant, body, precision, default_ts_ns).await
+    }
+    async fn write_batches(&self, batches: Vec<(ShardId, ShardWrite)>) -> Result<WriteSummary> {
+        Node::write_batches(self, batches).await
+    }
+    async fn write_batches_routed(
+        &self,
+        batches: Vec<(ShardId, ShardWrite)>,
+        routing: WriteRouting,
+    ) -> Result<WriteSummary> {
+        Node::write_batches_routed(self, batches, routing).await
+    }
+}
+
+impl Queries for Node {
+    async fn query(&self, q: Query) -> Result<QueryResult> {
+        Node::query(self, q).await
+    }
+    async fn last(&self, q: LastQuery) -> Result<Vec<LastRow>> {
+        Node::last(self, q).await
+    }
+}
+
+impl Admin for Node {
+    fn node_id(&self) -> NodeId {
+        self.config().node_id
+    }
+    fn health(&self) -> Health {
+        Node::health(self)
+    }
+    fn metrics_text(&self) -> String {
+        self.metrics().render()
+    }
+    fn map(&self) -> Arc<ClusterMap> {
+        Node::map(self)
+    }
+    fn known_leader(&self, shard: ShardId) -> Option<NodeId> {
+        Node::known_leader(self, shard)
+    }
+    async fn cluster_status(&self) -> ClusterStatus {
+        Node::cluster_status(self).await
+    }
+    async fn init_cluster(&self) -> Result<(u64, bool)> {
+        Node::init_cluster(self).await
+    }
+    fn pending_moves(&self) -> Vec<Move> {
+        Node::pending_moves(self)
+    }
+    async fn add_node(&self, info: NodeInfo) -> Result<u64> {
+        Node::add_node(self, info).await
+    }
+    async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<u64> {
+        Node::set_node_state(self, id, state).await
+    }
+    async fn move_replica(&self, shard: ShardId, from: NodeId, to: NodeId) -> Result<u64> {
+        Node::move_replica(self, shard, from, to).await
+    }
+    async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<()> {
+        Node::transfer_leader(self, shard, to).await
+    }
+    fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
+        Node::shard_digest(self, shard)
+    }
+}
