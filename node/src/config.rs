@@ -127,6 +127,9 @@ pub struct ClusterConfig {
     /// entry is a whole client batch; a request must arrive well within the heartbeat interval,
     /// openraft's replication timeout.
     pub raft_append_bytes_max: u64,
+    /// Proposals to one shard that may wait for commit at once; more are refused at once as
+    /// `overloaded` (HTTP 429) rather than queued behind them.
+    pub shard_proposals_inflight_max: u64,
 }
 
 impl Default for ClusterConfig {
@@ -146,6 +149,7 @@ impl Default for ClusterConfig {
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 500,
             raft_append_bytes_max: 1 << 20,
+            shard_proposals_inflight_max: 64,
         }
     }
 }
@@ -198,6 +202,11 @@ impl Config {
         anyhow::ensure!(
             (4096..=256 << 20).contains(&c.raft_append_bytes_max),
             "cluster.raft_append_bytes_max must be 4096..=268435456"
+        );
+        anyhow::ensure!(c.shard_proposals_inflight_max >= 1, "cluster.shard_proposals_inflight_max must be at least 1");
+        anyhow::ensure!(
+            self.limits.write_inflight_bytes_max >= 1 << 20,
+            "limits.write_inflight_bytes_max must be at least 1048576"
         );
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
         anyhow::ensure!(

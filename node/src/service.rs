@@ -25,7 +25,7 @@ use hotlake_types::limits::Limits;
 use hotlake_types::ring::Ring;
 use hotlake_types::NodeId;
 
-use crate::node::{ClusterStatus, Health, Node, WriteRouting, WriteSummary};
+use crate::node::{ClusterStatus, Health, Node, WritePermit, WriteRouting, WriteSummary};
 
 /// Writes: line protocol, and columnar batches already split by shard.
 pub trait Ingest: Send + Sync + 'static {
@@ -37,6 +37,9 @@ pub trait Ingest: Send + Sync + 'static {
     fn device_tag(&self) -> &str;
     /// The ring of the cluster (unavailable before the node joined one).
     fn ring(&self) -> Result<Ring>;
+    /// Admits a write request of `bytes`, or refuses it at once as `overloaded`; hold the
+    /// permit until the write is answered.
+    fn admit_write(&self, bytes: usize) -> Result<WritePermit>;
     /// Parses a line-protocol body and writes its points; per-line errors come back with the
     /// summary of what was written.
     fn write_lines(
@@ -111,6 +114,9 @@ impl Ingest for Node {
     }
     fn ring(&self) -> Result<Ring> {
         Node::ring(self)
+    }
+    fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
+        Node::admit_write(self, bytes)
     }
     async fn write_lines(
         &self,

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Request body (after gzip decompression) bytes.
     pub body_bytes_max: u64,
+    /// Bytes of write requests a node processes at once; a write that would go over is refused
+    /// at once as `overloaded` (HTTP 429 with Retry-After), so an overloaded node answers
+    /// quickly instead of queueing into timeouts. A request larger than this is admitted
+    /// when no other write is in progress.
+    pub write_inflight_bytes_max: u64,
     /// Lines per line-protocol request.
     pub lines_per_request_max: u64,
     /// Fields per line.
@@ -39,6 +44,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             body_bytes_max: 64 << 20,
+            write_inflight_bytes_max: 32 << 20,
             lines_per_request_max: 500_000,
             fields_per_line_max: 1_000,
             tags_per_line_max: 256,
@@ -58,8 +64,9 @@ impl Default for Limits {
 /// The config key of a limit named on the wire by another node (the set of limits is fixed, so
 /// error values can keep `&'static str` keys).
 pub fn limit_name(name: &str) -> &'static str {
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "limits.body_bytes_max",
+        "limits.write_inflight_bytes_max",
         "limits.lines_per_request_max",
         "limits.query_buckets_max",
         "limits.query_points_max",

@@ -23,6 +23,7 @@ use std::time::Duration;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::time::Instant;
 
+use hotlake_cluster::leaders::rebalance;
 use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeState};
 use hotlake_cluster::placement::{plan, PlanInput};
 use hotlake_cluster::transport::{GroupReport, NodeReport, PeerCall, PeerReply};
@@ -44,6 +45,10 @@ pub(crate) struct MetaDuties {
     leader_since: Option<Instant>,
     seen: BTreeMap<NodeId, Instant>,
     reports: BTreeMap<ShardId, (GroupReport, Instant)>,
+    /// The leader of each shard as its last report named it.
+    leaders: BTreeMap<ShardId, (NodeId, Instant)>,
+    /// When the last leader hand-overs finished: only reports after it show their effect.
+    balanced_at: Option<Instant>,
 }
 
 /// Starts the control loop.
@@ -284,6 +289,7 @@ pub(super) fn record_report(node: &Node, r: NodeReport) {
     let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
     d.seen.insert(r.node, now);
     for g in r.leading {
+        d.leaders.insert(g.shard, (r.node, now));
         d.reports.insert(g.shard, (g, now));
     }
 }
@@ -340,6 +346,7 @@ async fn meta_leader_round(node: &Node) {
             return;
         }
     }
+    balance_leaders(node, &map, &input.live, &in_flight).await;
     // A node being removed that no placement and no reported membership names is gone.
     if in_flight.is_empty() {
         for n in map.nodes.values().filter(|n| n.state == NodeState::Removing) {
@@ -351,6 +358,33 @@ async fn meta_leader_round(node: &Node) {
             }
         }
     }
+}
+
+/// Spreads shard leadership evenly over the live active nodes: hands over a few leaderships
+/// (`cluster.moves_concurrent_max` at a time) from the busiest node to the least busy replicas,
+/// judged on reports newer than the last hand-overs.
+async fn balance_leaders(node: &Node, map: &ClusterMap, live: &BTreeSet<NodeId>, in_flight: &BTreeSet<ShardId>) {
+    let now = Instant::now();
+    let leaders: BTreeMap<ShardId, NodeId> = {
+        let d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
+        d.leaders
+            .iter()
+            .filter(|(_, (_, at))| d.balanced_at.is_none_or(|b| *at > b) && now.duration_since(*at) < REPORT_FRESH_FOR)
+            .map(|(s, (n, _))| (*s, *n))
+            .collect()
+    };
+    let handovers = rebalance(map, &leaders, live, in_flight, node.config.cluster.moves_concurrent_max as usize);
+    if handovers.is_empty() {
+        return;
+    }
+    let results = futures::future::join_all(handovers.iter().map(|h| node.transfer_leader(h.shard, h.to))).await;
+    for (h, r) in handovers.iter().zip(results) {
+        match r {
+            Ok(()) => tracing::info!(shard = %h.shard, from = h.from, to = h.to, "leadership handed over for balance"),
+            Err(e) => tracing::info!(shard = %h.shard, to = h.to, error = %e, "leadership hand-over not done"),
+        }
+    }
+    node.meta_duties.lock().unwrap_or_else(|p| p.into_inner()).balanced_at = Some(Instant::now());
 }
 
 /// Keeps the meta group's membership in line with the map: every node a member, the first

@@ -123,7 +123,7 @@ impl Node {
                     continue;
                 }
                 let cmd = ShardCommand::Retain { tenant: tenant.clone(), before_ns };
-                if let Err(e) = Self::propose(&g, cmd).await {
+                if let Err(e) = Self::propose(&g, cmd, usize::MAX).await {
                     tracing::warn!(shard = %g.id, tenant, error = %e, "retention not applied");
                 }
             }

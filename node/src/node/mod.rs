@@ -22,9 +22,10 @@ mod replicas;
 mod router;
 
 pub use admin::{ClusterStatus, MemberStatus};
+pub use router::WritePermit;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct ShardGroup {
     dirty_since: Mutex<Option<tokio::time::Instant>>,
     /// Set while this replica hands its leadership over: new proposals wait for the new leader.
     pub(crate) handing_over: AtomicBool,
+    /// Proposals to this group that are not yet committed and applied.
+    proposals_in_flight: AtomicUsize,
 }
 
 /// How a client routed a write (the `map_version` and `leader_only` fields of a gRPC write).
@@ -102,6 +105,8 @@ pub struct Node {
     /// State only the meta leader uses (reports, liveness).
     pub(crate) meta_duties: Mutex<control::MetaDuties>,
     shard_raft_config: Arc<RaftConfig>,
+    /// Bytes of write requests being processed (`limits.write_inflight_bytes_max`).
+    write_admission: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     pub(crate) stopping: AtomicBool,
     /// Set once this node has seen itself in the map; a node removed after that does not join
@@ -186,6 +191,7 @@ impl Node {
         .context("start the meta group")?;
         let shard_raft_config =
             Arc::new(raft_config("hotlake-shard", &config.cluster).validate().context("shard raft config")?);
+        let config_write_inflight_bytes_max = config.limits.write_inflight_bytes_max;
         let node = Arc::new(Node {
             config,
             engine: engine.clone(),
@@ -196,6 +202,9 @@ impl Node {
             leader_hints: Mutex::new(HashMap::new()),
             meta_duties: Mutex::new(Default::default()),
             shard_raft_config,
+            write_admission: Arc::new(tokio::sync::Semaphore::new(
+                (config_write_inflight_bytes_max as usize).min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             metrics,
             stopping: AtomicBool::new(false),
             was_member: AtomicBool::new(false),

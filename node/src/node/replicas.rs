@@ -15,7 +15,7 @@ use hotlake_storage::{ShardId, Space};
 use hotlake_types::error::{Error, Result};
 use openraft::error::{ClientWriteError, RaftError};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,7 @@ impl Node {
             raft,
             dirty_since: Mutex::new(None),
             handing_over: AtomicBool::new(false),
+            proposals_in_flight: AtomicUsize::new(0),
         });
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         Ok(groups.entry(shard).or_insert(group).clone())
@@ -100,12 +101,12 @@ impl Node {
         if group.handing_over.load(Ordering::Relaxed) {
             return Err(Error::Unavailable(format!("leadership of shard {shard} is being handed over; retry")));
         }
-        let outcome = Self::propose(&group, cmd).await?;
+        let outcome = Self::propose(&group, cmd, self.config.cluster.shard_proposals_inflight_max as usize).await?;
         group.mark_dirty();
         Ok(outcome)
     }
 
-    pub(super) async fn propose(group: &ShardGroup, cmd: ShardCommand) -> Result<ApplyOutcome> {
+    pub(super) async fn propose(group: &ShardGroup, cmd: ShardCommand, proposals_max: usize) -> Result<ApplyOutcome> {
         #[cfg(hotlake_bug = "ack-before-commit")]
         if let ShardCommand::Write(w) = &cmd {
             let points = w.series.iter().map(|s| s.timestamps.len() as u64).sum();
@@ -114,6 +115,16 @@ impl Node {
                 let _ = raft.client_write(cmd).await;
             });
             return Ok(ApplyOutcome { points, ..Default::default() });
+        }
+        // Admission: a shard whose log is this far behind its proposals answers at once
+        // instead of queueing more work behind them (the client retries after a pause).
+        let in_flight = group.proposals_in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&group.proposals_in_flight);
+        if in_flight >= proposals_max {
+            return Err(Error::Overloaded(format!(
+                "shard {} has {in_flight} proposals waiting for commit (limit cluster.shard_proposals_inflight_max)",
+                group.id
+            )));
         }
         match group.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
@@ -162,5 +173,14 @@ impl Node {
             return Err(Error::Unavailable(format!("replica of {shard} is applying entries; retry")));
         }
         Ok((digest, before))
+    }
+}
+
+/// Counts one proposal in flight until dropped (also when the proposing future is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -9,7 +9,7 @@
 use super::{Node, WriteRouting, WriteSummary};
 use hotlake_cluster::transport::{PeerCall, PeerReply};
 use hotlake_engine::batch::{ApplyOutcome, ShardCommand, ShardWrite};
-use hotlake_ingest::line_protocol::{self, LineError, Precision};
+use hotlake_ingest::line_protocol::{self, LineError, LineLimits, Precision};
 use hotlake_ingest::BatchBuilder;
 use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
@@ -29,35 +29,48 @@ impl Node {
         precision: Precision,
         default_ts_ns: i64,
     ) -> Result<(WriteSummary, Vec<LineError>)> {
+        let _admitted = self.admit_write(body.len())?;
         let tenant = self.tenant(tenant).to_string();
         let limits = self.line_limits();
-        let mut builder = BatchBuilder::new(self.ring()?, &tenant, &self.config.device_tag);
-        let mut lines = 0u64;
-        let mut extra_errors = Vec::new();
+        let ring = self.ring()?;
+        let device_tag = self.config.device_tag.clone();
         let lines_max = self.config.limits.lines_per_request_max;
-        let mut errors = line_protocol::parse_body(body, precision, &limits, |line_no, line| {
-            lines += 1;
-            if lines > lines_max {
-                if lines == lines_max + 1 {
-                    extra_errors.push(LineError {
-                        line: line_no,
-                        column: 1,
-                        reason: format!(
-                            "request has more than {lines_max} lines (limit limits.lines_per_request_max); this and later lines were not written"
-                        ),
-                    });
-                }
-                return;
-            }
-            let ts = line.timestamp_ns.unwrap_or(default_ts_ns);
-            if let Err(reason) = builder.add_point(&line.measurement, &line.tags, &line.fields, ts) {
-                extra_errors.push(LineError { line: line_no, column: 1, reason });
-            }
-        });
-        errors.extend(extra_errors);
-        errors.sort_by_key(|e| e.line);
-        let summary = self.write_batches(builder.finish()).await?;
+        let body = body.to_string();
+        // Parsing is CPU work in proportion to the body: off the async workers, so it never
+        // delays Raft's heartbeats and elections that run there.
+        let parsed = hotlake_raft::runtime::spawn_blocking(move || {
+            parse_lines(
+                &body,
+                precision,
+                &limits,
+                lines_max,
+                BatchBuilder::new(ring, &tenant, &device_tag),
+                default_ts_ns,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("parsing a write: {e}")))?;
+        let (batches, errors) = parsed;
+        let summary = self.write_batches(batches).await?;
         Ok((summary, errors))
+    }
+
+    /// Admits a write request of `bytes` against `limits.write_inflight_bytes_max`, or refuses
+    /// it at once as `overloaded`: an overloaded node answers quickly instead of queueing
+    /// requests into timeouts. The permit is held until the write is answered.
+    pub fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
+        let budget = self.config.limits.write_inflight_bytes_max as usize;
+        let wanted = bytes.clamp(1, budget.min(u32::MAX as usize)) as u32;
+        match self.write_admission.clone().try_acquire_many_owned(wanted) {
+            Ok(permit) => Ok(WritePermit(permit)),
+            Err(_) => {
+                self.metrics.error("overloaded");
+                let busy = budget.saturating_sub(self.write_admission.available_permits());
+                Err(Error::Overloaded(format!(
+                    "{busy} bytes of writes in progress, {bytes} more would pass limits.write_inflight_bytes_max"
+                )))
+            }
+        }
     }
 
     /// Writes per-shard batches; each shard's part is atomic and goes to that shard's leader,
@@ -312,4 +325,43 @@ impl Node {
             .ok_or_else(|| Error::Unavailable(format!("node {node} is not in the cluster map")))?;
         self.peers.call(&addr, call, self.peers.options().call_timeout).await
     }
+}
+
+/// A write admitted by [`Node::admit_write`]; its bytes count until it is dropped.
+pub struct WritePermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+/// Parses a line-protocol body into per-shard batches; bad lines come back with their line
+/// numbers, in order.
+fn parse_lines(
+    body: &str,
+    precision: Precision,
+    limits: &LineLimits,
+    lines_max: u64,
+    mut builder: BatchBuilder,
+    default_ts_ns: i64,
+) -> (Vec<(ShardId, ShardWrite)>, Vec<LineError>) {
+    let mut lines = 0u64;
+    let mut extra_errors = Vec::new();
+    let mut errors = line_protocol::parse_body(body, precision, limits, |line_no, line| {
+        lines += 1;
+        if lines > lines_max {
+            if lines == lines_max + 1 {
+                extra_errors.push(LineError {
+                    line: line_no,
+                    column: 1,
+                    reason: format!(
+                        "request has more than {lines_max} lines (limit limits.lines_per_request_max); this and later lines were not written"
+                    ),
+                });
+            }
+            return;
+        }
+        let ts = line.timestamp_ns.unwrap_or(default_ts_ns);
+        if let Err(reason) = builder.add_point(&line.measurement, &line.tags, &line.fields, ts) {
+            extra_errors.push(LineError { line: line_no, column: 1, reason });
+        }
+    });
+    errors.extend(extra_errors);
+    errors.sort_by_key(|e| e.line);
+    (builder.finish(), errors)
 }

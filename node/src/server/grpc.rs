@@ -29,6 +29,16 @@ impl<S: Service> GrpcService<S> {
     pub fn new(node: Arc<S>) -> Self {
         GrpcService { node }
     }
+
+    /// Checks and converts a write request off the async workers (CPU work in proportion to
+    /// the request, which must not delay Raft's heartbeats and elections).
+    async fn to_batches(&self, req: pb::WriteRequest) -> Result<Vec<(ShardId, ShardWrite)>, Status> {
+        let node = self.node.clone();
+        hotlake_raft::runtime::spawn_blocking(move || write_request_to_batches(&*node, req))
+            .await
+            .map_err(|e| Status::internal(format!("converting a write: {e}")))?
+            .map_err(to_status)
+    }
 }
 
 /// Maps a node error to a gRPC status with a stable `hotlake-error-kind`.
@@ -315,7 +325,8 @@ impl<S: Service> Hotlake for GrpcService<S> {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.into_inner();
         let routing = WriteRouting { map_version: req.map_version, leader_only: req.leader_only };
-        let batches = write_request_to_batches(&*self.node, req).map_err(to_status)?;
+        let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
+        let batches = self.to_batches(req).await?;
         let summary = self.node.write_batches_routed(batches, routing).await.map_err(to_status)?;
         let mut response = summary_to_response(summary).map_err(to_status)?;
         response.map_version = self.node.map().version;
@@ -329,7 +340,8 @@ impl<S: Service> Hotlake for GrpcService<S> {
         let mut stream = request.into_inner();
         let mut total = WriteSummary::default();
         while let Some(req) = stream.message().await? {
-            let batches = write_request_to_batches(&*self.node, req).map_err(to_status)?;
+            let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
+            let batches = self.to_batches(req).await?;
             let s = self.node.write_batches(batches).await.map_err(to_status)?;
             total.points += s.points;
             total.values += s.values;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api::Api;
-use crate::output::{cell, json as print_json, print_rows, Output};
+use crate::output::{cell, json as print_json, print_rows, rfc3339, Output};
 use crate::Failure;
 
 /// Health of every member: up, and every shard it knows has a leader.
@@ -228,8 +228,9 @@ pub fn time_json(s: &str) -> Value {
     }
 }
 
-/// Prints a query answer: one row per result row, tag columns first.
-pub fn print_query(v: &Value, output: Output, out: &mut impl Write) {
+/// Prints a query answer: one row per result row, tag columns first; in a table the time column
+/// is RFC 3339 unless `raw_time`.
+pub fn print_query(v: &Value, output: Output, raw_time: bool, out: &mut impl Write) {
     if output == Output::Json {
         print_json(v, out);
         return;
@@ -253,11 +254,26 @@ pub fn print_query(v: &Value, output: Output, out: &mut impl Write) {
         }
     }
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    if output == Output::Table && !raw_time {
+        times_as_rfc3339(&headers, &mut rows);
+    }
     print_rows(output, &headers, &rows, out);
 }
 
-/// Prints a `last` answer: one row per device and field.
-pub fn print_last(v: &Value, output: Output, out: &mut impl Write) {
+/// Rewrites the cells of the `time` column from nanoseconds to RFC 3339 (cells that are not
+/// whole numbers stay as they are).
+fn times_as_rfc3339(headers: &[&str], rows: &mut [Vec<String>]) {
+    let Some(col) = headers.iter().position(|h| *h == "time") else { return };
+    for row in rows {
+        if let Some(ns) = row.get(col).and_then(|c| c.parse::<i64>().ok()) {
+            row[col] = rfc3339(ns);
+        }
+    }
+}
+
+/// Prints a `last` answer: one row per device and field; in a table times are RFC 3339 unless
+/// `raw_time`.
+pub fn print_last(v: &Value, output: Output, raw_time: bool, out: &mut impl Write) {
     if output == Output::Json {
         print_json(v, out);
         return;
@@ -268,5 +284,9 @@ pub fn print_last(v: &Value, output: Output, out: &mut impl Write) {
             rows.push(vec![cell(&r["device"]), f.clone(), cell(&fv["time"]), cell(&fv["value"])]);
         }
     }
-    print_rows(output, &["device", "field", "time", "value"], &rows, out);
+    let headers = ["device", "field", "time", "value"];
+    if output == Output::Table && !raw_time {
+        times_as_rfc3339(&headers, &mut rows);
+    }
+    print_rows(output, &headers, &rows, out);
 }

@@ -44,6 +44,10 @@ struct Cli {
     /// Give up on one request after this many seconds [default: 60].
     #[arg(long, global = true)]
     timeout_s: Option<u64>,
+    /// Show times in tables as nanoseconds since the epoch instead of RFC 3339 (CSV and JSON
+    /// always carry nanoseconds).
+    #[arg(long, global = true)]
+    raw_time: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -416,7 +420,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 body["limit"] = json!(l);
             }
             let v = api.post("/api/v1/query", &body)?;
-            data::print_query(&v, *output, &mut out);
+            data::print_query(&v, *output, cli.raw_time, &mut out);
             if let Some(missing) = v["missing_shards"].as_array().filter(|m| !m.is_empty()) {
                 eprintln!("warning: shards {missing:?} did not answer; the result is partial");
             }
@@ -424,7 +428,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Last { select, output } => {
             let v = api.post("/api/v1/last", &select.body()?)?;
-            data::print_last(&v, *output, &mut out);
+            data::print_last(&v, *output, cli.raw_time, &mut out);
             Ok(())
         }
         Command::Cluster(ClusterCommand::Init) => admin::cluster_init(&api, &mut out),
