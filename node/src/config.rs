@@ -127,6 +127,10 @@ pub struct ClusterConfig {
     /// entry is a whole client batch; a request must arrive well within the heartbeat interval,
     /// openraft's replication timeout.
     pub raft_append_bytes_max: u64,
+    /// Least time a Raft RPC is given before it is abandoned. openraft 0.9 gives an
+    /// `AppendEntries` only the heartbeat interval; under load that abandoned requests that
+    /// were about to finish and sent them again whole.
+    pub raft_rpc_timeout_ms: u64,
     /// Proposals to one shard that may wait for commit at once; more are refused at once as
     /// `overloaded` (HTTP 429) rather than queued behind them.
     pub shard_proposals_inflight_max: u64,
@@ -146,9 +150,10 @@ impl Default for ClusterConfig {
             forward_timeout_ms: 10_000,
             route_timeout_ms: 15_000,
             reconcile_interval_ms: 500,
-            raft_heartbeat_ms: 100,
-            raft_election_timeout_ms: 500,
+            raft_heartbeat_ms: 200,
+            raft_election_timeout_ms: 1000,
             raft_append_bytes_max: 1 << 20,
+            raft_rpc_timeout_ms: 1000,
             shard_proposals_inflight_max: 64,
         }
     }
@@ -202,6 +207,10 @@ impl Config {
         anyhow::ensure!(
             (4096..=256 << 20).contains(&c.raft_append_bytes_max),
             "cluster.raft_append_bytes_max must be 4096..=268435456"
+        );
+        anyhow::ensure!(
+            c.raft_rpc_timeout_ms >= c.raft_heartbeat_ms && c.raft_rpc_timeout_ms <= c.raft_election_timeout_ms * 2,
+            "cluster.raft_rpc_timeout_ms must be between cluster.raft_heartbeat_ms and twice cluster.raft_election_timeout_ms"
         );
         anyhow::ensure!(c.shard_proposals_inflight_max >= 1, "cluster.shard_proposals_inflight_max must be at least 1");
         anyhow::ensure!(

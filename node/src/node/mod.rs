@@ -171,6 +171,7 @@ impl Node {
     pub async fn open(config: Config, engine: Engine) -> anyhow::Result<Arc<Node>> {
         use anyhow::Context;
         config.validate()?;
+        hotlake_raft::runtime::set_rpc_timeout_floor(Duration::from_millis(config.cluster.raft_rpc_timeout_ms));
         let metrics = Arc::new(Metrics::default());
         let peers = Arc::new(Peers::new(TransportOptions {
             call_timeout: Duration::from_millis(config.cluster.forward_timeout_ms),

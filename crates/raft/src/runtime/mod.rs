@@ -1,8 +1,15 @@
-//! The async runtime openraft runs on: tokio in production, madsim in simulation.
+//! The async runtime openraft runs on: tokio in production, madsim in simulation, both with
+//! openraft's RPC timeouts raised to a floor (see `floor`).
+
+mod floor;
+#[cfg(not(madsim))]
+mod tokio_rt;
+
+pub use floor::set_rpc_timeout_floor;
 
 #[cfg(not(madsim))]
 /// openraft's runtime in production builds.
-pub type Runtime = openraft::TokioRuntime;
+pub type Runtime = tokio_rt::FlooredTokioRuntime;
 
 #[cfg(madsim)]
 pub use sim::MadsimRuntime as Runtime;

@@ -64,11 +64,15 @@ impl AsyncRuntime for MadsimRuntime {
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
-        SimTimeout { future: Box::pin(future), sleep: Box::pin(madsim::time::sleep(duration)) }
+        SimTimeout { future: Box::pin(future), sleep: Box::pin(madsim::time::sleep(super::floor::stretched(duration))) }
     }
 
     fn timeout_at<R, F: Future<Output = R> + OptionalSend>(deadline: Self::Instant, future: F) -> Self::Timeout<R, F> {
-        SimTimeout { future: Box::pin(future), sleep: Box::pin(madsim::time::sleep_until(deadline.into_std())) }
+        let floor = std::time::Instant::now() + super::floor::stretched(Duration::ZERO);
+        SimTimeout {
+            future: Box::pin(future),
+            sleep: Box::pin(madsim::time::sleep_until(deadline.into_std().max(floor))),
+        }
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {
