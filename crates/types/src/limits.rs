@@ -44,7 +44,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             body_bytes_max: 64 << 20,
-            write_inflight_bytes_max: 32 << 20,
+            write_inflight_bytes_max: 8 << 20,
             lines_per_request_max: 500_000,
             fields_per_line_max: 1_000,
             tags_per_line_max: 256,

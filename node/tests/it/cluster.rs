@@ -50,18 +50,28 @@ impl Cluster {
 
     /// As [`Cluster::start`], each node in its own network namespace of `net`.
     fn start_on(n: u64, net: Option<TestNet>) -> Cluster {
+        Self::start_with(n, net, &[])
+    }
+
+    /// As [`Cluster::start_on`], every node given `extra` flags too.
+    fn start_with(n: u64, net: Option<TestNet>, extra: &[&str]) -> Cluster {
         let mut c = Cluster { nodes: Vec::new(), members: 0, net, _dirs: Vec::new() };
         for id in 1..=n {
-            c.add_node(id);
+            c.add_node_with(id, extra);
         }
         c.wait_converged(Duration::from_secs(120));
         c
     }
 
     pub(crate) fn add_node(&mut self, id: u64) {
+        self.add_node_with(id, &[]);
+    }
+
+    fn add_node_with(&mut self, id: u64, extra: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
         let join = self.nodes.first().map(|n| n.grpc.clone());
-        let f = flags(id, join.as_deref());
+        let mut f = flags(id, join.as_deref());
+        f.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
         let node = match &self.net {
             Some(net) => {
@@ -612,5 +622,101 @@ fn a_partitioned_leader_stops_acknowledging_and_nothing_diverges() {
     check_replicas_identical(&c, Duration::from_secs(120));
     for n in c.running() {
         check_acknowledged(n, &acked);
+    }
+}
+
+/// Three nodes pushed far past their write budget for half a minute: every request is
+/// answered (acknowledged, or refused with 429 and Retry-After), nothing acknowledged is lost,
+/// and afterwards the cluster is stable and takes writes again.
+#[test]
+fn overload_is_refused_quickly_and_the_cluster_recovers() {
+    const LINES: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small-budget.toml");
+    // About 800 KB per request against a 1 MiB budget: one request at a time per node.
+    std::fs::write(&config, "[limits]\nwrite_inflight_bytes_max = 1048576\n").unwrap();
+    let config = config.to_string_lossy().to_string();
+    let c = Cluster::start_with(3, None, &["--config", &config]);
+    let addrs = http_addrs(&c);
+    let next = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let answers: Arc<Mutex<BTreeMap<u16, usize>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let writers: Vec<_> = (0..16)
+        .map(|t| {
+            let (next, acked, answers, unanswered, addrs) =
+                (next.clone(), acked.clone(), answers.clone(), unanswered.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                while Instant::now() < deadline {
+                    let first = next.fetch_add(LINES, Ordering::SeqCst);
+                    let body: String = (first..first + LINES)
+                        .map(|n| {
+                            let (d, ts, v) = point(n);
+                            format!("cl,device_id={d} v={v}i {ts}\n")
+                        })
+                        .collect();
+                    match c.post(format!("http://{}/write?db=cl", addrs[t % addrs.len()])).body(body).send() {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            if status == 429 {
+                                assert!(r.headers().contains_key("retry-after"), "a 429 without Retry-After");
+                            }
+                            if status == 204 {
+                                acked.lock().unwrap().push((first, first + LINES));
+                            }
+                            *answers.lock().unwrap().entry(status).or_default() += 1;
+                        }
+                        Err(_) => {
+                            unanswered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    eprintln!("answers by status: {answers:?}");
+    assert_eq!(unanswered.load(Ordering::Relaxed), 0, "requests went unanswered for a minute: {answers:?}");
+    assert!(answers.get(&204).is_some_and(|n| *n > 0), "nothing was acknowledged: {answers:?}");
+    assert!(answers.get(&429).is_some_and(|n| *n > 0), "the overload was never refused: {answers:?}");
+    // Afterwards: stable leaders on every shard, and writes are taken again.
+    c.wait_converged(Duration::from_secs(30));
+    let after = next.fetch_add(LINES_PER_BATCH, Ordering::SeqCst);
+    assert!(write_batch(&addrs[0], after), "a write after the overload was not acknowledged");
+    let mut acked = acked.lock().unwrap().clone();
+    acked.push((after, after + LINES_PER_BATCH));
+    check_acknowledged_counts(&c.nodes[0], &acked);
+    check_replicas_identical(&c, Duration::from_secs(120));
+}
+
+/// Every device holds at least as many points as were acknowledged for it (points are numbered
+/// uniquely, so none of them overwrites another), counted with an aggregate: too many points
+/// for a raw read.
+fn check_acknowledged_counts(node: &NodeProcess, acked: &[(u64, u64)]) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for &(from, to) in acked {
+        for n in from..to {
+            *expected.entry(point(n).0).or_default() += 1;
+        }
+    }
+    let (status, v) = node.query(json!({
+        "tenant": "cl", "measurement": "cl", "fields": ["v"], "aggregates": ["count"], "group_by": ["device_id"],
+        "start": BASE_TS, "end": BASE_TS + 1_000_000_000_000_000,
+    }));
+    assert_eq!(status, 200, "query failed: {v}");
+    let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+    for g in v["groups"].as_array().unwrap() {
+        let device = g["tags"]["device_id"].as_str().unwrap().to_string();
+        let count = g["rows"][0].as_array().and_then(|r| r.last()).and_then(|c| c.as_u64()).unwrap_or(0);
+        stored.insert(device, count);
+    }
+    for (device, want) in &expected {
+        let have = stored.get(device).copied().unwrap_or(0);
+        assert!(have >= *want, "device {device}: {have} points stored, {want} acknowledged");
     }
 }
