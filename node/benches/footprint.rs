@@ -43,7 +43,7 @@ async fn disk_per_value(trucks: usize, epochs: usize) {
         let step = 360.min(epochs - done);
         let mut body = String::new();
         let (_, v) = generator.fill_lines(trucks * 2 * step, &mut body);
-        let (summary, errors) = node.write_lines("bench", &body, Precision::Nanoseconds, 0).await.unwrap();
+        let (summary, errors) = node.write_lines("bench", body, Precision::Nanoseconds, 0).await.unwrap();
         assert!(errors.is_empty() && summary.rejected.is_empty());
         values += v;
         done += step;

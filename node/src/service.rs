@@ -41,11 +41,11 @@ pub trait Ingest: Send + Sync + 'static {
     /// permit until the write is answered.
     fn admit_write(&self, bytes: usize) -> Result<WritePermit>;
     /// Parses a line-protocol body and writes its points; per-line errors come back with the
-    /// summary of what was written.
+    /// summary of what was written. The body is taken whole, to be parsed off the async workers.
     fn write_lines(
         &self,
         tenant: &str,
-        body: &str,
+        body: String,
         precision: Precision,
         default_ts_ns: i64,
     ) -> impl Future<Output = Result<(WriteSummary, Vec<LineError>)>> + Send;
@@ -121,7 +121,7 @@ impl Ingest for Node {
     async fn write_lines(
         &self,
         tenant: &str,
-        body: &str,
+        body: String,
         precision: Precision,
         default_ts_ns: i64,
     ) -> Result<(WriteSummary, Vec<LineError>)> {

@@ -25,7 +25,7 @@ impl Node {
     pub async fn write_lines(
         &self,
         tenant: &str,
-        body: &str,
+        body: String,
         precision: Precision,
         default_ts_ns: i64,
     ) -> Result<(WriteSummary, Vec<LineError>)> {
@@ -35,7 +35,6 @@ impl Node {
         let ring = self.ring()?;
         let device_tag = self.config.device_tag.clone();
         let lines_max = self.config.limits.lines_per_request_max;
-        let body = body.to_string();
         // Parsing is CPU work in proportion to the body: off the async workers, so it never
         // delays Raft's heartbeats and elections that run there.
         let parsed = hotlake_raft::runtime::spawn_blocking(move || {

@@ -135,25 +135,23 @@ async fn write<S: Service>(
     };
     let gzip =
         headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let raw: Vec<u8>;
-    let bytes: &[u8] = if gzip {
+    // Owned from here on (no copy: a body held only by this request becomes the vector), so
+    // the parse can move it off the async workers.
+    let bytes: Vec<u8> = if gzip {
         match gunzip(&body, node.limits().body_bytes_max) {
-            Ok(b) => {
-                raw = b;
-                &raw
-            }
+            Ok(b) => b,
             Err(e) => return to_response(e),
         }
     } else {
-        &body
+        Vec::from(body)
     };
-    let text = match std::str::from_utf8(bytes) {
+    let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            let valid = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
             return to_response(Error::invalid(format!(
-                "body is not UTF-8: invalid byte at offset {} (line {line}); nothing was written",
-                e.valid_up_to()
+                "body is not UTF-8: invalid byte at offset {valid} (line {line}); nothing was written"
             )));
         }
     };

@@ -1,0 +1,57 @@
+# Helpers for the benchmark scripts that run local clusters of release nodes on loopback.
+# Sourced after scripts/ensure-deps.sh, with `bin` set to the release directory:
+#   cluster_init PORT   nodes listen on 127.0.0.1:PORT+N (gRPC) and :PORT+80+N (HTTP), for
+#                       example 19100 gives 19101..19103 and 19181..19183; data and logs
+#                       go to a temporary directory removed on exit
+#   cluster_start N [FLAGS...]   start node N (nodes after the first join node 1)
+#   cluster_up N        start nodes 1..N and wait until every shard is replicated
+#   cluster_stop_all    stop every node started
+#   cluster_leaders     "shard node" lines, from every member's report of its own replicas
+#   cluster_leader_counts   "node:count ..." of shard leaders
+#   ctl ARGS...         hotlakectl against the cluster
+
+declare -A cluster_pids
+cluster_init() {
+    cluster_port=$1
+    cluster_base=$(mktemp -d)
+    cluster_http="127.0.0.1:$((cluster_port + 81))"
+    trap 'cluster_stop_all; rm -rf "$cluster_base"' EXIT
+}
+cluster_start() {
+    local n=$1; shift
+    local join=()
+    [ "$n" != 1 ] && join=(--join "127.0.0.1:$((cluster_port + 1))")
+    "$bin/hotlake" serve --node-id "$n" --data-dir "$cluster_base/node$n" \
+        --grpc-addr "127.0.0.1:$((cluster_port + n))" --http-addr "127.0.0.1:$((cluster_port + 80 + n))" \
+        "${join[@]}" "$@" >>"$cluster_base/node$n.log" 2>&1 &
+    cluster_pids[$n]=$!
+}
+ctl() { "$bin/hotlakectl" --cluster "$cluster_http" "$@"; }
+cluster_up() {
+    local count=$1; shift
+    cluster_start 1 "$@"
+    for _ in $(seq 1 300); do ctl --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.1; done
+    for n in $(seq 2 "$count"); do cluster_start "$n" "$@"; done
+    for n in $(seq 1 "$count"); do
+        kill -0 "${cluster_pids[$n]}" 2>/dev/null || { echo "error: node $n exited:" >&2; head -5 "$cluster_base/node$n.log" >&2; exit 1; }
+    done
+    ctl cluster status --wait-ready-s 300 --wait-nodes "$count" >/dev/null
+}
+cluster_stop_all() {
+    for pid in "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    cluster_pids=()
+}
+cluster_leaders() {
+    curl -s --max-time 5 "http://$cluster_http/api/v1/cluster" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for m in s["members"]:
+    st = m.get("status") or {}
+    for r in st.get("replicas", []):
+        if r["role"] == "leader":
+            print(r["shard"], st["node"])' | sort -n
+}
+cluster_leader_counts() {
+    cluster_leaders | awk '{c[$2]++} END {for (n in c) printf "%s:%s ", n, c[n]}'
+}
