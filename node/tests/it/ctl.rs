@@ -144,7 +144,17 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     assert_eq!(csv.stdout.lines().count(), 1 + 100, "{}", csv.stdout);
     let last = ctl.run(&["last", "m", "--db", "ctl", "--output", "json"]).ok().json();
     assert_eq!(last["rows"].as_array().unwrap().len(), 20, "{last}");
-    assert_eq!(ctl.run(&["last", "m", "--db", "ctl", "--where", "device_id=d7"]).ok().table().len(), 2);
+    let d7 = ctl.run(&["last", "m", "--db", "ctl", "--where", "device_id=d7"]).ok().table();
+    assert_eq!(d7.len(), 2);
+    // Tables show times as RFC 3339, the JSON's nanoseconds with --raw-time.
+    let time = d7[0].iter().position(|h| h == "TIME").expect("a time column");
+    let ns = last["rows"].as_array().unwrap().iter().find(|r| r["tags"]["device_id"] == "d7").unwrap()["values"]["v"]
+        ["time"]
+        .as_i64()
+        .unwrap();
+    assert!(d7[1][time].ends_with('Z') && d7[1][time].contains('T'), "not RFC 3339: {:?}", d7[1]);
+    let raw = ctl.run(&["last", "m", "--db", "ctl", "--where", "device_id=d7", "--raw-time"]).ok().table();
+    assert_eq!(raw[1][time], ns.to_string(), "{raw:?}");
 
     // The client library's example runs against this cluster (cargo test builds examples).
     let example = hotlakectl().parent().unwrap().join("examples/quickstart");

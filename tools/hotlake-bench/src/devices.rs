@@ -164,7 +164,10 @@ struct Tally {
 
 /// Runs the load and prints what it measured.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.writers > 0 && args.batch_lines > 0 && args.devices > 0, "counts must be positive");
+    anyhow::ensure!(
+        args.writers > 0 && args.batch_lines > 0 && args.devices > 0 && args.batches > 0,
+        "--writers, --batch-lines, --devices and --batches must be positive"
+    );
     anyhow::ensure!(!args.http.is_empty(), "give at least one --http address");
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
     for h in &args.http {
@@ -173,7 +176,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Generated before the clock starts: enough distinct batches for the run, reused in order
     // (a later pass over the same batch rewrites the same points, as a resending agent would).
     let mut fleet = DeviceFleet::new(args.devices, args.seed);
-    let batches: Arc<Vec<Batch>> = Arc::new((0..args.batches.max(1)).map(|_| fleet.batch(args.batch_lines)).collect());
+    let batches: Arc<Vec<Batch>> = Arc::new((0..args.batches).map(|_| fleet.batch(args.batch_lines)).collect());
     let deadline = (args.duration_s > 0).then(|| Instant::now() + Duration::from_secs(args.duration_s));
     let tally = Arc::new(Mutex::new(Tally { acknowledged_newest: vec![i64::MIN; args.devices], ..Tally::default() }));
     let next = Arc::new(AtomicUsize::new(0));
