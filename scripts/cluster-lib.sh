@@ -14,6 +14,7 @@ declare -A cluster_pids
 cluster_init() {
     cluster_port=$1
     cluster_base=$(mktemp -d)
+    cluster_grpc="127.0.0.1:$((cluster_port + 1))"
     cluster_http="127.0.0.1:$((cluster_port + 81))"
     trap 'cluster_stop_all; rm -rf "$cluster_base"' EXIT
 }
@@ -26,7 +27,7 @@ cluster_start() {
         "${join[@]}" "$@" >>"$cluster_base/node$n.log" 2>&1 &
     cluster_pids[$n]=$!
 }
-ctl() { "$bin/hotlakectl" --cluster "$cluster_http" "$@"; }
+ctl() { "$bin/hotlakectl" --cluster "$cluster_grpc" "$@"; }
 cluster_up() {
     local count=$1; shift
     cluster_start 1 "$@"
@@ -43,14 +44,13 @@ cluster_stop_all() {
     cluster_pids=()
 }
 cluster_leaders() {
-    curl -s --max-time 5 "http://$cluster_http/api/v1/cluster" | python3 -c '
+    ctl --timeout-s 5 cluster status --output json 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 for m in s["members"]:
-    st = m.get("status") or {}
-    for r in st.get("replicas", []):
+    for r in (m.get("report") or {}).get("replicas", []):
         if r["role"] == "leader":
-            print(r["shard"], st["node"])' | sort -n
+            print(r["shard"], m["id"])' | sort -n
 }
 cluster_leader_counts() {
     cluster_leaders | awk '{c[$2]++} END {for (n in c) printf "%s:%s ", n, c[n]}'

@@ -1,16 +1,17 @@
 //! The cluster-aware client: seeds, the cached map, connections, retries.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hotlake_proto::errors::{self, ErrorKind};
+use hotlake_proto::errors::ErrorKind;
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_client::HotlakeClient;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::admin::AdminClient;
 use crate::cluster::ClusterView;
+use crate::connections::{normalize, Connections};
 use crate::query::{LastBuilder, LastRow, QueryBuilder, QueryResult};
 use crate::retry::RetryPolicy;
 use crate::ClientError;
@@ -23,12 +24,12 @@ pub type EndpointHook = Arc<dyn Fn(Endpoint) -> Result<Endpoint, tonic::transpor
 #[derive(Clone)]
 pub struct ClientBuilder {
     seeds: Vec<String>,
-    token: Option<String>,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    retry: RetryPolicy,
-    endpoint_hook: Option<EndpointHook>,
-    message_bytes_max: usize,
+    pub(crate) token: Option<String>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) endpoint_hook: Option<EndpointHook>,
+    pub(crate) message_bytes_max: usize,
 }
 
 impl Default for ClientBuilder {
@@ -94,38 +95,32 @@ impl ClientBuilder {
         if self.seeds.is_empty() {
             return Err(ClientError::Connect { addrs: "(none)".into(), reason: "no seed address given".into() });
         }
-        let token = match &self.token {
-            Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::Rejected {
-                kind: ErrorKind::InvalidArgument.as_str().into(),
-                message: "the token must be printable ASCII".into(),
-            })?),
-            None => None,
-        };
         let seeds = self.seeds.iter().map(|s| normalize(s)).collect();
         let inner = Inner {
             seeds,
-            settings: self,
-            token,
+            conn: Connections::new(self)?,
             view: RwLock::new(None),
-            channels: Mutex::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
         };
         let client = Client { inner: Arc::new(inner) };
         client.refresh_map().await?;
         Ok(client)
     }
-}
 
-fn normalize(addr: &str) -> String {
-    addr.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/').to_string()
+    /// An admin client through `seeds` (opens no connection until its first call).
+    pub fn admin(self) -> Result<AdminClient, ClientError> {
+        let seeds: Vec<String> = self.seeds.iter().map(|s| normalize(s)).filter(|s| !s.is_empty()).collect();
+        if seeds.is_empty() {
+            return Err(ClientError::Connect { addrs: "(none)".into(), reason: "no seed address given".into() });
+        }
+        Ok(AdminClient::new(seeds, Connections::new(self)?))
+    }
 }
 
 struct Inner {
-    settings: ClientBuilder,
+    conn: Connections,
     seeds: Vec<String>,
-    token: Option<MetadataValue<tonic::metadata::Ascii>>,
     view: RwLock<Option<Arc<ClusterView>>>,
-    channels: Mutex<HashMap<String, Channel>>,
     /// One map refresh at a time; callers that waited reuse its result.
     refresh: tokio::sync::Mutex<()>,
 }
@@ -167,37 +162,12 @@ impl Client {
         self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone().expect("a connected client has a map")
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let s = &self.inner.settings;
-        let bad = |e: tonic::transport::Error| ClientError::Connect { addrs: addr.into(), reason: e.to_string() };
-        let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(bad)?
-            .connect_timeout(s.connect_timeout)
-            .tcp_nodelay(true);
-        if let Some(hook) = &s.endpoint_hook {
-            endpoint = hook(endpoint).map_err(bad)?;
-        }
-        let c = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
     fn stub(&self, addr: &str) -> Result<HotlakeClient<Channel>, ClientError> {
-        let max = self.inner.settings.message_bytes_max;
-        Ok(HotlakeClient::new(self.channel(addr)?).max_decoding_message_size(max).max_encoding_message_size(max))
+        self.inner.conn.data(addr)
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
-        r.set_timeout(self.inner.settings.request_timeout);
-        if let Some(t) = &self.inner.token {
-            r.metadata_mut().insert(errors::AUTHORIZATION_KEY, t.clone());
-        }
-        r
+        self.inner.conn.request(message)
     }
 
     /// Fetches the map again (from a member, else a seed). Concurrent callers share one fetch.
@@ -254,7 +224,7 @@ impl Client {
     /// On error some shard parts may have been written; resending the whole write is safe
     /// (points are keyed by series, timestamp and field, and the last write wins).
     pub async fn write(&self, tenant: &str, series: Vec<pb::SeriesPoints>) -> Result<WriteSummary, ClientError> {
-        let policy = self.inner.settings.retry.clone();
+        let policy = self.inner.conn.settings().retry.clone();
         let started = Instant::now();
         let mut summary = WriteSummary::default();
         let mut pending = series;
@@ -364,7 +334,7 @@ impl Client {
         F: Fn(HotlakeClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let policy = self.inner.settings.retry.clone();
+        let policy = self.inner.conn.settings().retry.clone();
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {

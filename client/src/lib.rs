@@ -57,13 +57,19 @@
 //! quickstart` against the local cluster of `scripts/run`).
 #![warn(missing_docs, unreachable_pub)]
 
+mod admin;
 mod client;
 mod cluster;
+mod connections;
 mod error;
 mod query;
 mod retry;
 mod writer;
 
+pub use admin::{
+    AdminClient, ClusterPlan, ClusterStatus, InitCluster, Member, NodeReport, NodeState, PlannedMove, ReplicaReport,
+    ReplicaRole, ShardDigest, ShardPlacement,
+};
 pub use client::{Client, ClientBuilder, EndpointHook, WriteSummary};
 pub use cluster::{ClusterView, NodeView, ShardView};
 pub use error::ClientError;

@@ -1,7 +1,9 @@
-//! Hotlake's public gRPC contract, package `hotlake.v1`, as generated Rust types.
+//! Hotlake's public gRPC contract, package `hotlake.v1` (the data service `Hotlake` and the
+//! operations service `Admin`), as generated Rust types, with the error kinds, metadata keys and
+//! device-key rule both sides of the wire share.
 //!
 //! ```text
-//!  hotlake.proto ──(build.rs, vendored protoc)──► hotlake::v1::{messages, hotlake_client, hotlake_server}
+//!  hotlake.proto, admin.proto ──(build.rs, vendored protoc)──► v1::{messages, hotlake_*, admin_*}
 //! ```
 //!
 //! Other crates never name the generated server type directly: the node wraps it behind one
@@ -9,6 +11,7 @@
 #![allow(missing_docs, clippy::all)]
 
 pub mod errors;
+mod json;
 pub mod routing;
 
 /// Generated code for `hotlake.v1`.

@@ -1,9 +1,10 @@
-//! The node's servers: gRPC (`hotlake.v1`, and the node-to-node `Peer` service on the same
-//! port) and HTTP (line protocol, JSON queries, health,
+//! The node's servers: gRPC (`hotlake.v1`'s data and admin services, and the node-to-node
+//! `Peer` service, on one port) and HTTP (line protocol, JSON queries and admin, health,
 //! metrics). The HTTP server is not part of simulation builds.
 //!
 //! Invariant: only the server layer converts proto and JSON types to the node's types.
 
+mod admin;
 pub mod grpc;
 #[cfg(not(madsim))]
 pub mod http;
@@ -28,11 +29,13 @@ pub async fn serve_grpc(
     // ever named here, by inference.
     let service = hotlake_proto::v1::hotlake_server::HotlakeServer::new(grpc::GrpcService::new(node.clone()))
         .max_decoding_message_size(256 << 20);
+    let admin = hotlake_proto::v1::admin_server::AdminServer::new(admin::AdminService::new(node.clone()));
     let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(admin)
         .add_service(peer)
         .serve_with_shutdown(addr, shutdown)
         .await

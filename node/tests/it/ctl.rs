@@ -67,7 +67,7 @@ impl Ctl {
 // tidy: long (one cluster for every command, since starting a cluster dominates the test time).
 fn every_hotlakectl_command_works_against_a_real_cluster() {
     let mut c = Cluster::start(3);
-    let ctl = Ctl { cluster: c.nodes.iter().map(|n| n.http.clone()).collect::<Vec<_>>().join(",") };
+    let ctl = Ctl { cluster: c.nodes.iter().map(|n| n.grpc.clone()).collect::<Vec<_>>().join(",") };
 
     // health: every member answers.
     let h = ctl.run(&["health", "--output", "json"]).ok().json();
@@ -81,6 +81,8 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     assert_eq!(t.len(), 5, "summary, header and 3 members: {t:?}");
     let s = ctl.run(&["cluster", "status", "--output", "json"]).ok().json();
     assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    assert!(s["members"].as_array().unwrap().iter().all(|m| m["state"] == "active"), "enums by name: {s}");
+    typed_admin_refuses_bad_changes_and_changes_nothing(&c.nodes.iter().map(|n| n.grpc.clone()).collect::<Vec<_>>());
 
     // cluster map as CSV: a header and one row per shard.
     let map = ctl.run(&["cluster", "map", "--output", "csv"]).ok().stdout;
@@ -240,7 +242,7 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
 fn cluster_init_creates_the_cluster_on_a_node_started_for_manual_bootstrap() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProcess::start_unready(dir.path(), &["--shard-count", "4", "--bootstrap", "manual"]);
-    let ctl = Ctl { cluster: node.http.clone() };
+    let ctl = Ctl { cluster: node.grpc.clone() };
     // Up, but with no cluster: not healthy, and waiting for init.
     node.wait_listening(Duration::from_secs(30));
     assert_ne!(ctl.run(&["cluster", "status", "--wait-ready-s", "1"]).code, 0);
@@ -250,4 +252,32 @@ fn cluster_init_creates_the_cluster_on_a_node_started_for_manual_bootstrap() {
     let again = ctl.run(&["cluster", "init"]).ok();
     assert!(again.stdout.contains("already exists"), "{}", again.stdout);
     ctl.run(&["cluster", "status", "--wait-ready-s", "30"]).ok();
+}
+
+/// The client library's typed admin calls: a bad change is refused with `invalid_argument`
+/// and leaves the map as it was; reads agree with `hotlakectl`'s.
+fn typed_admin_refuses_bad_changes_and_changes_nothing(grpc: &[String]) {
+    use hotlake_client::{Client, ClientError, NodeState};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // The first address is down: the call moves on to the next one.
+        let seeds = std::iter::once("127.0.0.1:9".to_string()).chain(grpc.iter().cloned());
+        let admin = Client::builder().seeds(seeds).admin().unwrap();
+        let before = admin.cluster_status().await.unwrap();
+        assert_eq!(before.readiness(), Ok(()));
+        assert_eq!(before.members.len(), 3);
+        let rejected = |r: Result<u64, ClientError>| match r {
+            Err(ClientError::Rejected { kind, .. }) => assert_eq!(kind, "invalid_argument"),
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        rejected(admin.set_node_state(2, NodeState::Unspecified).await);
+        rejected(admin.add_node(0, "127.0.0.1:1", "127.0.0.1:2").await);
+        rejected(admin.move_replica(0, 1, 1).await);
+        let after = admin.cluster_status().await.unwrap();
+        assert_eq!(after.map_version, before.map_version, "a refused change left the map as it was");
+        let leader = after.leader_of(0).expect("shard 0 has a leader");
+        let addr = &after.member(leader).unwrap().grpc_addr;
+        let digest = admin.shard_digest_at(addr, 0).await.unwrap();
+        assert_eq!((digest.shard, digest.node), (0, leader));
+    });
 }

@@ -1,101 +1,33 @@
-//! Cluster administration: `cluster`, `node`, `shard` and `rebalance`.
+//! Cluster administration: `cluster`, `node`, `shard` and `rebalance`, over the typed
+//! `hotlake.v1.Admin` service of the client library.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use hotlake_client::{AdminClient, ClusterPlan, ClusterStatus, Member, NodeState};
 
-use crate::api::Api;
-use crate::output::{cell, json as print_json, print_rows, Output};
+use crate::output::{json as print_json, print_rows, Output};
 use crate::Failure;
 
-/// `GET /api/v1/cluster`: the map and every member's status.
-pub fn status(api: &Api) -> Result<Value, Failure> {
-    api.get("/api/v1/cluster")
+/// The map and every member's status.
+pub async fn status(admin: &AdminClient) -> Result<ClusterStatus, Failure> {
+    Ok(admin.cluster_status().await?)
 }
 
-fn shards(status: &Value) -> &[Value] {
-    status["map"]["shards"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
-fn members(status: &Value) -> &[Value] {
-    status["members"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
-fn replicas_of(placement: &Value) -> Vec<u64> {
-    placement["replicas"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect()
-}
-
-/// Every replica status a member reports for `shard`, with the member's id.
-fn replica_statuses(status: &Value, shard: usize) -> Vec<(u64, &Value)> {
-    members(status)
-        .iter()
-        .flat_map(|m| {
-            let id = m["info"]["id"].as_u64().unwrap_or(0);
-            m["status"]["replicas"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(move |r| r["shard"] == json!(shard))
-                .map(move |r| (id, r))
-        })
-        .collect()
-}
-
-/// The node leading `shard`, as its replicas report.
-fn leader_of(status: &Value, shard: usize) -> Option<u64> {
-    replica_statuses(status, shard).into_iter().find(|(_, r)| r["role"] == "leader").map(|(id, _)| id)
-}
-
-/// Whether `shard`'s replicas are exactly its placement, all voters, with a leader.
-fn shard_settled(status: &Value, shard: usize) -> bool {
-    let placed = replicas_of(&shards(status)[shard]);
-    let seen = replica_statuses(status, shard);
-    let mut hosts: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
-    hosts.sort_unstable();
-    hosts == placed
-        && seen.iter().all(|(_, r)| {
-            (r["role"] == "leader" || r["role"] == "follower")
-                && !r["leader"].is_null()
-                && r["joint"] == false
-                && r["voters"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().filter_map(Value::as_u64).collect::<Vec<_>>() == placed)
-        })
-}
-
-/// Ready: every member answers, every shard has min(members, replication factor) replicas,
-/// all settled.
-pub fn ready(status: &Value) -> Result<(), String> {
-    let rf = status["map"]["replication_factor"].as_u64().unwrap_or(0) as usize;
-    let active = members(status).iter().filter(|m| m["info"]["state"] == "active").count();
-    let want = active.min(rf).max(1);
-    if let Some(m) = members(status).iter().find(|m| m["status"].is_null()) {
-        return Err(format!("node {} does not answer: {}", m["info"]["id"], cell(&m["error"])));
-    }
-    for (i, p) in shards(status).iter().enumerate() {
-        if replicas_of(p).len() != want {
-            return Err(format!("shard {i} has {} replicas placed, wants {want}", replicas_of(p).len()));
-        }
-        if !shard_settled(status, i) {
-            return Err(format!("shard {i} is moving or has no leader"));
-        }
-    }
-    Ok(())
-}
-
-/// Polls the cluster status every `every` until `done` says what it waits for is reached or
-/// `timeout` passes, printing `progress` on each poll.
-fn watch(
-    api: &Api,
+/// Polls the cluster status every `every` until `poll` says what it waits for is reached or
+/// `timeout` passes.
+async fn watch(
+    admin: &AdminClient,
     timeout: Duration,
     every: Duration,
-    mut poll: impl FnMut(&Value) -> Result<bool, Failure>,
+    mut poll: impl FnMut(&ClusterStatus, Option<&ClusterPlan>) -> bool,
+    with_plan: bool,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + timeout;
     loop {
-        let s = status(api)?;
-        if poll(&s)? {
+        let s = status(admin).await?;
+        let plan = if with_plan { Some(admin.plan().await?) } else { None };
+        if poll(&s, plan.as_ref()) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -104,14 +36,14 @@ fn watch(
                 timeout.as_secs()
             )));
         }
-        std::thread::sleep(every);
+        tokio::time::sleep(every).await;
     }
 }
 
-pub fn cluster_init(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
-    let v = api.post("/api/v1/cluster/init", &json!({}))?;
-    let id = cell(&v["cluster_id"]);
-    if v["created"] == true {
+pub async fn cluster_init(admin: &AdminClient, out: &mut impl Write) -> Result<(), Failure> {
+    let r = admin.init_cluster().await?;
+    let id = format!("{:016x}", r.cluster_id);
+    if r.created {
         let _ = writeln!(out, "cluster {id} created; start the other nodes with --join, or they join already");
     } else {
         let _ = writeln!(out, "cluster {id} already exists; nothing to do");
@@ -119,44 +51,43 @@ pub fn cluster_init(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn cluster_status(
-    api: &Api,
+/// Ready, and at least `wait_nodes` members.
+fn ready_with(s: &ClusterStatus, wait_nodes: usize) -> Result<(), String> {
+    s.readiness()?;
+    let n = s.members.len();
+    if n < wait_nodes {
+        return Err(format!("{n} of {wait_nodes} nodes are members"));
+    }
+    Ok(())
+}
+
+pub async fn cluster_status(
+    admin: &AdminClient,
     output: Output,
     wait_ready_s: u64,
     wait_nodes: usize,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    let check = |s: &Value| {
-        ready(s).and_then(|()| {
-            let n = members(s).len();
-            if n < wait_nodes {
-                Err(format!("{n} of {wait_nodes} nodes are members"))
-            } else {
-                Ok(())
-            }
-        })
-    };
     let deadline = Instant::now() + Duration::from_secs(wait_ready_s);
-    let mut s = status(api);
-    while Instant::now() < deadline && !s.as_ref().is_ok_and(|s| check(s).is_ok()) {
-        std::thread::sleep(Duration::from_millis(500));
-        s = status(api);
+    let mut s = status(admin).await;
+    while Instant::now() < deadline && !s.as_ref().is_ok_and(|s| ready_with(s, wait_nodes).is_ok()) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s = status(admin).await;
     }
     let s = s?;
     let rows = node_rows(&s);
     match output {
-        Output::Json => print_json(&s, out),
+        Output::Json => print_json(&serde_json::to_value(&s.0).unwrap_or_default(), out),
         Output::Csv => print_rows(output, NODE_HEADERS, &rows, out),
         Output::Table => {
-            let map = &s["map"];
             let _ = writeln!(
                 out,
                 "cluster {:016x}  map version {}  {} shards  replication factor {}  {}",
-                map["cluster_id"].as_u64().unwrap_or(0),
-                map["version"],
-                map["shard_count"],
-                map["replication_factor"],
-                match check(&s) {
+                s.cluster_id,
+                s.map_version,
+                s.shard_count,
+                s.replication_factor,
+                match ready_with(&s, wait_nodes) {
                     Ok(()) => "ready".to_string(),
                     Err(why) => format!("not ready: {why}"),
                 }
@@ -165,33 +96,36 @@ pub fn cluster_status(
         }
     }
     if wait_ready_s > 0 {
-        check(&s).map_err(|why| Failure::NotDone(format!("the cluster is not ready after {wait_ready_s} s: {why}")))?;
-    } else if let Some(m) = members(&s).iter().find(|m| m["status"].is_null()) {
-        return Err(Failure::Unreachable(format!("node {} does not answer", m["info"]["id"])));
+        ready_with(&s, wait_nodes)
+            .map_err(|why| Failure::NotDone(format!("the cluster is not ready after {wait_ready_s} s: {why}")))?;
+    } else if let Some(m) = s.members.iter().find(|m| m.report.is_none()) {
+        return Err(Failure::Unreachable(format!("node {} does not answer", m.id)));
     }
     Ok(())
 }
 
-pub fn cluster_map(api: &Api, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let s = status(api)?;
+pub async fn cluster_map(admin: &AdminClient, output: Output, out: &mut impl Write) -> Result<(), Failure> {
+    let s = status(admin).await?;
     if output == Output::Json {
-        print_json(&s["map"], out);
+        let mut map = serde_json::to_value(&s.0).unwrap_or_default();
+        // The map only: members without their reports.
+        for m in map["members"].as_array_mut().into_iter().flatten() {
+            if let Some(m) = m.as_object_mut() {
+                m.remove("report");
+                m.remove("error");
+            }
+        }
+        print_json(&map, out);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = shards(&s)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| vec![i.to_string(), join(&replicas_of(p)), cell(&p["epoch"])])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        s.shards.iter().map(|p| vec![p.shard.to_string(), join(&p.replicas), p.epoch.to_string()]).collect();
     if output == Output::Table {
-        let map = &s["map"];
-        let _ =
-            writeln!(out, "map version {}  cluster {:016x}", map["version"], map["cluster_id"].as_u64().unwrap_or(0));
-        let nodes: Vec<Vec<String>> = map["nodes"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, n)| vec![cell(&n["id"]), cell(&n["grpc_addr"]), cell(&n["http_addr"]), cell(&n["state"])])
+        let _ = writeln!(out, "map version {}  cluster {:016x}", s.map_version, s.cluster_id);
+        let nodes: Vec<Vec<String>> = s
+            .members
+            .iter()
+            .map(|n| vec![n.id.to_string(), n.grpc_addr.clone(), n.http_addr.clone(), state_name(n).into()])
             .collect();
         print_rows(output, &["node", "grpc", "http", "state"], &nodes, out);
         let _ = writeln!(out);
@@ -200,40 +134,55 @@ pub fn cluster_map(api: &Api, output: Output, out: &mut impl Write) -> Result<()
     Ok(())
 }
 
+fn state_name(m: &Member) -> &'static str {
+    match m.state() {
+        NodeState::Active => "active",
+        NodeState::Draining => "draining",
+        NodeState::Removing => "removing",
+        NodeState::Unspecified => "unspecified",
+    }
+}
+
 const NODE_HEADERS: &[&str] = &["node", "grpc", "http", "state", "reachable", "replicas", "leaders", "learners"];
 
-fn node_rows(status: &Value) -> Vec<Vec<String>> {
-    members(status)
+fn node_rows(s: &ClusterStatus) -> Vec<Vec<String>> {
+    use hotlake_client::ReplicaRole;
+    s.members
         .iter()
         .map(|m| {
-            let info = &m["info"];
-            let replicas = m["status"]["replicas"].as_array();
-            let count = |role: &str| {
-                replicas.map(|r| r.iter().filter(|x| x["role"] == role).count().to_string()).unwrap_or_default()
+            let replicas = m.report.as_ref().map(|r| &r.replicas);
+            let count = |role: ReplicaRole| {
+                replicas.map(|r| r.iter().filter(|x| x.role() == role).count().to_string()).unwrap_or_default()
             };
-            let reach = if m["status"].is_null() { format!("no: {}", cell(&m["error"])) } else { "yes".into() };
+            let reach = if m.report.is_none() { format!("no: {}", m.error) } else { "yes".into() };
             vec![
-                cell(&info["id"]),
-                cell(&info["grpc_addr"]),
-                cell(&info["http_addr"]),
-                cell(&info["state"]),
+                m.id.to_string(),
+                m.grpc_addr.clone(),
+                m.http_addr.clone(),
+                state_name(m).into(),
                 reach,
                 replicas.map(|r| r.len().to_string()).unwrap_or_default(),
-                count("leader"),
-                count("learner"),
+                count(ReplicaRole::Leader),
+                count(ReplicaRole::Learner),
             ]
         })
         .collect()
 }
 
-pub fn node_list(api: &Api, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let s = status(api)?;
+pub async fn node_list(admin: &AdminClient, output: Output, out: &mut impl Write) -> Result<(), Failure> {
+    let s = status(admin).await?;
     print_rows(output, NODE_HEADERS, &node_rows(&s), out);
     Ok(())
 }
 
-pub fn node_add(api: &Api, id: u64, grpc: &str, http: &str, out: &mut impl Write) -> Result<(), Failure> {
-    api.post("/api/v1/cluster/nodes", &json!({ "id": id, "grpc_addr": grpc, "http_addr": http }))?;
+pub async fn node_add(
+    admin: &AdminClient,
+    id: u64,
+    grpc: &str,
+    http: &str,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    admin.add_node(id, grpc, http).await?;
     let _ = writeln!(
         out,
         "node {id} added at {grpc} (HTTP {http}); start it with: hotlake serve --node-id {id} --grpc-addr {grpc} --http-addr {http} --join <member>"
@@ -241,63 +190,72 @@ pub fn node_add(api: &Api, id: u64, grpc: &str, http: &str, out: &mut impl Write
     Ok(())
 }
 
-/// `drain`, `remove` or `activate`, optionally followed until done.
-pub fn node_state(api: &Api, id: u64, action: &str, watch_s: Option<u64>, out: &mut impl Write) -> Result<(), Failure> {
-    api.post(&format!("/api/v1/cluster/nodes/{id}/{action}"), &json!({}))?;
-    let _ = writeln!(
-        out,
-        "{}",
-        match action {
-            "drain" => format!("node {id} is draining: its replicas move to other nodes; it stays a member"),
-            "remove" => format!("node {id} is being removed: its replicas move to other nodes, then it leaves"),
-            _ => format!("node {id} is active: it takes replicas again"),
+/// Drains, removes or activates a node, optionally followed until done.
+pub async fn node_state(
+    admin: &AdminClient,
+    id: u64,
+    state: NodeState,
+    watch_s: Option<u64>,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    admin.set_node_state(id, state).await?;
+    let said = match state {
+        NodeState::Draining => format!("node {id} is draining: its replicas move to other nodes; it stays a member"),
+        NodeState::Removing => {
+            format!("node {id} is being removed: its replicas move to other nodes, then it leaves")
         }
-    );
+        _ => format!("node {id} is active: it takes replicas again"),
+    };
+    let _ = writeln!(out, "{said}");
     let Some(timeout) = watch_s else { return Ok(()) };
-    let key = id.to_string();
-    watch(api, Duration::from_secs(timeout), Duration::from_secs(1), |s| {
-        let member = s["map"]["nodes"].as_object().is_some_and(|n| n.contains_key(&key));
-        let placed = shards(s).iter().filter(|p| replicas_of(p).contains(&id)).count();
-        let hosted = members(s)
-            .iter()
-            .find(|m| m["info"]["id"] == json!(id))
-            .and_then(|m| m["status"]["replicas"].as_array().map(Vec::len));
-        let done = match action {
-            "remove" => !member,
-            "drain" => placed == 0 && hosted.unwrap_or(0) == 0,
-            _ => ready(s).is_ok(),
+    let poll = |s: &ClusterStatus, _: Option<&ClusterPlan>| {
+        let member = s.member(id);
+        let placed = s.shards.iter().filter(|p| p.replicas.contains(&id)).count();
+        let hosted = member.and_then(|m| m.report.as_ref()).map(|r| r.replicas.len());
+        let done = match state {
+            NodeState::Removing => member.is_none(),
+            NodeState::Draining => placed == 0 && hosted.unwrap_or(0) == 0,
+            _ => s.readiness().is_ok(),
         };
         if done {
-            let _ = writeln!(out, "node {id}: done{}", if action == "remove" { "; it left the cluster" } else { "" });
+            let left = if state == NodeState::Removing { "; it left the cluster" } else { "" };
+            let _ = writeln!(out, "node {id}: done{left}");
         } else {
-            let _ = writeln!(
-                out,
-                "node {id}: {placed} replicas placed, {} hosted",
-                hosted.map(|h| h.to_string()).unwrap_or("?".into())
-            );
+            let hosted = hosted.map(|h| h.to_string()).unwrap_or("?".into());
+            let _ = writeln!(out, "node {id}: {placed} replicas placed, {hosted} hosted");
         }
-        Ok(done)
-    })
+        done
+    };
+    watch(admin, Duration::from_secs(timeout), Duration::from_secs(1), poll, false).await
 }
 
-pub fn shard_list(api: &Api, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let s = status(api)?;
-    let rows: Vec<Vec<String>> = shards(&s)
+fn leader_cell(s: &ClusterStatus, shard: u32) -> String {
+    s.leader_of(shard).map(|l| l.to_string()).unwrap_or_else(|| "none".into())
+}
+
+fn settled_cell(s: &ClusterStatus, shard: u32) -> &'static str {
+    if s.is_settled(shard) {
+        "settled"
+    } else {
+        "moving"
+    }
+}
+
+pub async fn shard_list(admin: &AdminClient, output: Output, out: &mut impl Write) -> Result<(), Failure> {
+    let s = status(admin).await?;
+    let rows: Vec<Vec<String>> = s
+        .shards
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let leader = leader_of(&s, i);
-            let applied = replica_statuses(&s, i)
-                .into_iter()
-                .find(|(id, _)| Some(*id) == leader)
-                .map(|(_, r)| cell(&r["applied"]));
+        .map(|p| {
+            let leader = s.leader_of(p.shard);
+            let applied = s.replicas_of(p.shard).find(|(id, _)| Some(*id) == leader).map(|(_, r)| r.applied);
             vec![
-                i.to_string(),
-                join(&replicas_of(p)),
-                leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
-                applied.unwrap_or_default(),
-                cell(&p["epoch"]),
-                if shard_settled(&s, i) { "settled" } else { "moving" }.to_string(),
+                p.shard.to_string(),
+                join(&p.replicas),
+                leader_cell(&s, p.shard),
+                applied.map(|a| a.to_string()).unwrap_or_default(),
+                p.epoch.to_string(),
+                settled_cell(&s, p.shard).into(),
             ]
         })
         .collect();
@@ -305,87 +263,102 @@ pub fn shard_list(api: &Api, output: Output, out: &mut impl Write) -> Result<(),
     Ok(())
 }
 
-pub fn shard_show(api: &Api, shard: usize, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let s = status(api)?;
-    let Some(p) = shards(&s).get(shard) else {
-        return Err(Failure::Rejected(format!("no shard {shard}; the cluster has {} shards", shards(&s).len())));
+pub async fn shard_show(admin: &AdminClient, shard: u32, output: Output, out: &mut impl Write) -> Result<(), Failure> {
+    let s = status(admin).await?;
+    let Some(p) = s.shards.iter().find(|p| p.shard == shard) else {
+        return Err(Failure::Rejected(format!("no shard {shard}; the cluster has {} shards", s.shards.len())));
     };
-    let http_of = |id: u64| {
-        members(&s)
-            .iter()
-            .find(|m| m["info"]["id"] == json!(id))
-            .map(|m| cell(&m["info"]["http_addr"]))
-            .unwrap_or_default()
-    };
-    let rows: Vec<Vec<String>> = replica_statuses(&s, shard)
-        .into_iter()
-        .map(|(id, r)| {
-            let digest = api
-                .get_at(&http_of(id), &format!("/api/v1/shards/{shard}/digest"))
-                .map(|d| cell(&d["digest"]))
-                .unwrap_or_else(|_| "busy".into());
-            vec![
-                id.to_string(),
-                cell(&r["role"]),
-                join(&r["voters"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect::<Vec<_>>()),
-                cell(&r["applied"]),
-                cell(&r["flushed"]),
-                cell(&r["memtable_bytes"]),
-                digest,
-            ]
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for (id, r) in s.replicas_of(shard) {
+        let addr = s.member(id).map(|m| m.grpc_addr.clone()).unwrap_or_default();
+        let digest = match admin.shard_digest_at(&addr, shard).await {
+            Ok(d) => format!("{:016x}", d.digest),
+            Err(_) => "busy".into(),
+        };
+        rows.push(vec![
+            id.to_string(),
+            role_name(r.role()).into(),
+            join(&r.voters),
+            r.applied.to_string(),
+            r.flushed.to_string(),
+            r.memtable_bytes.to_string(),
+            digest,
+        ]);
+    }
     if output == Output::Table {
         let _ = writeln!(
             out,
             "shard {shard}  placed on {}  epoch {}  leader {}  {}",
-            join(&replicas_of(p)),
-            p["epoch"],
-            leader_of(&s, shard).map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
-            if shard_settled(&s, shard) { "settled" } else { "moving" }
+            join(&p.replicas),
+            p.epoch,
+            leader_cell(&s, shard),
+            settled_cell(&s, shard)
         );
     }
     print_rows(output, &["node", "role", "voters", "applied", "flushed", "memtable_bytes", "digest"], &rows, out);
     Ok(())
 }
 
-pub fn shard_move(
-    api: &Api,
-    shard: usize,
+fn role_name(role: hotlake_client::ReplicaRole) -> &'static str {
+    use hotlake_client::ReplicaRole;
+    match role {
+        ReplicaRole::Leader => "leader",
+        ReplicaRole::Follower => "follower",
+        ReplicaRole::Candidate => "candidate",
+        ReplicaRole::Learner => "learner",
+        ReplicaRole::Stopped => "stopped",
+        ReplicaRole::Unspecified => "unspecified",
+    }
+}
+
+pub async fn shard_move(
+    admin: &AdminClient,
+    shard: u32,
     from: u64,
     to: u64,
     watch_s: Option<u64>,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    api.post(&format!("/api/v1/shards/{shard}/move"), &json!({ "from": from, "to": to }))?;
+    admin.move_replica(shard, from, to).await?;
     let _ = writeln!(out, "shard {shard}: replica moving from node {from} to node {to}");
     let Some(timeout) = watch_s else { return Ok(()) };
-    watch(api, Duration::from_secs(timeout), Duration::from_secs(1), |s| {
-        let placed = shards(s).get(shard).map(replicas_of).unwrap_or_default();
-        let done = shard_settled(s, shard);
-        let hosts: Vec<u64> = replica_statuses(s, shard).iter().map(|(id, _)| *id).collect();
+    let poll = |s: &ClusterStatus, _: Option<&ClusterPlan>| {
+        let done = s.is_settled(shard);
+        let hosts: Vec<u64> = s.replicas_of(shard).map(|(id, _)| id).collect();
         let _ = writeln!(
             out,
             "shard {shard}: placed on {}, hosted on {}{}",
-            join(&placed),
+            join(s.placement(shard)),
             join(&hosts),
             if done { ": done" } else { "" }
         );
-        Ok(done)
-    })
+        done
+    };
+    watch(admin, Duration::from_secs(timeout), Duration::from_secs(1), poll, false).await
 }
 
-pub fn shard_transfer_leader(api: &Api, shard: usize, to: u64, out: &mut impl Write) -> Result<(), Failure> {
-    api.post(&format!("/api/v1/shards/{shard}/transfer-leader"), &json!({ "to": to }))?;
+pub async fn shard_transfer_leader(
+    admin: &AdminClient,
+    shard: u32,
+    to: u64,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    admin.transfer_leader(shard, to).await?;
     let _ = writeln!(out, "shard {shard}: node {to} leads it now");
     Ok(())
 }
 
-pub fn rebalance(api: &Api, dry_run: bool, watch_s: u64, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let plan = api.get("/api/v1/cluster/plan")?;
+pub async fn rebalance(
+    admin: &AdminClient,
+    dry_run: bool,
+    watch_s: u64,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let plan = admin.plan().await?;
     let rows = plan_rows(&plan);
     if output == Output::Json {
-        print_json(&plan, out);
+        print_json(&serde_json::to_value(&plan).unwrap_or_default(), out);
     } else if rows.is_empty() {
         let _ = writeln!(out, "placement is balanced: no move needed");
     } else {
@@ -396,22 +369,17 @@ pub fn rebalance(api: &Api, dry_run: bool, watch_s: u64, output: Output, out: &m
     }
     // The meta leader applies the plan continuously, a few shards at a time; follow it.
     let _ = writeln!(out, "the cluster applies these moves a few shards at a time; following until balanced...");
-    watch(api, Duration::from_secs(watch_s), Duration::from_secs(2), |s| {
-        let left = plan_rows(&api.get("/api/v1/cluster/plan")?).len();
-        let moving = (0..shards(s).len()).filter(|i| !shard_settled(s, *i)).count();
+    let poll = |s: &ClusterStatus, plan: Option<&ClusterPlan>| {
+        let left = plan.map(|p| p.moves.len()).unwrap_or(0);
+        let moving = s.shards.iter().filter(|p| !s.is_settled(p.shard)).count();
         let _ = writeln!(out, "{left} moves planned, {moving} shards moving");
-        Ok(left == 0 && moving == 0)
-    })
+        left == 0 && moving == 0
+    };
+    watch(admin, Duration::from_secs(watch_s), Duration::from_secs(2), poll, true).await
 }
 
-fn plan_rows(plan: &Value) -> Vec<Vec<String>> {
-    let nodes = |v: &Value| join(&v.as_array().into_iter().flatten().filter_map(Value::as_u64).collect::<Vec<_>>());
-    plan["moves"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| vec![cell(&m["shard"]), nodes(&m["from"]), nodes(&m["to"])])
-        .collect()
+fn plan_rows(plan: &ClusterPlan) -> Vec<Vec<String>> {
+    plan.moves.iter().map(|m| vec![m.shard.to_string(), join(&m.from), join(&m.to)]).collect()
 }
 
 fn join(ids: &[u64]) -> String {

@@ -5,39 +5,34 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use hotlake_client::AdminClient;
+
 use crate::api::Api;
 use crate::output::{cell, json as print_json, print_rows, rfc3339, Output};
 use crate::Failure;
 
-/// Health of every member: up, and every shard it knows has a leader.
-pub fn health(api: &Api, output: Output, out: &mut impl Write) -> Result<(), Failure> {
-    let status = crate::admin::status(api)?;
+/// Health of every member: up, and every shard it hosts has a leader.
+pub async fn health(admin: &AdminClient, output: Output, out: &mut impl Write) -> Result<(), Failure> {
+    let status = admin.cluster_status().await?;
     let mut rows = Vec::new();
     let mut bad = 0;
-    for m in status["members"].as_array().into_iter().flatten() {
-        let http = cell(&m["info"]["http_addr"]);
-        let row = match api.get_at(&http, "/health") {
+    for m in &status.members {
+        let row = match admin.health_at(&m.grpc_addr).await {
             Ok(h) => vec![
-                cell(&m["info"]["id"]),
-                http.clone(),
-                cell(&h["status"]),
-                format!("{}/{}", h["shards_with_leader"], h["shards"]),
-                cell(&h["version"]),
+                m.id.to_string(),
+                m.grpc_addr.clone(),
+                if h.shards_with_leader == h.shards { "ok" } else { "degraded" }.to_string(),
+                format!("{}/{}", h.shards_with_leader, h.shards),
+                h.version,
             ],
             Err(e) => {
                 bad += 1;
-                vec![
-                    cell(&m["info"]["id"]),
-                    http.clone(),
-                    format!("down: {}", e.message()),
-                    String::new(),
-                    String::new(),
-                ]
+                vec![m.id.to_string(), m.grpc_addr.clone(), format!("down: {e}"), String::new(), String::new()]
             }
         };
         rows.push(row);
     }
-    print_rows(output, &["node", "http", "status", "shards_led", "version"], &rows, out);
+    print_rows(output, &["node", "grpc", "status", "shards_led", "version"], &rows, out);
     if bad > 0 {
         return Err(Failure::Unreachable(format!("{bad} node(s) did not answer")));
     }
@@ -105,7 +100,7 @@ struct Sender<'a> {
 impl Sender<'_> {
     /// Sends one batch of `lines` lines; a batch that meets an unavailable node is retried on
     /// the next one, with a growing pause.
-    fn send(&mut self, body: String, lines: usize) -> Result<(), Failure> {
+    async fn send(&mut self, body: String, lines: usize) -> Result<(), Failure> {
         if lines == 0 {
             return Ok(());
         }
@@ -115,25 +110,27 @@ impl Sender<'_> {
             let addr = &addrs[self.turn % addrs.len()];
             self.turn += 1;
             let url = format!("http://{addr}/write?db={}&precision={}", self.options.db, self.options.precision);
-            let err = match self.api.http().post(&url).body(body.clone()).send() {
+            let err = match self.api.http().post(&url).body(body.clone()).send().await {
                 Ok(r) if r.status().is_success() => break,
                 Ok(r) if r.status().as_u16() == 400 => {
-                    let v: Value = r.json().unwrap_or(Value::Null);
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
                     self.rejected += v["error"]["lines_rejected"].as_u64().unwrap_or(0);
                     for d in v["error"]["details"].as_array().into_iter().flatten().take(5) {
                         eprintln!("\nrejected line {} of a batch: {}", d["line"], d["reason"].as_str().unwrap_or(""));
                     }
                     break;
                 }
-                Ok(r) if r.status().is_client_error() => return Err(Failure::Rejected(r.text().unwrap_or_default())),
-                Ok(r) => format!("{addr}: HTTP {}: {}", r.status(), r.text().unwrap_or_default()),
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(Failure::Rejected(r.text().await.unwrap_or_default()))
+                }
+                Ok(r) => format!("{addr}: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => format!("{addr}: {e}"),
             };
             attempt += 1;
             if attempt >= 5 * addrs.len() {
                 return Err(Failure::Unreachable(format!("a batch failed {attempt} times, last: {err}")));
             }
-            std::thread::sleep(Duration::from_millis(200 * attempt.min(10) as u64));
+            tokio::time::sleep(Duration::from_millis(200 * attempt.min(10) as u64)).await;
         }
         self.points += lines as u64;
         Ok(())
@@ -141,7 +138,7 @@ impl Sender<'_> {
 }
 
 /// Line protocol from a file or stdin in batches, spread over the cluster's members.
-pub fn write(api: &Api, o: &WriteOptions, out: &mut impl Write) -> Result<(), Failure> {
+pub async fn write(api: &Api, o: &WriteOptions<'_>, out: &mut impl Write) -> Result<(), Failure> {
     if api.addrs().is_empty() {
         return Err(Failure::Usage("no cluster address; set --cluster".into()));
     }
@@ -178,11 +175,11 @@ pub fn write(api: &Api, o: &WriteOptions, out: &mut impl Write) -> Result<(), Fa
         }
         lines += 1;
         if lines >= o.batch_lines {
-            sender.send(std::mem::take(&mut batch), std::mem::take(&mut lines))?;
+            sender.send(std::mem::take(&mut batch), std::mem::take(&mut lines)).await?;
             progress.show(sender.points, bytes_read, false);
         }
     }
-    sender.send(batch, lines)?;
+    sender.send(batch, lines).await?;
     progress.show(sender.points, bytes_read, true);
     let _ = writeln!(
         out,

@@ -1,9 +1,12 @@
 //! `hotlakectl`: the operator's command line for a Hotlake cluster.
 //!
-//! Talks to the cluster's HTTP API (any member; the next address is tried when one does not
-//! answer). Addresses come from `--cluster`, else `HOTLAKE_CLUSTER`, else the config file
-//! (`--config`, `HOTLAKECTL_CONFIG`, or `~/.config/hotlake/hotlakectl.toml`), else the local
-//! cluster of `scripts/run`.
+//! Built on the client library: the cluster, node and shard commands use the typed
+//! `hotlake.v1.Admin` service, `health` the data service's `Health`; `write`, `query` and `last`
+//! send line protocol and JSON queries to the members' HTTP API, whose addresses come from the
+//! cluster map. The gRPC addresses of one or more members come from `--cluster`, else
+//! `HOTLAKE_CLUSTER`, else the config file (`--config`, `HOTLAKECTL_CONFIG`, or
+//! `~/.config/hotlake/hotlakectl.toml`), else the local cluster of `scripts/run`; the next
+//! address is tried when one cannot be reached.
 
 mod admin;
 mod api;
@@ -17,6 +20,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
+
+use hotlake_client::{AdminClient, Client, ClientError, NodeState};
 
 use crate::api::Api;
 use crate::output::Output;
@@ -33,9 +38,9 @@ Exit codes:
 #[derive(Parser)]
 #[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
-    /// HTTP addresses of cluster members, comma-separated (any member works).
-    /// [default: the config file's `cluster`, else 127.0.0.1:7181,127.0.0.1:7182,127.0.0.1:7183]
-    #[arg(long, alias = "http", global = true, env = "HOTLAKE_CLUSTER", value_delimiter = ',')]
+    /// gRPC addresses of cluster members, comma-separated (any member works).
+    /// [default: the config file's `cluster`, else 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103]
+    #[arg(long, global = true, env = "HOTLAKE_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
     /// Config file with `cluster = ["host:port", ...]` and `timeout_s = N`.
     /// [default: ~/.config/hotlake/hotlakectl.toml when it exists]
@@ -191,7 +196,7 @@ impl Selection {
 enum ClusterCommand {
     /// Create the cluster on a node started with `--bootstrap manual` (once, on one node).
     ///
-    /// Example: hotlakectl --cluster 127.0.0.1:7181 cluster init
+    /// Example: hotlakectl --cluster 127.0.0.1:7101 cluster init
     Init,
     /// Every member: addresses, state, reachability, replicas and leaders it holds.
     ///
@@ -289,7 +294,7 @@ enum ShardCommand {
     /// Example: hotlakectl shard show 7
     Show {
         /// The shard's id.
-        id: usize,
+        id: u32,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -299,7 +304,7 @@ enum ShardCommand {
     /// Example: hotlakectl shard transfer-leader 7 --to 3
     TransferLeader {
         /// The shard's id.
-        id: usize,
+        id: u32,
         /// The voter that should lead.
         #[arg(long)]
         to: u64,
@@ -311,7 +316,7 @@ enum ShardCommand {
     /// Example: hotlakectl shard move 7 --from 2 --to 4 --watch
     Move {
         /// The shard's id.
-        id: usize,
+        id: u32,
         /// Node that gives up its replica.
         #[arg(long)]
         from: u64,
@@ -333,6 +338,15 @@ pub enum Failure {
     Usage(String),
     Unreachable(String),
     NotDone(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Rejected { .. } => Failure::Rejected(e.to_string()),
+            _ => Failure::Unreachable(format!("{e}. Is the node running? Check --cluster / HOTLAKE_CLUSTER.")),
+        }
+    }
 }
 
 impl Failure {
@@ -365,27 +379,47 @@ fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), Failure> {
+/// Where the cluster is and how long one request may take.
+struct Target {
+    addrs: Vec<String>,
+    timeout: Duration,
+}
+
+impl Target {
+    fn builder(&self) -> hotlake_client::ClientBuilder {
+        Client::builder().seeds(self.addrs.clone()).request_timeout(self.timeout)
+    }
+
+    fn admin(&self) -> Result<AdminClient, Failure> {
+        self.builder().admin().map_err(|e| Failure::Usage(format!("{e}; set --cluster")))
+    }
+
+    /// The members' HTTP API, from the cluster map.
+    async fn http(&self) -> Result<Api, Failure> {
+        let client = self.builder().connect().await?;
+        let addrs = client.cluster_view().nodes.values().map(|n| n.http_addr.clone()).collect();
+        Ok(Api::new(addrs, self.timeout))
+    }
+}
+
+fn target(cli: &Cli) -> Result<Target, Failure> {
     let file = file_config(cli)?;
     let addrs = if !cli.cluster.is_empty() {
         cli.cluster.clone()
     } else {
-        file.cluster.unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:718{i}")).collect())
+        file.cluster.unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:710{i}")).collect())
     };
-    let addrs: Vec<String> = addrs
-        .iter()
-        .map(|a| a.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    let api = Api::new(addrs, Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)));
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let addrs = addrs.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    Ok(Target { addrs, timeout: Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)) })
+}
+
+async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Failure> {
     let watch = |on: bool, s: u64| on.then_some(s);
     match &cli.command {
-        Command::Health { output } => data::health(&api, *output, &mut out),
+        Command::Health { output } => data::health(&target.admin()?, *output, out).await,
         Command::Write { db, file, precision, batch_lines } => {
             let o = data::WriteOptions { db, file: file.as_deref(), precision, batch_lines: (*batch_lines).max(1) };
-            data::write(&api, &o, &mut out)
+            data::write(&target.http().await?, &o, out).await
         }
         Command::Query {
             select,
@@ -419,47 +453,51 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             if let Some(l) = limit {
                 body["limit"] = json!(l);
             }
-            let v = api.post("/api/v1/query", &body)?;
-            data::print_query(&v, *output, cli.raw_time, &mut out);
+            let v = target.http().await?.post("/api/v1/query", &body).await?;
+            data::print_query(&v, *output, cli.raw_time, out);
             if let Some(missing) = v["missing_shards"].as_array().filter(|m| !m.is_empty()) {
                 eprintln!("warning: shards {missing:?} did not answer; the result is partial");
             }
             Ok(())
         }
         Command::Last { select, output } => {
-            let v = api.post("/api/v1/last", &select.body()?)?;
-            data::print_last(&v, *output, cli.raw_time, &mut out);
+            let v = target.http().await?.post("/api/v1/last", &select.body()?).await?;
+            data::print_last(&v, *output, cli.raw_time, out);
             Ok(())
         }
-        Command::Cluster(ClusterCommand::Init) => admin::cluster_init(&api, &mut out),
+        Command::Cluster(ClusterCommand::Init) => admin::cluster_init(&target.admin()?, out).await,
         Command::Cluster(ClusterCommand::Status { output, wait_ready_s, wait_nodes }) => {
-            admin::cluster_status(&api, *output, *wait_ready_s, *wait_nodes, &mut out)
+            admin::cluster_status(&target.admin()?, *output, *wait_ready_s, *wait_nodes, out).await
         }
-        Command::Cluster(ClusterCommand::Map { output }) => admin::cluster_map(&api, *output, &mut out),
-        Command::Node(NodeCommand::List { output }) => admin::node_list(&api, *output, &mut out),
+        Command::Cluster(ClusterCommand::Map { output }) => admin::cluster_map(&target.admin()?, *output, out).await,
+        Command::Node(NodeCommand::List { output }) => admin::node_list(&target.admin()?, *output, out).await,
         Command::Node(NodeCommand::Add { id, grpc_addr, http_addr }) => {
-            admin::node_add(&api, *id, grpc_addr, http_addr, &mut out)
+            admin::node_add(&target.admin()?, *id, grpc_addr, http_addr, out).await
         }
         Command::Node(NodeCommand::Drain { id, watch: w, watch_s }) => {
-            admin::node_state(&api, *id, "drain", watch(*w, *watch_s), &mut out)
+            admin::node_state(&target.admin()?, *id, NodeState::Draining, watch(*w, *watch_s), out).await
         }
         Command::Node(NodeCommand::Remove { id, watch: w, watch_s }) => {
-            admin::node_state(&api, *id, "remove", watch(*w, *watch_s), &mut out)
+            admin::node_state(&target.admin()?, *id, NodeState::Removing, watch(*w, *watch_s), out).await
         }
-        Command::Node(NodeCommand::Activate { id }) => admin::node_state(&api, *id, "activate", None, &mut out),
-        Command::Shard(ShardCommand::List { output }) => admin::shard_list(&api, *output, &mut out),
-        Command::Shard(ShardCommand::Show { id, output }) => admin::shard_show(&api, *id, *output, &mut out),
+        Command::Node(NodeCommand::Activate { id }) => {
+            admin::node_state(&target.admin()?, *id, NodeState::Active, None, out).await
+        }
+        Command::Shard(ShardCommand::List { output }) => admin::shard_list(&target.admin()?, *output, out).await,
+        Command::Shard(ShardCommand::Show { id, output }) => {
+            admin::shard_show(&target.admin()?, *id, *output, out).await
+        }
         Command::Shard(ShardCommand::TransferLeader { id, to }) => {
-            admin::shard_transfer_leader(&api, *id, *to, &mut out)
+            admin::shard_transfer_leader(&target.admin()?, *id, *to, out).await
         }
         Command::Shard(ShardCommand::Move { id, from, to, watch: w, watch_s }) => {
-            admin::shard_move(&api, *id, *from, *to, watch(*w, *watch_s), &mut out)
+            admin::shard_move(&target.admin()?, *id, *from, *to, watch(*w, *watch_s), out).await
         }
         Command::Rebalance { dry_run, watch_s, output } => {
-            admin::rebalance(&api, *dry_run, *watch_s, *output, &mut out)
+            admin::rebalance(&target.admin()?, *dry_run, *watch_s, *output, out).await
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "hotlakectl", &mut out);
+            clap_complete::generate(*shell, &mut Cli::command(), "hotlakectl", out);
             Ok(())
         }
     }
@@ -467,7 +505,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = run(&cli);
+    let result = target(&cli).and_then(|target| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))?;
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        rt.block_on(run(&cli, &target, &mut out))
+    });
     let _ = std::io::stdout().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
