@@ -129,7 +129,25 @@ pub fn plan(map: &ClusterMap, input: &PlanInput) -> Vec<Move> {
         changed.insert(shard);
         budget -= 1;
     }
+    for m in &moves {
+        assert_move_is_sound(map, m);
+    }
     moves
+}
+
+/// Invariant of every planned move: distinct nodes, ascending, at least one, and no more than
+/// the replication factor (or the shard's replicas now, when the map holds more).
+fn assert_move_is_sound(map: &ClusterMap, m: &Move) {
+    let now = map.replicas(m.shard).len();
+    let most = (map.replication_factor as usize).max(now);
+    assert!(!m.replicas.is_empty(), "{}: a move to no replica", m.shard);
+    assert!(
+        m.replicas.windows(2).all(|w| w[0] < w[1]),
+        "{}: replicas not distinct and ascending: {:?}",
+        m.shard,
+        m.replicas
+    );
+    assert!(m.replicas.len() <= most, "{}: {} replicas planned, at most {most}", m.shard, m.replicas.len());
 }
 
 #[cfg(test)]
