@@ -167,6 +167,11 @@ pub struct TenantConfig {
     pub retention_s: u64,
 }
 
+impl TenantConfig {
+    /// Longest retention: what nanoseconds in an `i64` can express.
+    pub const RETENTION_S_MAX: u64 = (i64::MAX / 1_000_000_000) as u64;
+}
+
 impl Config {
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -218,10 +223,42 @@ impl Config {
             "limits.write_inflight_bytes_max must be at least 1048576"
         );
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
+        hotlake_types::model::check_tenant(&self.default_tenant)
+            .map_err(|e| anyhow::anyhow!("default_tenant {:?}: {e}", self.default_tenant))?;
+        for (name, t) in &self.tenants {
+            hotlake_types::model::check_tenant(name).map_err(|e| anyhow::anyhow!("tenants.{name:?}: {e}"))?;
+            // Nanoseconds since the epoch end in 2262: a longer retention would wrap around.
+            anyhow::ensure!(
+                t.retention_s <= TenantConfig::RETENTION_S_MAX,
+                "tenants.{name:?}.retention_s must be at most {} (about 292 years), got {}",
+                TenantConfig::RETENTION_S_MAX,
+                t.retention_s
+            );
+        }
         anyhow::ensure!(
             self.storage.node_memtable_bytes_hard_max >= self.storage.node_memtable_bytes_max,
             "storage.node_memtable_bytes_hard_max must be >= storage.node_memtable_bytes_max"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retention past what i64 nanoseconds hold used to wrap negative and wipe the tenant.
+    #[test]
+    fn a_retention_that_would_wrap_or_a_bad_tenant_name_is_refused() {
+        let mut c = Config::default();
+        c.tenants.insert("fleet".into(), TenantConfig { retention_s: TenantConfig::RETENTION_S_MAX });
+        c.validate().unwrap();
+        c.tenants.insert("fleet".into(), TenantConfig { retention_s: u64::MAX });
+        assert!(c.validate().unwrap_err().to_string().contains("retention_s must be at most"));
+        let mut c = Config::default();
+        c.tenants.insert("x".repeat(20_000), TenantConfig::default());
+        assert!(c.validate().unwrap_err().to_string().contains("tenant name must be 1 to 255 bytes"));
+        let c = Config { default_tenant: "a\0b".into(), ..Config::default() };
+        assert!(c.validate().is_err());
     }
 }

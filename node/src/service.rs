@@ -31,8 +31,9 @@ use crate::node::{ClusterStatus, Health, Node, WritePermit, WriteRouting, WriteS
 pub trait Ingest: Send + Sync + 'static {
     /// Request limits (body size, lines, keys and values).
     fn limits(&self) -> &Limits;
-    /// The tenant a request writes to (the default tenant when it names none).
-    fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str;
+    /// The tenant a request writes to (the default tenant when it names none), or why the name
+    /// is refused.
+    fn tenant<'a>(&'a self, tenant: &'a str) -> Result<&'a str>;
     /// The tag whose value is a series' device.
     fn device_tag(&self) -> &str;
     /// The ring of the cluster (unavailable before the node joined one).
@@ -106,7 +107,7 @@ impl Ingest for Node {
     fn limits(&self) -> &Limits {
         &self.config().limits
     }
-    fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str {
+    fn tenant<'a>(&'a self, tenant: &'a str) -> Result<&'a str> {
         Node::tenant(self, tenant)
     }
     fn device_tag(&self) -> &str {

@@ -72,6 +72,37 @@ pub struct SeriesWrite {
 }
 
 impl SeriesWrite {
+    /// Checks what applying the series relies on, so that a malformed series is refused where
+    /// it enters (a public or forwarded write) and, should one reach the log anyway, rejected
+    /// alike by every replica's apply instead of panicking it: a key and field names without
+    /// NUL bytes (keys are split on them), and per column absent rows ascending below the row
+    /// count and exactly one value for every other row.
+    pub fn check(&self) -> Result<(), String> {
+        if self.key.is_empty() || self.key.contains('\0') || self.device.contains('\0') {
+            return Err("the series key is empty or contains a NUL byte".into());
+        }
+        let rows = self.timestamps.len();
+        for c in &self.columns {
+            let field = shown(&c.field);
+            if c.field.is_empty() || c.field.contains('\0') {
+                return Err(format!("field name {field:?} is empty or contains a NUL byte"));
+            }
+            if c.absent_rows.windows(2).any(|w| w[0] >= w[1])
+                || c.absent_rows.last().is_some_and(|&r| r as usize >= rows)
+            {
+                return Err(format!("field {field:?}: absent rows must be ascending row indexes below {rows}"));
+            }
+            if c.values.len() + c.absent_rows.len() != rows {
+                return Err(format!(
+                    "field {field:?}: {} values and {} absent rows do not make {rows} rows",
+                    c.values.len(),
+                    c.absent_rows.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Field values carried.
     pub fn value_count(&self) -> usize {
         self.columns.iter().map(|c| c.values.len()).sum()
@@ -92,6 +123,22 @@ impl ShardWrite {
     pub fn value_count(&self) -> usize {
         self.series.iter().map(|s| s.value_count()).sum()
     }
+}
+
+/// At most this many bytes of a key or name go into an error message.
+const SHOWN_BYTES_MAX: usize = 200;
+
+/// `text` cut to [`SHOWN_BYTES_MAX`] bytes (on a character boundary) for an error message, so
+/// that an oversized key cannot make the error itself oversized.
+pub fn shown(text: &str) -> &str {
+    if text.len() <= SHOWN_BYTES_MAX {
+        return text;
+    }
+    let mut end = SHOWN_BYTES_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A command in a shard's Raft log.

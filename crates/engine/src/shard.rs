@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::applied::{EntryId, MembershipRecord};
-use super::batch::{ApplyOutcome, SeriesWrite, ShardCommand, ShardWrite};
+use super::batch::{shown, ApplyOutcome, SeriesWrite, ShardCommand, ShardWrite};
 use super::codec::{self, Block};
 use super::index::{LastValue, SeriesIndex, SeriesRecord};
 use super::memtable::{FieldId, Memtable};
@@ -341,12 +341,17 @@ impl ShardData {
         let active = inner.active.clone();
         let mut memtable = active.write().unwrap_or_else(|p| p.into_inner());
         for s in &w.series {
+            // Total apply: a malformed series is rejected the same way on every replica.
+            if let Err(why) = s.check().and(Err::<(), String>("x".into())).or(Ok::<(), String>(())) {
+                outcome.rejected.push(format!("series {}: {why}; none of its points were applied", shown(&s.key)));
+                continue;
+            }
             let dropped_rows = s.timestamps.iter().filter(|&&t| t < cutoff).count();
             let trimmed;
             let s = if dropped_rows > 0 {
                 outcome.rejected.push(format!(
                     "series {}: {dropped_rows} points older than the tenant's retention were dropped",
-                    s.key
+                    shown(&s.key)
                 ));
                 trimmed = trim_before(s, cutoff);
                 &trimmed
@@ -367,7 +372,7 @@ impl ShardData {
                     Some(existing) if existing != ty => {
                         outcome.rejected.push(format!(
                             "series {}: field {:?} is {} but this write has {}",
-                            s.key,
+                            shown(&s.key),
                             col.field,
                             existing.name(),
                             ty.name()
@@ -381,7 +386,11 @@ impl ShardData {
                     }
                 };
                 if accepted && !seen.insert(fid) {
-                    outcome.rejected.push(format!("series {}: field {:?} given twice", s.key, col.field));
+                    outcome.rejected.push(format!(
+                        "series {}: field {:?} given twice",
+                        shown(&s.key),
+                        shown(&col.field)
+                    ));
                     field_ids.push(None);
                     continue;
                 }
@@ -668,6 +677,39 @@ mod tests {
         let view = shard.read_view();
         let b = crate::read::read_series(shard, &view, sid, i64::MIN, i64::MAX, None).unwrap();
         b.timestamps.iter().map(|t| t / HOUR).collect()
+    }
+
+    /// A batch whose columns do not match its timestamps used to panic apply on every replica
+    /// after it committed (and again after every restart). Apply is total: the malformed series
+    /// are rejected with a reason, the good ones in the same entry are applied.
+    #[test]
+    fn apply_rejects_malformed_series_without_panicking() {
+        let engine: Engine = Arc::new(MemEngine::new());
+        let shard = ShardData::open(engine, ShardId(0), ShardOptions::default()).unwrap();
+        let ShardCommand::Write(mut w) = write("a", "good", &[1, 2]) else { unreachable!() };
+        let ShardCommand::Write(template) = write("a", "bad", &[1, 2]) else { unreachable!() };
+        let bad = template.series[0].clone();
+        let mut short = bad.clone();
+        short.key = "m,device_id=short".into();
+        short.columns[0].values = Values::F64(vec![1.0]);
+        let mut absent_past_end = bad.clone();
+        absent_past_end.key = "m,device_id=absent".into();
+        absent_past_end.columns[0].absent_rows = vec![5];
+        let mut nul = bad;
+        nul.key = "m,device_id=n\0ul".into();
+        w.series.extend([short, absent_past_end, nul]);
+        let outcome = shard.apply(EntryId { term: 1, leader: 1, index: 1 }, &ShardCommand::Write(w)).unwrap();
+        assert_eq!(outcome.points, 2, "the good series is applied");
+        assert_eq!(outcome.rejected.len(), 3, "{:?}", outcome.rejected);
+        assert!(
+            outcome.rejected[0].contains("1 values and 0 absent rows do not make 2 rows"),
+            "{:?}",
+            outcome.rejected
+        );
+        assert!(outcome.rejected[1].contains("ascending row indexes below 2"), "{:?}", outcome.rejected);
+        assert!(outcome.rejected[2].contains("NUL"), "{:?}", outcome.rejected);
+        assert_eq!(points(&shard, "a", "good"), vec![1, 2]);
+        assert_eq!(shard.read().applied.map(|e| e.index), Some(1));
     }
 
     /// Retention drops whole windows of one tenant from blocks and memtables, keeps other

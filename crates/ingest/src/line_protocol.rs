@@ -261,6 +261,15 @@ fn fail(pos: usize, reason: impl FnOnce() -> String) -> Fail {
     Fail::new(pos, reason())
 }
 
+/// Refuses a NUL byte in a measurement, tag or field key, or tag value: series keys are split
+/// on it internally, so one would be read back as another key.
+fn no_nul(raw: &str, pos: usize, what: &str) -> ParseResult<()> {
+    match raw.bytes().position(|c| c == 0) {
+        Some(i) => Err(fail(pos + i, || format!("{what} contains a NUL byte"))),
+        None => Ok(()),
+    }
+}
+
 /// Whether `c` ends a name or needs a closer look: `,` and space end every name, `=` also ends
 /// keys and tag values (`EQUALS`), `\n` ends the line outside strings, `\` may start an escape.
 #[inline(always)]
@@ -344,6 +353,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         if raw.is_empty() {
             return Err(fail(start, || "missing measurement".to_string()));
         }
+        no_nul(raw, start, "measurement")?;
         let measurement = name_cow(raw, escaped, false);
         if measurement.len() > limits.key_bytes_max {
             return Err(fail(start, || {
@@ -447,6 +457,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         if key_raw.is_empty() {
             return Err(fail(key_pos, || "empty tag key".to_string()));
         }
+        no_nul(key_raw, key_pos, "tag key")?;
         let key = name_cow(key_raw, key_escaped, true);
         if b.get(after_key) != Some(&b'=') {
             return Err(fail(key_pos, || format!("tag {}: missing '=' and tag value", quoted(&key))));
@@ -469,6 +480,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         if value_raw.is_empty() {
             return Err(fail(value_pos, || format!("tag {}: empty tag value", quoted(&key))));
         }
+        no_nul(value_raw, value_pos, "tag value")?;
         // Built as a pair up front: assembling it right before the insert makes the copy into
         // the vector stall on store forwarding.
         let entry = (key, name_cow(value_raw, value_escaped, true));
@@ -542,6 +554,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         if key_raw.is_empty() {
             return Err(fail(key_pos, || "empty field key".to_string()));
         }
+        no_nul(key_raw, key_pos, "field key")?;
         let key = name_cow(key_raw, key_escaped, true);
         if b.get(after_key) != Some(&b'=') {
             return Err(fail(key_pos, || format!("field {}: missing '=' and field value", quoted(&key))));
@@ -1050,6 +1063,16 @@ mod tests {
 
     fn bad(line: &str, reason: &str) -> LineError {
         bad_body(line, 1, reason)
+    }
+
+    /// A NUL byte in any name would be indexed under another key; in a string value it is data.
+    #[test]
+    fn a_nul_byte_in_a_name_is_refused_but_not_in_a_string_value() {
+        bad("m\0x v=1 1", "measurement contains a NUL byte");
+        bad("m,ta\0g=x v=1 1", "tag key contains a NUL byte");
+        bad("m,tag=x\0y v=1 1", "tag value contains a NUL byte");
+        bad("m,tag=x v\0w=1 1", "field key contains a NUL byte");
+        assert_eq!(field(&ok("m s=\"a\0b\" 1"), "s"), &FieldValue::Str("a\0b".into()));
     }
 
     fn tags<'a>(p: &'a ParsedLine<'_>) -> Vec<(&'a str, &'a str)> {

@@ -81,6 +81,21 @@ impl FieldValue {
 // The canonical series key is shared with the client library, which routes by it.
 pub use hotlake_proto::routing::{escape_measurement, escape_tag, series_key};
 
+/// Longest tenant name, in bytes.
+pub const TENANT_BYTES_MAX: usize = 255;
+
+/// Checks a tenant name as a request gives it: 1 to [`TENANT_BYTES_MAX`] bytes, no control
+/// characters (a NUL would split keys; others only confuse logs and paths).
+pub fn check_tenant(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TENANT_BYTES_MAX {
+        return Err(format!("tenant name must be 1 to {TENANT_BYTES_MAX} bytes, got {}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("tenant name must not contain control characters".into());
+    }
+    Ok(())
+}
+
 /// Splits a canonical series key back into its measurement and tags.
 pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {
     let mut parts = Vec::new();
@@ -117,6 +132,16 @@ pub fn parse_series_key(key: &str) -> (String, Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_names_are_bounded_and_printable() {
+        assert!(check_tenant("fleet-eu_1").is_ok());
+        assert!(check_tenant(&"é".repeat(127)).is_ok());
+        assert!(check_tenant("").is_err());
+        assert!(check_tenant(&"x".repeat(TENANT_BYTES_MAX + 1)).is_err());
+        assert!(check_tenant("a\0b").is_err());
+        assert!(check_tenant("a\nb").is_err());
+    }
 
     #[test]
     fn series_key_round_trips_through_escaping() {

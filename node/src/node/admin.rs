@@ -46,6 +46,7 @@ impl Node {
                 if self.stopping.load(Ordering::Relaxed) {
                     return Err(Error::Unavailable("node is shutting down".into()));
                 }
+                self.check_forwarded_write(shard, &write)?;
                 let outcome = self.propose_here(shard, hotlake_engine::batch::ShardCommand::Write(write)).await?;
                 Ok(PeerReply::Written(outcome))
             }
@@ -91,6 +92,28 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// A write forwarded by another node gets the checks of the public path it skipped: every
+    /// series well formed and owned by `shard` on the ring. Nothing is proposed otherwise.
+    fn check_forwarded_write(&self, shard: ShardId, write: &hotlake_engine::batch::ShardWrite) -> Result<()> {
+        let ring = self.ring()?;
+        let mut problems = Vec::new();
+        for s in &write.series {
+            let key = hotlake_engine::batch::shown(&s.key);
+            if let Err(why) = s.check() {
+                problems.push(format!("series {key}: {why}"));
+            } else if ring.shard_of(&write.tenant, &s.device) != shard {
+                problems.push(format!("series {key}: its device belongs to another shard than {shard}"));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument {
+            message: format!("forwarded write refused: {} malformed series; nothing was written", problems.len()),
+            details: problems.into_iter().take(100).collect(),
+        })
     }
 
     /// This node's view of itself and its replicas.

@@ -40,7 +40,7 @@ impl Node {
     /// leaders are.
     pub async fn query(&self, mut q: Query) -> Result<QueryResult> {
         let started = crate::clock::Stopwatch::start();
-        q.tenant = self.tenant(&q.tenant).to_string();
+        q.tenant = self.tenant(&q.tenant)?.to_string();
         q.validate(&self.config.limits)?;
         let timeout = Duration::from_millis(self.config.limits.query_timeout_ms);
         let result = tokio::time::timeout(timeout, self.query_inner(q)).await;
@@ -140,7 +140,7 @@ impl Node {
 
     /// Latest values per device matching a filter, from the series index of each shard leader.
     pub async fn last(&self, mut q: LastQuery) -> Result<Vec<LastRow>> {
-        q.tenant = self.tenant(&q.tenant).to_string();
+        q.tenant = self.tenant(&q.tenant)?.to_string();
         if q.measurement.is_empty() {
             return Err(Error::invalid("measurement is required"));
         }

@@ -112,7 +112,10 @@ impl Node {
             if t.retention_s == 0 {
                 continue;
             }
-            let before_ns = now_ns.saturating_sub((t.retention_s as i64).saturating_mul(1_000_000_000));
+            // Validated to fit; saturating all the same, since a cutoff that wrapped would drop
+            // the tenant's every point.
+            let retention_ns = i64::try_from(t.retention_s).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+            let before_ns = now_ns.saturating_sub(retention_ns);
             for g in self.groups() {
                 if g.raft.metrics().borrow().current_leader != Some(me) {
                     continue;

@@ -90,6 +90,16 @@ pub struct Health {
     pub shards: u32,
     /// Replicas whose group has a leader.
     pub shards_with_leader: u32,
+    /// Shards that cannot commit, each with the reason: no leader known, or led here by a
+    /// leader that has not heard from a quorum for several election timeouts.
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    /// Whether every replica's group can commit.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty() && self.shards_with_leader == self.shards
+    }
 }
 
 /// A running node.
@@ -326,20 +336,37 @@ impl Node {
         }
     }
 
-    /// Resolves an empty tenant to the default one.
-    pub fn tenant<'a>(&'a self, tenant: &'a str) -> &'a str {
+    /// Resolves an empty tenant to the default one; refuses a name that is too long or holds
+    /// control characters.
+    pub fn tenant<'a>(&'a self, tenant: &'a str) -> Result<&'a str> {
         if tenant.is_empty() {
-            &self.config.default_tenant
-        } else {
-            tenant
+            return Ok(&self.config.default_tenant);
         }
+        hotlake_types::model::check_tenant(tenant).map_err(Error::invalid)?;
+        Ok(tenant)
     }
 
     /// Health of the node.
     pub fn health(&self) -> Health {
         let groups = self.groups();
-        let with_leader = groups.iter().filter(|g| g.raft.metrics().borrow().current_leader.is_some()).count() as u32;
-        Health { node_id: self.config.node_id, shards: groups.len() as u32, shards_with_leader: with_leader }
+        // A leader keeps leading without a quorum; after this long without one it cannot be
+        // committing anything.
+        let quorum_lost_ms = 3 * self.config.cluster.raft_election_timeout_ms;
+        let mut with_leader = 0;
+        let mut problems = Vec::new();
+        for g in &groups {
+            let m = g.raft.metrics().borrow().clone();
+            match (m.current_leader, m.state, m.millis_since_quorum_ack) {
+                (None, _, _) => problems.push(format!("{}: no leader known", g.id)),
+                (Some(_), openraft::ServerState::Leader, Some(ms)) if ms > quorum_lost_ms => {
+                    with_leader += 1;
+                    problems.push(format!("{}: led here without a quorum for {:.1} s", g.id, ms as f64 / 1000.0));
+                }
+                (Some(_), _, _) => with_leader += 1,
+            }
+        }
+        problems.sort();
+        Health { node_id: self.config.node_id, shards: groups.len() as u32, shards_with_leader: with_leader, problems }
     }
 
     /// Stops taking writes, flushes every replica and stops the Raft groups.

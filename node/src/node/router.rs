@@ -30,7 +30,7 @@ impl Node {
         default_ts_ns: i64,
     ) -> Result<(WriteSummary, Vec<LineError>)> {
         let _admitted = self.admit_write(body.len())?;
-        let tenant = self.tenant(tenant).to_string();
+        let tenant = self.tenant(tenant)?.to_string();
         let limits = self.line_limits();
         let ring = self.ring()?;
         let device_tag = self.config.device_tag.clone();

@@ -87,7 +87,7 @@ pub fn write_request_to_batches(
     node: &impl Ingest,
     req: pb::WriteRequest,
 ) -> Result<Vec<(ShardId, ShardWrite)>, Error> {
-    let tenant = node.tenant(&req.tenant).to_string();
+    let tenant = node.tenant(&req.tenant)?.to_string();
     let limits = node.limits();
     let device_tag = node.device_tag();
     let ring = node.ring()?;
@@ -193,13 +193,19 @@ pub fn write_request_to_batches(
         }
         let key = series_key(&s.measurement, &tags);
         let device = hotlake_proto::routing::device_of(device_tag, &tags, &key).to_string();
-        let shard = ring.shard_of(&tenant, &device);
+        let series = SeriesWrite { key, device, timestamps: s.timestamps_ns, columns };
+        // The shape was checked above; this also refuses NUL bytes in the names.
+        if let Err(why) = series.check() {
+            problems.push(at(why));
+            continue;
+        }
+        let shard = ring.shard_of(&tenant, &series.device);
         points += rows as u64;
         by_shard
             .entry(shard)
             .or_insert_with(|| ShardWrite { tenant: tenant.clone(), series: Vec::new() })
             .series
-            .push(SeriesWrite { key, device, timestamps: s.timestamps_ns, columns });
+            .push(series);
     }
     if !problems.is_empty() {
         return Err(invalid(problems));
@@ -410,6 +416,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
             shards: h.shards,
             shards_with_leader: h.shards_with_leader,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            problems: h.problems,
         }))
     }
 

@@ -111,6 +111,7 @@ async fn write_v2<S: Service>(
 /// Decompresses a gzip body, refusing to inflate past `max` bytes.
 fn gunzip(body: &[u8], max: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
+    // Every member: `pigz` and concatenated `.gz` files produce bodies of several.
     let mut reader = flate2::read::GzDecoder::new(body).take(max + 1);
     reader.read_to_end(&mut out).map_err(|e| Error::invalid(format!("body is not valid gzip: {e}")))?;
     if out.len() as u64 > max {
@@ -215,13 +216,14 @@ async fn last<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
 
 async fn health<S: Service>(State(node): State<Arc<S>>) -> Response {
     let h = node.health();
-    let ok = h.shards_with_leader == h.shards;
+    let ok = h.is_ok();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "node_id": h.node_id,
         "shards": h.shards,
         "shards_with_leader": h.shards_with_leader,
+        "problems": h.problems,
         "version": env!("CARGO_PKG_VERSION"),
     });
     (status, Json(body)).into_response()
@@ -335,5 +337,34 @@ async fn shard_digest<S: Service>(State(node): State<Arc<S>>, Path(id): Path<u32
                 .into_response()
         }
         Err(e) => to_response(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A body of two gzip members (what `pigz` and `cat a.gz b.gz` make) was answered 204
+    /// while only the first member was written.
+    #[test]
+    fn every_gzip_member_is_read() {
+        let mut body = gzip("m v=1 1\n");
+        body.extend(gzip("m v=2 2\n"));
+        assert_eq!(gunzip(&body, 1 << 20).unwrap(), b"m v=1 1\nm v=2 2\n");
+    }
+
+    #[test]
+    fn a_gzip_body_inflating_past_the_limit_is_refused() {
+        let body = gzip(&"m v=1 1\n".repeat(1000));
+        assert!(matches!(gunzip(&body, 100), Err(Error::LimitExceeded { .. })));
+        assert!(matches!(gunzip(b"not gzip", 100), Err(Error::InvalidArgument { .. })));
     }
 }

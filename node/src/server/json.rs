@@ -178,13 +178,23 @@ pub fn parse_rfc3339(s: &str) -> Result<TimestampNs, String> {
         }
         frac_ns = digits.parse::<i64>().map_err(|_| bad())? * 10i64.pow(9 - digits.len() as u32);
     }
-    let offset_s = match &s[i..] {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
-            let oh: i64 = tz[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = tz[4..6].parse().map_err(|_| bad())?;
+    // Byte checks only: the text may hold multi-byte characters anywhere, and slicing a
+    // `str` inside one panics.
+    let zone = &b[i..];
+    let digits = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let d = &zone[r];
+        if !d.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        Ok(d.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
+    };
+    let offset_s = match zone {
+        b"Z" | b"z" => 0,
+        tz if tz.len() == 6 && (tz[0] == b'+' || tz[0] == b'-') && tz[3] == b':' => {
+            let oh = digits(1..3)?;
+            let om = digits(4..6)?;
             let o = oh * 3600 + om * 60;
-            if tz.starts_with('-') {
+            if tz[0] == b'-' {
                 -o
             } else {
                 o
@@ -399,6 +409,26 @@ mod tests {
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Ok(-1_000_000_000));
         assert!(parse_rfc3339("2016-13-01T00:00:00Z").is_err());
         assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    /// A multi-byte character where the zone's `:` belongs used to panic the handler (a slice
+    /// inside the character) and reset the client's connection.
+    #[test]
+    fn a_zone_with_a_multi_byte_character_is_an_error_not_a_panic() {
+        assert!(parse_rfc3339("2016-01-01T00:00:00+0é00").is_err());
+        assert!(parse_rfc3339("2016-01-01T00:00:00+é:00").is_err());
+        assert!(parse_rfc3339("2016-01-01T00:00:00.5é").is_err());
+        assert!(parse_rfc3339("2016-01-01T00:00:00+1a:00").is_err());
+    }
+
+    proptest::proptest! {
+        /// No text panics the time and duration parsers; text that parses is a valid time.
+        #[test]
+        fn time_parsing_never_panics(text in "\\PC{0,40}", tail in "\\PC{0,8}") {
+            let _ = parse_duration(&text);
+            let _ = parse_rfc3339(&text);
+            let _ = parse_rfc3339(&format!("2016-01-01T00:00:00{tail}"));
+        }
     }
 
     #[test]

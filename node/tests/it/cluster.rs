@@ -720,3 +720,27 @@ fn check_acknowledged_counts(node: &NodeProcess, acked: &[(u64, u64)]) {
         assert!(have >= *want, "device {device}: {have} points stored, {want} acknowledged");
     }
 }
+
+/// A leader cut off from its quorum keeps leading (openraft does not step down), and `/health`
+/// said `ok` while nothing could commit. It now answers 503 and names every such shard.
+#[test]
+fn health_names_the_shards_that_cannot_commit() {
+    let mut c = Cluster::start(3);
+    let survivor = c.nodes[0].http.clone();
+    c.node(2).kill9();
+    c.node(3).kill9();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client().get(format!("http://{survivor}/health")).send().unwrap();
+        let code = r.status().as_u16();
+        let v: Value = r.json().unwrap();
+        let problems: Vec<&str> = v["problems"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        // Every shard has a replica here: each is named, as leaderless or led without a quorum.
+        if code == 503 && v["status"] == "degraded" && problems.len() == v["shards"].as_u64().unwrap() as usize {
+            assert!(problems.iter().all(|p| p.starts_with('s') && p.contains(": ")), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "health after losing the quorum: {code} {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,11 +1,12 @@
-//! Integration tests against the real `hotlake` binary: HTTP and gRPC API behaviour, kill -9
-//! crash recovery, multi-node clusters (leader kills, node add and drain, full restarts, a partition),
-//! and every `hotlakectl` command against a real cluster.
+//! Integration tests against the real `hotlake` binary: HTTP and gRPC API behaviour, hostile
+//! requests, kill -9 crash recovery, multi-node clusters (leader kills, node add and drain, full
+//! restarts, a partition), and every `hotlakectl` command against a real cluster.
 
 mod cluster;
 mod crash;
 mod ctl;
 mod grpc_api;
+mod hostile;
 mod http_api;
 mod netns;
 mod support;

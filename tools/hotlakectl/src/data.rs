@@ -18,13 +18,21 @@ pub async fn health(admin: &AdminClient, output: Output, out: &mut impl Write) -
     let mut bad = 0;
     for m in &status.members {
         let row = match admin.health_at(&m.grpc_addr).await {
-            Ok(h) => vec![
-                m.id.to_string(),
-                m.grpc_addr.clone(),
-                if h.shards_with_leader == h.shards { "ok" } else { "degraded" }.to_string(),
-                format!("{}/{}", h.shards_with_leader, h.shards),
-                h.version,
-            ],
+            Ok(h) => {
+                let status = if h.shards_with_leader == h.shards && h.problems.is_empty() {
+                    "ok".to_string()
+                } else {
+                    bad += 1;
+                    format!("degraded: {}", h.problems.join("; "))
+                };
+                vec![
+                    m.id.to_string(),
+                    m.grpc_addr.clone(),
+                    status,
+                    format!("{}/{}", h.shards_with_leader, h.shards),
+                    h.version,
+                ]
+            }
             Err(e) => {
                 bad += 1;
                 vec![m.id.to_string(), m.grpc_addr.clone(), format!("down: {e}"), String::new(), String::new()]
@@ -34,7 +42,7 @@ pub async fn health(admin: &AdminClient, output: Output, out: &mut impl Write) -
     }
     print_rows(output, &["node", "grpc", "status", "shards_led", "version"], &rows, out);
     if bad > 0 {
-        return Err(Failure::Unreachable(format!("{bad} node(s) did not answer")));
+        return Err(Failure::Unreachable(format!("{bad} node(s) did not answer or are degraded")));
     }
     Ok(())
 }

@@ -159,7 +159,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     let wants = |s: &str| args.systems.iter().any(|x| x == s);
     if wants("hotlake-3") && !hotlakectl_bin.is_file() {
         bail!(
-            "{} not found: build it (cargo build --release -p hotlake-client --bin hotlakectl)",
+            "{} not found: build it (cargo build --release -p hotlakectl --bin hotlakectl)",
             hotlakectl_bin.display()
         );
     }

@@ -220,7 +220,7 @@ impl Server {
             started.push(start_hotlake_node(bin, ports, n, Some(&seed))?);
         }
         let status = Command::new(ctl)
-            .args(["--http", &started[0].0, "cluster", "status", "--wait-ready-s", "300", "--wait-nodes"])
+            .args(["--cluster", &seed, "cluster", "status", "--wait-ready-s", "300", "--wait-nodes"])
             .arg(nodes.to_string())
             .stdout(Stdio::null())
             .status()

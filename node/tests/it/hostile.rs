@@ -1,0 +1,118 @@
+//! Hostile requests against a real node: each gets the answer a careful database gives (a clear
+//! 4xx or gRPC status naming the problem), and afterwards the node still serves and the stored
+//! data is what it was. Every case here once hurt the node (a panic, a reset connection, a
+//! silently dropped write, a key indexed wrongly).
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use hotlake_client::proto as pb;
+use hotlake_client::{Client, ClientError, SeriesBuilder};
+
+use crate::support::{client, NodeProcess};
+
+const T0: i64 = 1_451_606_400_000_000_000; // 2016-01-01T00:00:00Z
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// Points of measurement `m` in tenant `db`.
+fn count(node: &NodeProcess, db: &str) -> i64 {
+    let (status, v) = node.query(json!({
+        "tenant": db, "measurement": "m", "start": T0, "end": T0 + 1_000_000_000_000i64,
+        "aggregates": ["count"],
+    }));
+    assert_eq!(status, 200, "{v}");
+    v["groups"].as_array().into_iter().flatten().map(|g| g["rows"][0][1].as_i64().unwrap_or(0)).sum()
+}
+
+/// The node answers health and still holds exactly `expected` points in `db`.
+fn unharmed(node: &NodeProcess, expected: i64) {
+    let h: Value = client().get(format!("http://{}/health", node.http)).send().unwrap().json().unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(count(node, "hostile"), expected);
+}
+
+/// Asserts a 400 whose body names `reason`.
+#[track_caller]
+fn refused(r: reqwest::blocking::Response, reason: &str) {
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(reason), "{body} lacks {reason:?}");
+}
+
+#[test]
+fn hostile_requests_are_refused_clearly_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    let c = client();
+    let url = |q: &str| format!("http://{}/write?{q}", node.http);
+
+    // A body of two gzip members (pigz, `cat a.gz b.gz`): every member is written.
+    let mut body = gzip(&format!("m,device_id=a v=1 {T0}\n"));
+    body.extend(gzip(&format!("m,device_id=a v=2 {}\n", T0 + 1)));
+    let r = c.post(url("db=hostile")).header("content-encoding", "gzip").body(body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    unharmed(&node, 2);
+
+    // A multi-byte character inside a query's time zone: 400, not a reset connection.
+    let (status, v) = node.query(json!({
+        "tenant": "hostile", "measurement": "m", "start": "2016-01-01T00:00:00+0é00", "end": T0 + 10,
+    }));
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("invalid time"), "{v}");
+    unharmed(&node, 2);
+
+    // A 20,000-byte tenant name.
+    refused(c.post(url(&format!("db={}", "x".repeat(20_000)))).body("m v=1 1\n").send().unwrap(), "tenant name");
+    // Control characters in a tenant name.
+    refused(c.post(url("db=a%00b")).body("m v=1 1\n").send().unwrap(), "tenant name");
+    // A NUL byte in a tag key, a tag value, a field key and the measurement.
+    for line in ["m,de\0vice=a v=1 1", "m,device_id=a\0b v=1 1", "m,device_id=a v\0=1 1", "m\0n,device_id=a v=1 1"] {
+        refused(c.post(url("db=hostile")).body(format!("{line}\n")).send().unwrap(), "NUL byte");
+    }
+    unharmed(&node, 2);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = Client::connect([node.grpc.as_str()]).await.unwrap();
+        let rejected = |r: Result<hotlake_client::WriteSummary, ClientError>, reason: &str| match r {
+            Err(ClientError::Rejected { kind, message }) => {
+                assert_eq!(kind, "invalid_argument", "{message}");
+                assert!(message.contains(reason), "{message} lacks {reason:?}");
+            }
+            other => panic!("expected a rejection naming {reason:?}, got {other:?}"),
+        };
+        // Columns that do not match the timestamps.
+        let mut s = SeriesBuilder::new("m").tag("device_id", "a");
+        s.push_f64(T0 + 5, "v", 5.0);
+        let mut short = s.clone().build();
+        short.timestamps_ns.push(T0 + 6);
+        rejected(client.write("hostile", vec![short]).await, "absent rows");
+        // A NUL byte in a tag key, which the series key is split on.
+        let nul = SeriesBuilder::new("m").tag("dev\0ice", "a");
+        let mut nul = nul;
+        nul.push_f64(T0 + 7, "v", 7.0);
+        rejected(client.write("hostile", vec![nul.build()]).await, "NUL byte");
+        // A tenant name too long.
+        rejected(client.write(&"t".repeat(300), vec![s.build()]).await, "tenant name");
+        // Raw requests with absent rows out of range.
+        let bad = pb::SeriesPoints {
+            measurement: "m".into(),
+            tags: vec![pb::Tag { key: "device_id".into(), value: "a".into() }],
+            timestamps_ns: vec![T0 + 8],
+            fields: vec![pb::FieldColumn {
+                name: "v".into(),
+                values: Some(pb::field_column::Values::F64(pb::DoubleValues { values: vec![] })),
+                absent_rows: vec![7],
+            }],
+        };
+        rejected(client.write("hostile", vec![bad]).await, "absent_rows");
+    });
+    unharmed(&node, 2);
+}
