@@ -10,6 +10,8 @@
 //!   drained and removed while down, then restarts with its old memberships on disk.
 //! - a replica wiped and re-added: a node comes back with an empty disk; the cluster refuses
 //!   it while replicas are placed on it, and takes it back as new once it was removed.
+//! - a corrupt replica: bad index data in one replica of a node fails that replica only; the
+//!   node restarts and serves its others, and the shard goes on with its other replicas.
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
@@ -21,6 +23,7 @@ use hotlake_sim_tests::checkers::{self, durability, model};
 use hotlake_sim_tests::harness::{SimCluster, SIM_SHARDS};
 use hotlake_sim_tests::observe;
 use hotlake_sim_tests::workload::{write, History, Targets, Workload};
+use hotlake_storage::{Durability, KvEngine, ShardId, Space, WriteBatch};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -323,4 +326,49 @@ async fn t90_wiped_replica_is_refused_then_re_added() {
     settle(&client, seeds.clone(), 4).await;
     writers.stop_into(&mut history).await;
     verify(&client, seeds, history).await;
+}
+
+#[madsim::test]
+async fn t90_a_corrupt_replica_fails_one_shard_not_the_node() {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    let cluster = SimCluster::start(3);
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), 3).await;
+    let mut history = write_batches(&client, seeds.clone(), 100).await;
+    cluster.kill(3);
+    // A series-record key cut short: the index of shard 1 on node 3 no longer loads.
+    let mut bad = WriteBatch::new();
+    bad.put(Space::Index(ShardId(1)), vec![0x01u8], Vec::new());
+    cluster.node(3).engine().write(bad, Durability::Sync).expect("write to the simulated disk");
+    cluster.restart(3);
+    let writers = Writers::start(&client, vec![seeds[0].clone(), seeds[1].clone()], 10_000);
+    let s = seeds.clone();
+    on(&client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(st) = observe::status(&peers, &s[2]).await {
+                let hosted: BTreeSet<u32> = st.replicas.iter().map(|r| r.shard.0).collect();
+                let serving = st.replicas.iter().all(|r| r.role == "leader" || r.role == "follower");
+                if hosted == BTreeSet::from([0, 2, 3]) && serving {
+                    return;
+                }
+            }
+            assert!(madsim::time::Instant::now() < deadline, "node 3 does not serve its good replicas");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // Writes go on for a while with shard 1 on two replicas.
+    madsim::time::sleep(Duration::from_secs(10)).await;
+    writers.stop_into(&mut history).await;
+    let first = seeds[0].clone();
+    on(&client, async move {
+        let state = checkers::read_final(&first).await.expect("final read");
+        durability::check(&history, &state).unwrap_or_else(|e| panic!("durability: {e}"));
+        model::check(&history, &state).unwrap_or_else(|e| panic!("model: {e}"));
+    })
+    .await;
 }

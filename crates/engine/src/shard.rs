@@ -240,7 +240,11 @@ impl ShardData {
         let (from, to) = keys::series_records_range();
         let mut failure = None;
         engine.scan(Space::Index(id), &from, &to, &mut |k, v| {
-            let sid = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+            let &[_, a, b, c, d] = k else {
+                failure = Some(corrupt(Space::Index(id), format!("series record key {k:?} is not 5 bytes")));
+                return false;
+            };
+            let sid = u32::from_be_bytes([a, b, c, d]);
             if sid >= flushed.next_series_id {
                 // A record from a flush newer than the flushed state cannot exist (same batch);
                 // tolerate nothing silently.
@@ -342,7 +346,7 @@ impl ShardData {
         let mut memtable = active.write().unwrap_or_else(|p| p.into_inner());
         for s in &w.series {
             // Total apply: a malformed series is rejected the same way on every replica.
-            if let Err(why) = s.check().and(Err::<(), String>("x".into())).or(Ok::<(), String>(())) {
+            if let Err(why) = s.check() {
                 outcome.rejected.push(format!("series {}: {why}; none of its points were applied", shown(&s.key)));
                 continue;
             }
@@ -677,6 +681,25 @@ mod tests {
         let view = shard.read_view();
         let b = crate::read::read_series(shard, &view, sid, i64::MIN, i64::MAX, None).unwrap();
         b.timestamps.iter().map(|t| t / HOUR).collect()
+    }
+
+    /// Bad index data on disk is an error naming the shard's space, never a panic: a short
+    /// series-record key used to index past its end.
+    #[test]
+    fn a_corrupt_index_fails_the_open_with_an_error() {
+        use hotlake_storage::{Durability, WriteBatch};
+        for (key, value) in [(vec![0x01], vec![]), (keys::FLUSHED_STATE.to_vec(), vec![0xff; 3])] {
+            let engine: Engine = Arc::new(MemEngine::new());
+            ShardData::open(engine.clone(), ShardId(2), ShardOptions::default()).unwrap();
+            let mut b = WriteBatch::new();
+            b.put(Space::Index(ShardId(2)), key, value);
+            engine.write(b, Durability::Sync).unwrap();
+            match ShardData::open(engine, ShardId(2), ShardOptions::default()) {
+                Err(StorageError::Corrupt { space, .. }) => assert!(space.contains('2'), "{space}"),
+                Err(other) => panic!("expected corruption, got {other}"),
+                Ok(_) => panic!("a corrupt index opened"),
+            }
+        }
     }
 
     /// A batch whose columns do not match its timestamps used to panic apply on every replica

@@ -9,6 +9,7 @@ use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 use super::{AggKind, Fill, Query, ResultGroup};
 use hotlake_engine::codec::{Block, ColumnValues};
 use hotlake_engine::read::value_at;
+use hotlake_types::error::Error;
 use hotlake_types::model::{FieldValue, TimestampNs};
 
 /// Running aggregate of one field in one (group, bucket).
@@ -350,8 +351,42 @@ impl PartialAggregates {
         }
     }
 
-    /// Final result groups, with fill, order and limit applied.
-    pub fn finish(self, q: &Query) -> Vec<ResultGroup> {
+    /// Rows [`PartialAggregates::finish`] would return: per group its buckets (every bucket
+    /// of the range when filling), cut by the query's limit. Counted before anything is built,
+    /// so that many groups times many filled buckets cannot take the node's memory.
+    pub fn rows_after_finish(&self, q: &Query) -> u128 {
+        let filled = if q.fill == Fill::None || q.bucket_ns == 0 {
+            None
+        } else {
+            let first = bucket_of(q.start_ns, q.bucket_ns, q.start_ns) as i128;
+            Some(((q.end_ns as i128 - first).max(0) + q.bucket_ns as i128 - 1) / q.bucket_ns as i128)
+        };
+        self.groups
+            .values()
+            .map(|buckets| {
+                let n = filled.unwrap_or(buckets.len() as i128).max(0) as u128;
+                if q.limit > 0 {
+                    n.min(q.limit as u128)
+                } else {
+                    n
+                }
+            })
+            .sum()
+    }
+
+    /// Final result groups, with fill, order and limit applied; refused when they would hold
+    /// more than `rows_max` rows (checked before they are built).
+    pub fn finish(self, q: &Query, rows_max: u64) -> Result<Vec<ResultGroup>, Error> {
+        let rows = self.rows_after_finish(q);
+        if rows > u128::from(rows_max) {
+            return Err(Error::LimitExceeded {
+                limit: "limits.query_rows_max",
+                message: format!(
+                    "query would return {rows} rows ({} groups); add a limit, fewer groups, a wider bucket or no fill",
+                    self.groups.len()
+                ),
+            });
+        }
         let columns: Vec<String> =
             self.fields.iter().flat_map(|f| q.aggregates.iter().map(move |a| format!("{}({f})", a.name()))).collect();
         let mut out = Vec::with_capacity(self.groups.len());
@@ -398,7 +433,7 @@ impl PartialAggregates {
             let tags = q.group_by.iter().cloned().zip(group).collect();
             out.push(ResultGroup { tags, columns: columns.clone(), rows });
         }
-        out
+        Ok(out)
     }
 }
 
@@ -425,6 +460,31 @@ mod tests {
             limit: 0,
             allow_partial: false,
         }
+    }
+
+    /// `fill` with `group_by` built every group × bucket before the row limit was checked, so
+    /// one request could take the node's memory. The rows are counted first now.
+    #[test]
+    fn filled_groups_are_counted_before_they_are_built() {
+        let block = Block {
+            timestamps: vec![5],
+            columns: vec![Column { name: "v".into(), present: None, values: ColumnValues::F64(vec![1.0]) }],
+        };
+        let q = Query { bucket_ns: 10, fill: Fill::Value(0.0), ..query(10) };
+        let mut p = PartialAggregates::new(vec!["v".into()], false);
+        for g in 0..1000 {
+            p.add_block(&[g.to_string()], &block, &q);
+        }
+        // 1000 groups × 100 buckets of 10 ns over [0, 1000).
+        assert_eq!(p.rows_after_finish(&q), 100_000);
+        assert_eq!(p.rows_after_finish(&Query { limit: 3, ..q.clone() }), 3_000);
+        assert_eq!(p.rows_after_finish(&Query { fill: Fill::None, ..q.clone() }), 1_000);
+        match p.clone().finish(&q, 99_999) {
+            Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, "limits.query_rows_max"),
+            other => panic!("expected the row limit, got {other:?}"),
+        }
+        let groups = p.finish(&q, 100_000).unwrap();
+        assert_eq!(groups.iter().map(|g| g.rows.len()).sum::<usize>(), 100_000);
     }
 
     #[test]

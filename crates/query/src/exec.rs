@@ -184,18 +184,27 @@ pub fn run_on_shard(shard: &ShardData, q: &Query, limits: &Limits, points_budget
     Ok(ShardResult { answer: ShardAnswer::Aggregates(partial), points_scanned: scanned })
 }
 
-/// Merges shard answers into the final result.
-pub fn merge_answers(q: &Query, answers: Vec<ShardResult>) -> QueryResult {
+/// Merges shard answers into the final result, refusing one of more than `rows_max` rows (each
+/// shard keeps to the limit itself; together they may not).
+pub fn merge_answers(q: &Query, answers: Vec<ShardResult>, rows_max: u64) -> Result<QueryResult, Error> {
     let points_scanned = answers.iter().map(|a| a.points_scanned).sum();
     if q.aggregates.is_empty() {
         let mut groups: Vec<ResultGroup> = Vec::new();
+        let mut rows = 0u64;
         for a in answers {
             if let ShardAnswer::Raw(g) = a.answer {
+                rows += g.iter().map(|g| g.rows.len() as u64).sum::<u64>();
+                if rows > rows_max {
+                    return Err(Error::LimitExceeded {
+                        limit: "limits.query_rows_max",
+                        message: format!("query returns more than {rows_max} rows; add a limit or aggregate"),
+                    });
+                }
                 groups.extend(g);
             }
         }
         groups.sort_by(|a, b| a.tags.cmp(&b.tags));
-        return QueryResult { groups, points_scanned, missing_shards: Vec::new() };
+        return Ok(QueryResult { groups, points_scanned, missing_shards: Vec::new() });
     }
     let mut merged: Option<PartialAggregates> = None;
     for a in answers {
@@ -220,8 +229,11 @@ pub fn merge_answers(q: &Query, answers: Vec<ShardResult>) -> QueryResult {
             }
         }
     }
-    let groups = merged.map(|m| m.finish(q)).unwrap_or_default();
-    QueryResult { groups, points_scanned, missing_shards: Vec::new() }
+    let groups = match merged {
+        Some(m) => m.finish(q, rows_max)?,
+        None => Vec::new(),
+    };
+    Ok(QueryResult { groups, points_scanned, missing_shards: Vec::new() })
 }
 
 /// Answers `Last` on one shard from the series index (no history is read).
@@ -313,7 +325,7 @@ mod tests {
     fn answer(shard: &ShardData, q: &Query) -> (Vec<Option<FieldValue>>, u64) {
         let r = run_on_shard(shard, q, &Limits::default(), u64::MAX).unwrap();
         let points = r.points_scanned;
-        let groups = merge_answers(q, vec![r]).groups;
+        let groups = merge_answers(q, vec![r], u64::MAX).unwrap().groups;
         (groups.first().map(|g| g.rows[0].1.clone()).unwrap_or_default(), points)
     }
 

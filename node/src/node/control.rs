@@ -63,13 +63,23 @@ pub(super) fn start(node: Arc<Node>) {
             }
             reconcile_replicas(&node).await;
             report(&node).await;
-            if node.meta.metrics().borrow().current_leader == Some(node.config.node_id) {
+            if leads_as_voter(&node.meta.metrics().borrow(), node.config.node_id) {
                 meta_leader_round(&node).await;
             } else {
                 node.meta_duties.lock().unwrap_or_else(|p| p.into_inner()).leader_since = None;
             }
         }
     });
+}
+
+/// Whether `me` leads the group and is one of its voters. A leader that committed its own
+/// removal stays leader inside openraft until it hands over, but a membership change asked of
+/// it then trips openraft's invariant (found by the simulator: a drained meta leader that
+/// removed itself was asked to promote a voter); only a voting leader changes membership.
+fn leads_as_voter(m: &openraft::RaftMetrics<NodeId, BasicNode>, me: NodeId) -> bool {
+    m.state == ServerState::Leader
+        && m.current_leader == Some(me)
+        && m.membership_config.membership().voter_ids().any(|v| v == me)
 }
 
 async fn join_if_needed(node: &Node) -> Result<()> {
@@ -138,11 +148,7 @@ async fn reconcile_replicas(node: &Node) {
         async move {
             // A leader removed from its group steps down to learner but may keep naming
             // itself as the leader it last knew; only a replica in the leader state drives.
-            let leading = {
-                let m = g.raft.metrics();
-                let m = m.borrow();
-                m.state == ServerState::Leader && m.current_leader == Some(me)
-            };
+            let leading = leads_as_voter(&g.raft.metrics().borrow(), me);
             if leading {
                 let target: BTreeSet<NodeId> = map.replicas(g.id).iter().copied().collect();
                 if let Err(e) = drive_membership(&g, &target, &map).await {

@@ -119,15 +119,8 @@ impl Node {
             }
             answers.push(a);
         }
-        let mut result = merge_answers(&q, answers);
+        let mut result = merge_answers(&q, answers, self.config.limits.query_rows_max)?;
         result.missing_shards = missing;
-        let rows: usize = result.groups.iter().map(|g| g.rows.len()).sum();
-        if rows as u64 > self.config.limits.query_rows_max {
-            return Err(Error::LimitExceeded {
-                limit: "limits.query_rows_max",
-                message: format!("query returns {rows} rows; add a limit, a narrower range or an aggregate"),
-            });
-        }
         Ok(result)
     }
 

@@ -130,6 +130,9 @@ pub struct Node {
     /// through `cluster.join` stays out until the cluster accepts the join: if it lost its
     /// disk, its empty vote and log must not count in any election.
     pub(crate) raft_open: AtomicBool,
+    /// Replicas on disk that could not be opened (corrupt data), with the error: the node
+    /// serves its other replicas and names these in its health.
+    pub(crate) unopened: Mutex<BTreeMap<ShardId, String>>,
 }
 
 const INCARNATION_KEY: &[u8] = b"incarnation";
@@ -222,9 +225,13 @@ impl Node {
             removed_noticed: AtomicBool::new(false),
             incarnation,
             raft_open: AtomicBool::new(false),
+            unopened: Mutex::new(BTreeMap::new()),
         });
         for shard in engine.shards() {
-            node.open_group(shard).await?;
+            // Bad data in one replica fails that replica, not the node.
+            if let Err(e) = node.open_group(shard).await {
+                tracing::error!(%shard, error = format!("{e:#}"), "cannot open this replica; serving the others");
+            }
         }
         let initialized = node.meta.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let auto_bootstrap = node.config.cluster.join.is_empty() && node.config.cluster.bootstrap == "auto";
@@ -365,6 +372,8 @@ impl Node {
                 (Some(_), _, _) => with_leader += 1,
             }
         }
+        let unopened = self.unopened.lock().unwrap_or_else(|p| p.into_inner());
+        problems.extend(unopened.iter().map(|(shard, e)| format!("{shard}: cannot open the replica: {e}")));
         problems.sort();
         Health { node_id: self.config.node_id, shards: groups.len() as u32, shards_with_leader: with_leader, problems }
     }

@@ -22,11 +22,22 @@ use std::time::Duration;
 impl Node {
     /// Opens (or returns) the replica of `shard` on this node. A new replica starts empty and
     /// uninitialized: the shard's leader adds it as a learner and sends it a snapshot or the log.
+    /// A replica that fails to open is remembered with its error for the node's health.
     pub(crate) async fn open_group(&self, shard: ShardId) -> anyhow::Result<Arc<ShardGroup>> {
-        use anyhow::Context;
         if let Some(g) = self.groups_read().get(&shard) {
             return Ok(g.clone());
         }
+        let opened = self.open_group_now(shard).await;
+        let mut unopened = self.unopened.lock().unwrap_or_else(|p| p.into_inner());
+        match &opened {
+            Ok(_) => unopened.remove(&shard),
+            Err(e) => unopened.insert(shard, format!("{e:#}")),
+        };
+        opened
+    }
+
+    async fn open_group_now(&self, shard: ShardId) -> anyhow::Result<Arc<ShardGroup>> {
+        use anyhow::Context;
         let options = ShardOptions {
             block_window_ns: self.config.storage.block_window_ms as i64 * 1_000_000,
             ..Default::default()

@@ -112,7 +112,7 @@ async fn write_v2<S: Service>(
 fn gunzip(body: &[u8], max: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     // Every member: `pigz` and concatenated `.gz` files produce bodies of several.
-    let mut reader = flate2::read::GzDecoder::new(body).take(max + 1);
+    let mut reader = flate2::read::MultiGzDecoder::new(body).take(max + 1);
     reader.read_to_end(&mut out).map_err(|e| Error::invalid(format!("body is not valid gzip: {e}")))?;
     if out.len() as u64 > max {
         return Err(Error::LimitExceeded {
