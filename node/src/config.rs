@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hotlake_cluster::map::ClusterSettings;
 use hotlake_types::limits::Limits;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,7 @@ pub struct Config {
     /// Number of shards on the ring, fixed when the data directory is created.
     pub shard_count: u32,
     /// Tag whose value is the device key of a series; series without it use their series key.
+    /// Fixed when the cluster is created (the cluster map keeps it).
     pub device_tag: String,
     /// Tenant used when a request names none.
     pub default_tenant: String,
@@ -65,7 +67,8 @@ pub struct StorageConfig {
     pub node_memtable_bytes_hard_max: u64,
     /// A memtable older than this is flushed even if small.
     pub memtable_age_ms_max: u64,
-    /// Width of the aligned time window a block may span.
+    /// Width of the aligned time window a block may span. Fixed when the cluster is created
+    /// (the cluster map keeps it).
     pub block_window_ms: u64,
     /// RocksDB shared block cache.
     pub block_cache_bytes: u64,
@@ -173,6 +176,34 @@ impl TenantConfig {
 }
 
 impl Config {
+    /// The settings this node would create a cluster with.
+    pub fn cluster_settings(&self) -> ClusterSettings {
+        ClusterSettings { device_tag: self.device_tag.clone(), block_window_ms: self.storage.block_window_ms }
+    }
+
+    /// How this configuration contradicts a cluster's settings, said so that the operator knows
+    /// what to set; `None` when it agrees.
+    pub fn contradiction(&self, cluster: &ClusterSettings) -> Option<String> {
+        let mine = self.cluster_settings();
+        let mut wrong = Vec::new();
+        if mine.device_tag != cluster.device_tag {
+            wrong.push(format!("device_tag is {:?} here but {:?} in the cluster", mine.device_tag, cluster.device_tag));
+        }
+        if mine.block_window_ms != cluster.block_window_ms {
+            wrong.push(format!(
+                "storage.block_window_ms is {} here but {} in the cluster",
+                mine.block_window_ms, cluster.block_window_ms
+            ));
+        }
+        (!wrong.is_empty()).then(|| {
+            format!(
+                "this node's configuration contradicts the cluster's: {}. Every replica must apply them alike; \
+                 set the cluster's values (or remove these settings) and start again",
+                wrong.join("; ")
+            )
+        })
+    }
+
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
         use anyhow::Context;
@@ -246,6 +277,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contradiction_with_the_cluster_names_both_values() {
+        let c = Config::default();
+        assert_eq!(c.contradiction(&c.cluster_settings()), None);
+        let theirs = ClusterSettings { device_tag: "name".into(), block_window_ms: 3_600_000 };
+        let why = c.contradiction(&theirs).unwrap();
+        assert!(why.contains(r#"device_tag is "device_id" here but "name" in the cluster"#), "{why}");
+        assert!(why.contains("storage.block_window_ms is 21600000 here but 3600000 in the cluster"), "{why}");
+    }
 
     /// A retention past what i64 nanoseconds hold used to wrap negative and wipe the tenant.
     #[test]

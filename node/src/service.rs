@@ -35,7 +35,7 @@ pub trait Ingest: Send + Sync + 'static {
     /// is refused.
     fn tenant<'a>(&'a self, tenant: &'a str) -> Result<&'a str>;
     /// The tag whose value is a series' device.
-    fn device_tag(&self) -> &str;
+    fn device_tag(&self) -> String;
     /// The ring of the cluster (unavailable before the node joined one).
     fn ring(&self) -> Result<Ring>;
     /// Admits a write request of `bytes`, or refuses it at once as `overloaded`; hold the
@@ -110,8 +110,8 @@ impl Ingest for Node {
     fn tenant<'a>(&'a self, tenant: &'a str) -> Result<&'a str> {
         Node::tenant(self, tenant)
     }
-    fn device_tag(&self) -> &str {
-        &self.config().device_tag
+    fn device_tag(&self) -> String {
+        self.settings().device_tag
     }
     fn ring(&self) -> Result<Ring> {
         Node::ring(self)

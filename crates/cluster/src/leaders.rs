@@ -82,8 +82,14 @@ mod tests {
             state: NodeState::Active,
             incarnation: id,
         };
-        m.apply(&MetaCommand::Bootstrap { cluster_id: 1, shard_count: shards, replication_factor: 3, node: info(1) })
-            .unwrap();
+        m.apply(&MetaCommand::Bootstrap {
+            cluster_id: 1,
+            shard_count: shards,
+            replication_factor: 3,
+            settings: crate::map::ClusterSettings::for_tests(),
+            node: info(1),
+        })
+        .unwrap();
         for id in 2..=nodes {
             m.apply(&MetaCommand::AddNode(info(id))).unwrap();
         }

@@ -51,6 +51,38 @@ pub struct NodeInfo {
     pub incarnation: u64,
 }
 
+/// Settings every replica must apply alike, fixed when the cluster is created. They decide how
+/// series are routed to shards and how a shard's data is cut into blocks: two nodes with
+/// different values would route one device's series to different shards, or apply the same
+/// retention command to different windows and diverge. A node uses the map's values; one
+/// configured otherwise refuses to start (or to join) and says which value to set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// The tag whose value names a series' device (the routing key).
+    pub device_tag: String,
+    /// Width of a block's time window, in milliseconds.
+    pub block_window_ms: u64,
+}
+
+impl ClusterSettings {
+    /// Settings for unit tests of the map and planners.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        ClusterSettings { device_tag: "device_id".into(), block_window_ms: 3_600_000 }
+    }
+
+    /// Refuses values no cluster can run with.
+    pub fn check(&self) -> Result<(), String> {
+        if self.device_tag.is_empty() || self.device_tag.len() > 255 || self.device_tag.chars().any(char::is_control) {
+            return Err(format!("device_tag {:?} must be 1 to 255 bytes without control characters", self.device_tag));
+        }
+        if self.block_window_ms < 1000 {
+            return Err(format!("block_window_ms must be at least 1000, got {}", self.block_window_ms));
+        }
+        Ok(())
+    }
+}
+
 /// Where one shard's replicas live.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -71,6 +103,8 @@ pub struct ClusterMap {
     pub shard_count: u32,
     /// Replicas per shard the placement aims for.
     pub replication_factor: u32,
+    /// Settings every replica applies alike (set at bootstrap).
+    pub settings: ClusterSettings,
     /// Member nodes.
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// Placement per shard, indexed by shard id.
@@ -94,6 +128,8 @@ pub enum MetaCommand {
         shard_count: u32,
         /// Target replicas per shard.
         replication_factor: u32,
+        /// Settings every replica applies alike.
+        settings: ClusterSettings,
         /// The first node.
         node: NodeInfo,
     },
@@ -148,13 +184,15 @@ impl ClusterMap {
     // tidy: long (one match over every meta command, each arm the whole rule for its command).
     pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), String> {
         match cmd {
-            MetaCommand::Bootstrap { cluster_id, shard_count, replication_factor, node } => {
+            MetaCommand::Bootstrap { cluster_id, shard_count, replication_factor, settings, node } => {
                 if self.is_bootstrapped() {
                     return Err(format!("cluster {:016x} is already bootstrapped", self.cluster_id));
                 }
                 if *shard_count == 0 || *replication_factor == 0 {
                     return Err("shard_count and replication_factor must be positive".into());
                 }
+                settings.check()?;
+                self.settings = settings.clone();
                 self.cluster_id = *cluster_id;
                 self.shard_count = *shard_count;
                 self.replication_factor = *replication_factor;
@@ -284,9 +322,35 @@ mod tests {
 
     fn bootstrapped() -> ClusterMap {
         let mut m = ClusterMap::default();
-        m.apply(&MetaCommand::Bootstrap { cluster_id: 7, shard_count: 4, replication_factor: 3, node: node(1) })
-            .unwrap();
+        m.apply(&MetaCommand::Bootstrap {
+            cluster_id: 7,
+            shard_count: 4,
+            replication_factor: 3,
+            settings: ClusterSettings::for_tests(),
+            node: node(1),
+        })
+        .unwrap();
         m
+    }
+
+    #[test]
+    fn bootstrap_refuses_settings_no_cluster_can_run_with() {
+        for settings in [
+            ClusterSettings { device_tag: String::new(), ..ClusterSettings::for_tests() },
+            ClusterSettings { device_tag: "a\0b".into(), ..ClusterSettings::for_tests() },
+            ClusterSettings { block_window_ms: 0, ..ClusterSettings::for_tests() },
+        ] {
+            let mut m = ClusterMap::default();
+            let cmd = MetaCommand::Bootstrap {
+                cluster_id: 7,
+                shard_count: 4,
+                replication_factor: 3,
+                settings,
+                node: node(1),
+            };
+            assert!(m.apply(&cmd).is_err());
+            assert_eq!(m, ClusterMap::default(), "a refused bootstrap changes nothing");
+        }
     }
 
     #[test]
@@ -294,7 +358,13 @@ mod tests {
         let mut m = bootstrapped();
         assert_eq!(m.shards.len(), 4);
         assert!(m.shards.iter().all(|p| p.replicas == vec![1]));
-        let again = MetaCommand::Bootstrap { cluster_id: 8, shard_count: 4, replication_factor: 3, node: node(2) };
+        let again = MetaCommand::Bootstrap {
+            cluster_id: 8,
+            shard_count: 4,
+            replication_factor: 3,
+            settings: ClusterSettings::for_tests(),
+            node: node(2),
+        };
         assert!(m.apply(&again).is_err());
         assert_eq!(m.cluster_id, 7);
     }

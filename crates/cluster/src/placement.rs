@@ -164,8 +164,14 @@ mod tests {
             incarnation: 1,
         };
         let mut m = ClusterMap::default();
-        m.apply(&MetaCommand::Bootstrap { cluster_id: 1, shard_count: shards, replication_factor: rf, node: info(1) })
-            .unwrap();
+        m.apply(&MetaCommand::Bootstrap {
+            cluster_id: 1,
+            shard_count: shards,
+            replication_factor: rf,
+            settings: crate::map::ClusterSettings::for_tests(),
+            node: info(1),
+        })
+        .unwrap();
         for &n in &nodes[1..] {
             m.apply(&MetaCommand::AddNode(info(n))).unwrap();
         }

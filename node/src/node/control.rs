@@ -109,6 +109,16 @@ async fn join_if_needed(node: &Node) -> Result<()> {
     }
     let mut last = None;
     for seed in &node.config.cluster.join {
+        // A node configured against the cluster's settings would route and cut blocks its
+        // own way: it stays out and says what to set.
+        if let Ok(PeerReply::Map(theirs)) =
+            node.peers.call(seed, &PeerCall::Map, node.peers.options().call_timeout).await
+        {
+            if let Some(why) = theirs.is_bootstrapped().then(|| node.config.contradiction(&theirs.settings)).flatten() {
+                tracing::error!(seed, "{why}");
+                return Err(Error::invalid(why));
+            }
+        }
         match node.peers.call(seed, &PeerCall::Join(me.clone()), node.peers.options().call_timeout).await {
             Ok(_) => {
                 node.raft_open.store(true, Ordering::Relaxed);

@@ -21,8 +21,9 @@ impl Node {
     /// tag, all shards otherwise.
     pub(super) fn plan_shards(&self, tenant: &str, predicates: &[hotlake_query::TagPredicate]) -> Result<Vec<ShardId>> {
         let ring = self.ring()?;
+        let device_tag = self.settings().device_tag;
         for p in predicates {
-            if p.key != self.config.device_tag {
+            if p.key != device_tag {
                 continue;
             }
             let devices: Vec<&String> = match &p.op {

@@ -33,7 +33,7 @@ use openraft::{BasicNode, Config as RaftConfig, SnapshotPolicy};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use hotlake_cluster::map::{ClusterMap, MetaCommand, NodeInfo, NodeState};
+use hotlake_cluster::map::{ClusterMap, ClusterSettings, MetaCommand, NodeInfo, NodeState};
 use hotlake_cluster::meta::{MetaRaft, MetaStateMachine};
 use hotlake_cluster::transport::{PeerNetwork, Peers, TransportOptions, META_GROUP};
 use hotlake_engine::shard::ShardData;
@@ -227,6 +227,12 @@ impl Node {
             raft_open: AtomicBool::new(false),
             unopened: Mutex::new(BTreeMap::new()),
         });
+        let map = node.map();
+        if map.is_bootstrapped() {
+            if let Some(why) = node.config.contradiction(&map.settings) {
+                anyhow::bail!("{why}");
+            }
+        }
         for shard in engine.shards() {
             // Bad data in one replica fails that replica, not the node.
             if let Err(e) = node.open_group(shard).await {
@@ -267,6 +273,7 @@ impl Node {
             cluster_id,
             shard_count: self.config.shard_count,
             replication_factor: self.config.cluster.replication_factor,
+            settings: self.config.cluster_settings(),
             node: self.self_info(),
         };
         let outcome = self.meta.client_write(cmd).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
@@ -310,6 +317,17 @@ impl Node {
     /// The cluster map as applied on this node.
     pub fn map(&self) -> Arc<ClusterMap> {
         self.meta_sm.map()
+    }
+
+    /// The settings every replica applies alike: the map's once the cluster exists (this
+    /// node's configuration only before, when it is about to create the cluster with them).
+    pub fn settings(&self) -> ClusterSettings {
+        let map = self.map();
+        if map.is_bootstrapped() {
+            map.settings.clone()
+        } else {
+            self.config.cluster_settings()
+        }
     }
 
     /// The ring of the cluster this node belongs to.

@@ -38,10 +38,8 @@ impl Node {
 
     async fn open_group_now(&self, shard: ShardId) -> anyhow::Result<Arc<ShardGroup>> {
         use anyhow::Context;
-        let options = ShardOptions {
-            block_window_ns: self.config.storage.block_window_ms as i64 * 1_000_000,
-            ..Default::default()
-        };
+        let options =
+            ShardOptions { block_window_ns: self.settings().block_window_ms as i64 * 1_000_000, ..Default::default() };
         let data = Arc::new(
             ShardData::open(self.engine.clone(), shard, options).with_context(|| format!("open shard {shard}"))?,
         );

@@ -33,7 +33,7 @@ impl Node {
         let tenant = self.tenant(tenant)?.to_string();
         let limits = self.line_limits();
         let ring = self.ring()?;
-        let device_tag = self.config.device_tag.clone();
+        let device_tag = self.settings().device_tag;
         let lines_max = self.config.limits.lines_per_request_max;
         // Parsing is CPU work in proportion to the body: off the async workers, so it never
         // delays Raft's heartbeats and elections that run there.

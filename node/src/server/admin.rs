@@ -88,6 +88,8 @@ fn status_to_proto(s: ClusterStatus) -> pb::ClusterStatusResponse {
         map_version: map.version,
         shard_count: map.shard_count,
         replication_factor: map.replication_factor,
+        device_tag: map.settings.device_tag.clone(),
+        block_window_ms: map.settings.block_window_ms,
         members: s
             .members
             .into_iter()

@@ -192,7 +192,7 @@ pub fn write_request_to_batches(
             continue;
         }
         let key = series_key(&s.measurement, &tags);
-        let device = hotlake_proto::routing::device_of(device_tag, &tags, &key).to_string();
+        let device = hotlake_proto::routing::device_of(&device_tag, &tags, &key).to_string();
         let series = SeriesWrite { key, device, timestamps: s.timestamps_ns, columns };
         // The shape was checked above; this also refuses NUL bytes in the names.
         if let Err(why) = series.check() {
@@ -429,7 +429,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
             version: map.version,
             cluster_id: map.cluster_id,
             shard_count: map.shard_count,
-            device_tag: self.node.device_tag().to_string(),
+            device_tag: self.node.device_tag(),
             nodes: map
                 .nodes
                 .values()

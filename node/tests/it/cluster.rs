@@ -744,3 +744,42 @@ fn health_names_the_shards_that_cannot_commit() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Settings every replica must apply alike live in the cluster map: a node restarted with a
+/// block window of its own refuses to start, naming both values, and starts again once its
+/// configuration agrees.
+#[test]
+fn a_node_configured_against_the_cluster_settings_refuses_to_start() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    assert_eq!(node.write("cfg", "m,device_id=a v=1 1\n").status().as_u16(), 204);
+    node.stop();
+    let config = dir.path().join("other.toml");
+    std::fs::write(&config, "[storage]\nblock_window_ms = 3600000\n").unwrap();
+    let (http, grpc) = NodeProcess::free_addrs();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--http-addr", &http, "--grpc-addr", &grpc, "--shard-count", "4"])
+        .env("HOTLAKE_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a node configured against the cluster kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("storage.block_window_ms is 3600000 here but 21600000 in the cluster"), "{stderr}");
+    node.restart();
+    let (code, v) =
+        node.query(json!({"tenant": "cfg", "measurement": "m", "start": 0, "end": 10, "aggregates": ["count"]}));
+    assert_eq!((code, v["groups"][0]["rows"][0][1].as_i64()), (200, Some(1)), "{v}");
+}
