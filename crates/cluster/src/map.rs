@@ -220,6 +220,15 @@ impl ClusterMap {
                     {
                         return Ok(());
                     }
+                    // A new disk under the id of a node being removed must not take over its
+                    // entry: the removal would then remember (and refuse for good) the new
+                    // disk instead of the old one.
+                    Some(known) if known.incarnation != info.incarnation && known.state == NodeState::Removing => {
+                        return Err(format!(
+                            "node {} is being removed; its new data directory can join once the removal is done",
+                            info.id
+                        ));
+                    }
                     Some(known) => {
                         known.grpc_addr = info.grpc_addr.clone();
                         known.http_addr = info.http_addr.clone();
@@ -393,6 +402,23 @@ mod tests {
         let err = m.apply(&MetaCommand::AddNode(node(2))).unwrap_err();
         assert!(err.contains("was removed"), "the removed data directory does not come back: {err}");
         m.apply(&MetaCommand::AddNode(NodeInfo { incarnation: 7, ..node(2) })).unwrap();
+    }
+
+    /// Found by the simulator: a wiped node retrying its join while the operator removed its
+    /// old entry took the entry over once its replicas had moved away, so the removal banned
+    /// the new disk and it could never join.
+    #[test]
+    fn a_new_disk_does_not_take_over_the_entry_of_a_node_being_removed() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        m.apply(&MetaCommand::SetNodeState { node: 2, state: NodeState::Removing }).unwrap();
+        let new_disk = NodeInfo { incarnation: 7, ..node(2) };
+        let err = m.apply(&MetaCommand::AddNode(new_disk.clone())).unwrap_err();
+        assert!(err.contains("being removed"), "{err}");
+        m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap();
+        assert!(m.apply(&MetaCommand::AddNode(node(2))).unwrap_err().contains("was removed"));
+        m.apply(&MetaCommand::AddNode(new_disk)).unwrap();
+        assert_eq!(m.nodes[&2].incarnation, 7);
     }
 
     #[test]
