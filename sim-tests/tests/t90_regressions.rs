@@ -39,6 +39,17 @@ async fn on<T: Send + 'static>(
     client.spawn(work).await.expect("client task")
 }
 
+/// Starts a cluster of `nodes` and a client host, and waits until the cluster has converged.
+async fn start_settled(nodes: u64) -> (SimCluster, Vec<String>, madsim::runtime::NodeHandle) {
+    hotlake_sim_tests::harness::init_logging();
+    println!("seed {}", madsim::runtime::Handle::current().seed());
+    let cluster = SimCluster::start(nodes);
+    let seeds = cluster.addrs();
+    let client = client_host();
+    settle(&client, seeds.clone(), nodes as usize).await;
+    (cluster, seeds, client)
+}
+
 /// Waits until the cluster has `nodes` members and has converged.
 async fn settle(client: &madsim::runtime::NodeHandle, seeds: Vec<String>, nodes: usize) {
     on(client, async move {
@@ -150,12 +161,7 @@ async fn voters_and_leaders(seeds: Vec<String>) -> (BTreeSet<u64>, BTreeSet<u64>
 
 #[madsim::test]
 async fn t90_restart_after_purge_keeps_everything() {
-    hotlake_sim_tests::harness::init_logging();
-    println!("seed {}", madsim::runtime::Handle::current().seed());
-    let cluster = SimCluster::start(3);
-    let seeds = cluster.addrs();
-    let client = client_host();
-    settle(&client, seeds.clone(), 3).await;
+    let (cluster, seeds, client) = start_settled(3).await;
     // Enough batches that 16 KiB memtables flush several times and purge their logs.
     let history = write_batches(&client, seeds.clone(), 300).await;
     let s = seeds.clone();
@@ -184,12 +190,7 @@ async fn t90_restart_after_purge_keeps_everything() {
 
 #[madsim::test]
 async fn t90_snapshot_install_during_membership_change() {
-    hotlake_sim_tests::harness::init_logging();
-    println!("seed {}", madsim::runtime::Handle::current().seed());
-    let mut cluster = SimCluster::start(3);
-    let seeds = cluster.addrs();
-    let client = client_host();
-    settle(&client, seeds.clone(), 3).await;
+    let (mut cluster, seeds, client) = start_settled(3).await;
     let mut history = write_batches(&client, seeds.clone(), 300).await;
     let writers = Writers::start(&client, seeds[1..].to_vec(), 10_000);
     // Node 4 can only catch up by snapshot (the logs are purged) while node 1 drains: the
@@ -280,12 +281,7 @@ async fn t90_removed_learner_does_not_come_back_as_voter() {
 
 #[madsim::test]
 async fn t90_wiped_replica_is_refused_then_re_added() {
-    hotlake_sim_tests::harness::init_logging();
-    println!("seed {}", madsim::runtime::Handle::current().seed());
-    let cluster = SimCluster::start(4);
-    let seeds = cluster.addrs();
-    let client = client_host();
-    settle(&client, seeds.clone(), 4).await;
+    let (cluster, seeds, client) = start_settled(4).await;
     let mut history = write_batches(&client, seeds.clone(), 150).await;
     let writers = Writers::start(&client, vec![seeds[0].clone(), seeds[1].clone(), seeds[3].clone()], 10_000);
     cluster.wipe(3);
@@ -330,12 +326,7 @@ async fn t90_wiped_replica_is_refused_then_re_added() {
 
 #[madsim::test]
 async fn t90_a_corrupt_replica_fails_one_shard_not_the_node() {
-    hotlake_sim_tests::harness::init_logging();
-    println!("seed {}", madsim::runtime::Handle::current().seed());
-    let cluster = SimCluster::start(3);
-    let seeds = cluster.addrs();
-    let client = client_host();
-    settle(&client, seeds.clone(), 3).await;
+    let (cluster, seeds, client) = start_settled(3).await;
     let mut history = write_batches(&client, seeds.clone(), 100).await;
     cluster.kill(3);
     // A series-record key cut short: the index of shard 1 on node 3 no longer loads.
