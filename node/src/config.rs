@@ -254,6 +254,11 @@ impl Config {
             "limits.write_inflight_bytes_max must be at least 1048576"
         );
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
+        anyhow::ensure!(self.limits.http_connections_max >= 1, "limits.http_connections_max must be at least 1");
+        anyhow::ensure!(
+            self.limits.http_header_read_timeout_ms >= 100,
+            "limits.http_header_read_timeout_ms must be at least 100"
+        );
         hotlake_types::model::check_tenant(&self.default_tenant)
             .map_err(|e| anyhow::anyhow!("default_tenant {:?}: {e}", self.default_tenant))?;
         for (name, t) in &self.tenants {

@@ -38,6 +38,12 @@ pub struct Limits {
     pub query_buckets_max: u64,
     /// Seconds a query may run.
     pub query_timeout_ms: u64,
+    /// HTTP connections a node holds open at once; one more is closed as soon as it is
+    /// accepted, so idle or slow clients cannot take every socket.
+    pub http_connections_max: u64,
+    /// Milliseconds a client has to send a request's headers, counted from when the node
+    /// starts waiting for them (so it also closes idle kept-alive connections).
+    pub http_header_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +63,8 @@ impl Default for Limits {
             query_range_s_max: 10 * 366 * 86_400,
             query_buckets_max: 100_000,
             query_timeout_ms: 30_000,
+            http_connections_max: 1024,
+            http_header_read_timeout_ms: 10_000,
         }
     }
 }

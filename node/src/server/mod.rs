@@ -42,12 +42,68 @@ pub async fn serve_grpc(
         .with_context(|| format!("gRPC server on {addr}"))
 }
 
-/// Serves HTTP on an already bound listener until `shutdown` completes.
+/// Serves HTTP on an already bound listener until `shutdown` completes, then lets requests in
+/// flight finish (for up to [`HTTP_DRAIN`]).
+///
+/// Its own accept loop rather than `axum::serve`, for two limits a server on a shared network
+/// needs: at most `limits.http_connections_max` connections (one more is closed as soon as it
+/// is accepted) and `limits.http_header_read_timeout_ms` to send a request's headers (which
+/// also closes kept-alive connections left idle), so slow or idle clients cannot hold every
+/// socket.
 #[cfg(not(madsim))]
 pub async fn serve_http(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, http::router(node)).with_graceful_shutdown(shutdown).await.context("HTTP server")
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = node.config().limits.clone();
+    let router = http::router(node);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        (limits.http_connections_max as usize).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let header_timeout = std::time::Duration::from_millis(limits.http_header_read_timeout_ms);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: the listener itself is fine; go on.
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = limits.http_connections_max,
+                "HTTP connection refused: limits.http_connections_max reached"
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP requests still in flight after {} s; closing them", HTTP_DRAIN.as_secs());
+    }
+    Ok(())
 }
+
+/// How long a stopping node waits for HTTP requests in flight.
+#[cfg(not(madsim))]
+pub const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);

@@ -116,3 +116,57 @@ fn hostile_requests_are_refused_clearly_and_change_nothing() {
     });
     unharmed(&node, 2);
 }
+
+/// Whether `stream` was closed by the node: end of stream or a reset, or at most a 408 before
+/// the end.
+fn closed_by_node(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+    }
+}
+
+/// Slow and idle clients cannot hold every socket: a client that sends half its headers is
+/// closed after `limits.http_header_read_timeout_ms`, and one over
+/// `limits.http_connections_max` is closed as soon as it connects; the node serves again once
+/// the slow ones are gone.
+#[test]
+fn slow_clients_cannot_hold_every_http_connection() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(&config, "[limits]\nhttp_connections_max = 4\nhttp_header_read_timeout_ms = 2000\n").unwrap();
+    let node =
+        NodeProcess::start(&dir.path().join("data"), &["--shard-count", "4", "--config", config.to_str().unwrap()]);
+    let half = |addr: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s
+    };
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..4).map(|_| half(&node.http)).collect();
+    // A fifth client, with a whole request, is over the limit: closed, not answered.
+    let mut fifth = TcpStream::connect(&node.http).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = fifth.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(closed_by_node(&mut fifth), "a connection over limits.http_connections_max was served");
+    for s in &mut slow {
+        assert!(closed_by_node(s), "a client that never finished its headers kept its connection");
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(20), "closed after {waited:?}");
+    // The slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client().get(format!("http://{}/health", node.http)).send().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node does not serve HTTP again after the slow clients left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
