@@ -259,6 +259,11 @@ impl Config {
             self.limits.http_header_read_timeout_ms >= 100,
             "limits.http_header_read_timeout_ms must be at least 100"
         );
+        anyhow::ensure!(
+            self.limits.grpc_streams_per_connection_max >= 100,
+            "limits.grpc_streams_per_connection_max must be at least 100 (Raft traffic between two nodes shares one connection)"
+        );
+        anyhow::ensure!(self.limits.write_stream_idle_ms >= 100, "limits.write_stream_idle_ms must be at least 100");
         hotlake_types::model::check_tenant(&self.default_tenant)
             .map_err(|e| anyhow::anyhow!("default_tenant {:?}: {e}", self.default_tenant))?;
         for (name, t) in &self.tenants {

@@ -44,6 +44,13 @@ pub struct Limits {
     /// Milliseconds a client has to send a request's headers, counted from when the node
     /// starts waiting for them (so it also closes idle kept-alive connections).
     pub http_header_read_timeout_ms: u64,
+    /// gRPC calls one connection may have open at once (HTTP/2 concurrent streams); further
+    /// calls wait for a slot. Nodes multiplex their Raft traffic over one connection per pair,
+    /// so this stays well above what 64 shard groups send at once.
+    pub grpc_streams_per_connection_max: u64,
+    /// Milliseconds a `WriteStream` may go without a message before the node ends it (what was
+    /// written before stays written).
+    pub write_stream_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +72,8 @@ impl Default for Limits {
             query_timeout_ms: 30_000,
             http_connections_max: 1024,
             http_header_read_timeout_ms: 10_000,
+            grpc_streams_per_connection_max: 1024,
+            write_stream_idle_ms: 60_000,
         }
     }
 }

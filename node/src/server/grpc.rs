@@ -41,6 +41,9 @@ impl<S: Service> GrpcService<S> {
     }
 }
 
+/// At most this many rejection reasons are reported for one `WriteStream`.
+const REJECTED_REPORTED_MAX: usize = 100;
+
 /// Maps a node error to a gRPC status with a stable `hotlake-error-kind`.
 pub fn to_status(e: Error) -> Status {
     let code = match &e {
@@ -345,13 +348,24 @@ impl<S: Service> Hotlake for GrpcService<S> {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let mut stream = request.into_inner();
         let mut total = WriteSummary::default();
-        while let Some(req) = stream.message().await? {
+        let idle = std::time::Duration::from_millis(self.node.limits().write_stream_idle_ms);
+        loop {
+            let next = tokio::time::timeout(idle, stream.message()).await.map_err(|_| {
+                to_status(Error::Timeout(format!(
+                    "the stream sent nothing for {} ms (limits.write_stream_idle_ms); {} points written before",
+                    idle.as_millis(),
+                    total.points
+                )))
+            })?;
+            let Some(req) = next? else { break };
             let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
             let batches = self.to_batches(req).await?;
             let s = self.node.write_batches(batches).await.map_err(to_status)?;
             total.points += s.points;
             total.values += s.values;
-            total.rejected.extend(s.rejected);
+            // A long stream's rejections are reported in part, so the answer stays bounded.
+            let room = REJECTED_REPORTED_MAX.saturating_sub(total.rejected.len());
+            total.rejected.extend(s.rejected.into_iter().take(room));
         }
         let mut response = summary_to_response(total).map_err(to_status)?;
         response.map_version = self.node.map().version;

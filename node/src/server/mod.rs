@@ -14,6 +14,7 @@ pub mod peer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -33,7 +34,15 @@ pub async fn serve_grpc(
     let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
+    let limits = &node.config().limits;
+    // Keepalives find clients that vanished without closing (their calls would otherwise hold
+    // memory); the pending-reset bound stops a client that opens and cancels streams in a loop.
     tonic::transport::Server::builder()
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(limits.grpc_streams_per_connection_max.min(u32::MAX as u64) as u32)
+        .http2_max_pending_accept_reset_streams(Some(64))
         .add_service(service)
         .add_service(admin)
         .add_service(peer)

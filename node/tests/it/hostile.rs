@@ -170,3 +170,42 @@ fn slow_clients_cannot_hold_every_http_connection() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A `WriteStream` that goes silent is ended after `limits.write_stream_idle_ms` with
+/// `DEADLINE_EXCEEDED` naming the limit; what it wrote before stays written.
+#[test]
+fn a_silent_write_stream_is_ended() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(&config, "[limits]\nwrite_stream_idle_ms = 1000\n").unwrap();
+    let node =
+        NodeProcess::start(&dir.path().join("data"), &["--shard-count", "4", "--config", config.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, waited) = rt.block_on(async {
+        let mut raw = pb::hotlake_client::HotlakeClient::connect(format!("http://{}", node.grpc)).await.unwrap();
+        let mut s = SeriesBuilder::new("m").tag("device_id", "a");
+        s.push_f64(T0, "v", 1.0);
+        let first = pb::WriteRequest { tenant: "hostile".into(), series: vec![s.build()], ..Default::default() };
+        // One batch, then silence for longer than the limit.
+        let batches = futures::stream::unfold(0, move |step| {
+            let first = first.clone();
+            async move {
+                match step {
+                    0 => Some((first, 1)),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        None
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        let status = raw.write_stream(batches).await.expect_err("a silent stream is ended");
+        (status, started.elapsed())
+    });
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("limits.write_stream_idle_ms"), "{status:?}");
+    assert!(waited < Duration::from_secs(4), "ended after {waited:?}");
+    unharmed(&node, 1);
+}
