@@ -99,10 +99,13 @@ pub struct LineLimits {
     pub tag_value_bytes_max: usize,
     /// Longest string field value, in bytes after unescaping.
     pub string_value_bytes_max: usize,
+    /// Latest timestamp a line may carry, in nanoseconds (a point far in the future would never
+    /// expire and would stay every device's latest value).
+    pub timestamp_ns_max: TimestampNs,
 }
 
 impl Default for LineLimits {
-    /// 1000 fields, 256 tags, 256 key bytes, 1024 tag value bytes, 64 KiB strings.
+    /// 1000 fields, 256 tags, 256 key bytes, 1024 tag value bytes, 64 KiB strings, any time.
     fn default() -> Self {
         LineLimits {
             fields_per_line_max: 1000,
@@ -110,6 +113,7 @@ impl Default for LineLimits {
             key_bytes_max: 256,
             tag_value_bytes_max: 1024,
             string_value_bytes_max: 64 * 1024,
+            timestamp_ns_max: TimestampNs::MAX,
         }
     }
 }
@@ -693,6 +697,11 @@ impl<'a, 'l> Parser<'a, 'l> {
                 format!("timestamp {} out of range in nanoseconds at precision {}", quoted(raw), precision.name())
             }));
         };
+        if timestamp_ns > self.limits.timestamp_ns_max {
+            return Err(fail(start, || {
+                format!("timestamp {} is further in the future than limits.future_s_max allows", quoted(raw))
+            }));
+        }
         let rest = skip_spaces(b, end);
         match line_end_at(b, rest) {
             Some(eol) => Ok((Some(timestamp_ns), eol)),
@@ -1063,6 +1072,15 @@ mod tests {
 
     fn bad(line: &str, reason: &str) -> LineError {
         bad_body(line, 1, reason)
+    }
+
+    #[test]
+    fn a_timestamp_past_the_bound_is_refused() {
+        let limits = LineLimits { timestamp_ns_max: 1_000, ..limits() };
+        assert!(parse_line("m v=1 1000", 1, Precision::Nanoseconds, &limits).is_ok());
+        let e = parse_line("m v=1 1001", 1, Precision::Nanoseconds, &limits).unwrap_err();
+        assert!(e.reason.contains("limits.future_s_max"), "{e}");
+        assert!(parse_line("m v=1 2", 1, Precision::Microseconds, &limits).is_err(), "compared after scaling");
     }
 
     /// A NUL byte in any name would be indexed under another key; in a string value it is data.
@@ -1537,6 +1555,7 @@ mod tests {
             key_bytes_max: 3,
             tag_value_bytes_max: 2,
             string_value_bytes_max: 4,
+            timestamp_ns_max: i64::MAX,
         };
         let check = |line: &str, key: &str| {
             let e = match parse_line(line, 1, Precision::Nanoseconds, &small) {

@@ -51,6 +51,20 @@ pub struct Limits {
     /// Milliseconds a `WriteStream` may go without a message before the node ends it (what was
     /// written before stays written).
     pub write_stream_idle_ms: u64,
+    /// Seconds past the receiving node's clock a point's timestamp may be (0: no bound). A
+    /// point far in the future never expires and stays its device's latest value.
+    pub future_s_max: u64,
+}
+
+impl Limits {
+    /// The latest timestamp a point written at `now_ns` may carry.
+    pub fn timestamp_ns_max(&self, now_ns: i64) -> i64 {
+        if self.future_s_max == 0 {
+            return i64::MAX;
+        }
+        let ahead = i64::try_from(self.future_s_max).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+        now_ns.saturating_add(ahead)
+    }
 }
 
 impl Default for Limits {
@@ -74,6 +88,7 @@ impl Default for Limits {
             http_header_read_timeout_ms: 10_000,
             grpc_streams_per_connection_max: 1024,
             write_stream_idle_ms: 60_000,
+            future_s_max: 366 * 86_400,
         }
     }
 }

@@ -358,6 +358,7 @@ impl Node {
             key_bytes_max: l.key_bytes_max as usize,
             tag_value_bytes_max: l.tag_value_bytes_max as usize,
             string_value_bytes_max: l.string_value_bytes_max as usize,
+            timestamp_ns_max: l.timestamp_ns_max(crate::clock::now_ns()),
         }
     }
 

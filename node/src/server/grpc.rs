@@ -94,6 +94,7 @@ pub fn write_request_to_batches(
     let limits = node.limits();
     let device_tag = node.device_tag();
     let ring = node.ring()?;
+    let timestamp_ns_max = limits.timestamp_ns_max(crate::clock::now_ns());
     let mut problems = Vec::new();
     let mut by_shard: std::collections::BTreeMap<ShardId, ShardWrite> = Default::default();
     let mut points = 0u64;
@@ -128,6 +129,10 @@ pub fn write_request_to_batches(
         let rows = s.timestamps_ns.len();
         if rows == 0 {
             problems.push(at("no timestamps".into()));
+            continue;
+        }
+        if let Some(t) = s.timestamps_ns.iter().find(|&&t| t > timestamp_ns_max) {
+            problems.push(at(format!("timestamp {t} is further in the future than limits.future_s_max allows")));
             continue;
         }
         if s.fields.is_empty() || s.fields.len() as u64 > limits.fields_per_line_max {

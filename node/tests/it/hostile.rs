@@ -76,6 +76,11 @@ fn hostile_requests_are_refused_clearly_and_change_nothing() {
     for line in ["m,de\0vice=a v=1 1", "m,device_id=a\0b v=1 1", "m,device_id=a v\0=1 1", "m\0n,device_id=a v=1 1"] {
         refused(c.post(url("db=hostile")).body(format!("{line}\n")).send().unwrap(), "NUL byte");
     }
+    // A point in 2255: it would never expire and would stay the device's latest value.
+    refused(
+        c.post(url("db=hostile")).body("m,device_id=a v=9 9000000000000000000\n").send().unwrap(),
+        "limits.future_s_max",
+    );
     unharmed(&node, 2);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -99,6 +104,10 @@ fn hostile_requests_are_refused_clearly_and_change_nothing() {
         let mut nul = nul;
         nul.push_f64(T0 + 7, "v", 7.0);
         rejected(client.write("hostile", vec![nul.build()]).await, "NUL byte");
+        // A point far in the future.
+        let mut future = SeriesBuilder::new("m").tag("device_id", "a");
+        future.push_f64(9_000_000_000_000_000_000, "v", 9.0);
+        rejected(client.write("hostile", vec![future.build()]).await, "limits.future_s_max");
         // A tenant name too long.
         rejected(client.write(&"t".repeat(300), vec![s.build()]).await, "tenant name");
         // Raw requests with absent rows out of range.
