@@ -95,7 +95,7 @@ pub trait Admin: Send + Sync + 'static {
     /// Hands a shard's leadership to another of its replicas.
     fn transfer_leader(&self, shard: ShardId, to: NodeId) -> impl Future<Output = Result<()>> + Send;
     /// This replica's digest of a shard and the log index it is at.
-    fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)>;
+    fn shard_digest(&self, shard: ShardId) -> impl Future<Output = Result<(u64, u64)>> + Send;
 }
 
 /// Everything a public protocol server serves.
@@ -186,7 +186,7 @@ impl Admin for Node {
     async fn transfer_leader(&self, shard: ShardId, to: NodeId) -> Result<()> {
         Node::transfer_leader(self, shard, to).await
     }
-    fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
-        Node::shard_digest(self, shard)
+    async fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
+        Node::shard_digest(self, shard).await
     }
 }

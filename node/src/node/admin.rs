@@ -72,7 +72,7 @@ impl Node {
             PeerCall::Map => Ok(PeerReply::Map((*self.map()).clone())),
             PeerCall::Status => Ok(PeerReply::Status(self.status())),
             PeerCall::Digest { shard } => {
-                let (digest, applied) = self.shard_digest(shard)?;
+                let (digest, applied) = self.shard_digest(shard).await?;
                 Ok(PeerReply::Digest { digest, applied })
             }
             PeerCall::TransferLeader { shard, to } => {

@@ -153,6 +153,8 @@ async fn reconcile_replicas(node: &Node) {
         }
     }
     let work = node.groups().into_iter().map(|g| {
+        // Watched every round, so health can tell a change that is stuck from one under way.
+        g.note_joint(g.raft.metrics().borrow().membership_config.membership().get_joint_config().len() > 1);
         let map = map.clone();
         let placed = placed.contains(&g.id);
         async move {

@@ -129,7 +129,11 @@ impl Node {
     pub(crate) async fn last_here(&self, shard: ShardId, q: &LastQuery) -> Result<Vec<LastRow>> {
         let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
         self.ensure_linearizable(&group).await?;
-        Ok(last_on_shard(&group.data, q))
+        // Walks every matching series of the shard's index: off the async workers.
+        let q = q.clone();
+        hotlake_raft::runtime::spawn_blocking(move || last_on_shard(&group.data, &q))
+            .await
+            .map_err(|e| Error::Internal(format!("last on {shard}: {e}")))
     }
 
     /// Latest values per device matching a filter, from the series index of each shard leader.

@@ -58,7 +58,32 @@ pub struct ShardGroup {
     pub(crate) handing_over: AtomicBool,
     /// Proposals to this group that are not yet committed and applied.
     proposals_in_flight: AtomicUsize,
+    /// Since when (tokio clock) the membership this replica knows has been joint, as the
+    /// control loop last saw it; a change half way for long is stuck.
+    joint_since: Mutex<Option<tokio::time::Instant>>,
 }
+
+impl ShardGroup {
+    /// Records whether the membership is joint now; returns how long it has been.
+    pub(crate) fn note_joint(&self, joint: bool) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        joint_for(&mut self.joint_since.lock().unwrap_or_else(|p| p.into_inner()), joint, now)
+    }
+}
+
+/// Updates `since` (when a joint membership was first seen) with what is seen `now`; returns
+/// how long it has been joint, or `None` when it is not.
+fn joint_for(since: &mut Option<tokio::time::Instant>, joint: bool, now: tokio::time::Instant) -> Option<Duration> {
+    match (joint, *since) {
+        (false, _) => *since = None,
+        (true, None) => *since = Some(now),
+        (true, Some(_)) => {}
+    }
+    since.map(|s| now.saturating_duration_since(s))
+}
+
+/// A membership change half way for longer than this is reported as stuck.
+const JOINT_STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// How a client routed a write (the `map_version` and `leader_only` fields of a gRPC write).
 #[derive(Clone, Copy, Debug, Default)]
@@ -382,6 +407,10 @@ impl Node {
         let mut problems = Vec::new();
         for g in &groups {
             let m = g.raft.metrics().borrow().clone();
+            let joint = m.membership_config.membership().get_joint_config().len() > 1;
+            if let Some(half_way) = g.note_joint(joint).filter(|d| *d > JOINT_STUCK_AFTER) {
+                problems.push(format!("{}: a membership change has been half way for {} s", g.id, half_way.as_secs()));
+            }
             match (m.current_leader, m.state, m.millis_since_quorum_ack) {
                 (None, _, _) => problems.push(format!("{}: no leader known", g.id)),
                 (Some(_), openraft::ServerState::Leader, Some(ms)) if ms > quorum_lost_ms => {
@@ -419,5 +448,21 @@ impl ShardGroup {
         if d.is_none() {
             *d = Some(tokio::time::Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joint_membership_is_timed_from_when_it_was_first_seen() {
+        let t0 = tokio::time::Instant::now();
+        let mut since = None;
+        assert_eq!(joint_for(&mut since, false, t0), None);
+        assert_eq!(joint_for(&mut since, true, t0), Some(Duration::ZERO));
+        assert_eq!(joint_for(&mut since, true, t0 + Duration::from_secs(61)), Some(Duration::from_secs(61)));
+        assert_eq!(joint_for(&mut since, false, t0 + Duration::from_secs(62)), None, "finished: no longer timed");
+        assert_eq!(joint_for(&mut since, true, t0 + Duration::from_secs(70)), Some(Duration::ZERO), "a new change");
     }
 }

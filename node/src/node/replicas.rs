@@ -60,6 +60,7 @@ impl Node {
             data,
             raft,
             dirty_since: Mutex::new(None),
+            joint_since: Mutex::new(None),
             handing_over: AtomicBool::new(false),
             proposals_in_flight: AtomicUsize::new(0),
         });
@@ -173,15 +174,20 @@ impl Node {
     /// on replicas with the same content regardless of how they flushed, with the log index the
     /// content is at. Fails with `Unavailable` while entries are being applied, so a digest is
     /// never paired with an index it does not reflect.
-    pub fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
+    pub async fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
         let group = self.local_group(shard).ok_or_else(|| Error::invalid(format!("no replica of {shard} here")))?;
-        let applied = || group.data.read().applied.map(|l| l.index).unwrap_or(0);
-        let before = applied();
-        let digest = hotlake_engine::digest::shard_digest(&group.data)?;
-        if applied() != before {
-            return Err(Error::Unavailable(format!("replica of {shard} is applying entries; retry")));
-        }
-        Ok((digest, before))
+        // Reads the whole replica: off the async workers.
+        hotlake_raft::runtime::spawn_blocking(move || {
+            let applied = || group.data.read().applied.map(|l| l.index).unwrap_or(0);
+            let before = applied();
+            let digest = hotlake_engine::digest::shard_digest(&group.data)?;
+            if applied() != before {
+                return Err(Error::Unavailable(format!("replica of {shard} is applying entries; retry")));
+            }
+            Ok((digest, before))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("digest of {shard}: {e}")))?
     }
 }
 

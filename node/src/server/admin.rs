@@ -190,7 +190,7 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         request: Request<pb::ShardDigestRequest>,
     ) -> Result<Response<pb::ShardDigestResponse>, Status> {
         let shard = request.into_inner().shard;
-        let (digest, applied) = self.node.shard_digest(ShardId(shard)).map_err(to_status)?;
+        let (digest, applied) = self.node.shard_digest(ShardId(shard)).await.map_err(to_status)?;
         Ok(Response::new(pb::ShardDigestResponse { shard, node: self.node.node_id(), digest, applied }))
     }
 }

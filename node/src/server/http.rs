@@ -139,9 +139,12 @@ async fn write<S: Service>(
     // Owned from here on (no copy: a body held only by this request becomes the vector), so
     // the parse can move it off the async workers.
     let bytes: Vec<u8> = if gzip {
-        match gunzip(&body, node.limits().body_bytes_max) {
-            Ok(b) => b,
-            Err(e) => return to_response(e),
+        // Inflating is CPU work in proportion to the body: off the async workers.
+        let max = node.limits().body_bytes_max;
+        match hotlake_raft::runtime::spawn_blocking(move || gunzip(&body, max)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return to_response(e),
+            Err(e) => return to_response(Error::Internal(format!("inflating the body: {e}"))),
         }
     } else {
         Vec::from(body)
@@ -331,7 +334,7 @@ async fn transfer_leader<S: Service>(State(node): State<Arc<S>>, Path(id): Path<
 }
 
 async fn shard_digest<S: Service>(State(node): State<Arc<S>>, Path(id): Path<u32>) -> Response {
-    match node.shard_digest(hotlake_storage::ShardId(id)) {
+    match node.shard_digest(hotlake_storage::ShardId(id)).await {
         Ok((d, applied)) => {
             Json(json!({ "shard": id, "node": node.node_id(), "digest": format!("{d:016x}"), "applied": applied }))
                 .into_response()
