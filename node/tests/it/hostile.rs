@@ -203,6 +203,7 @@ fn a_silent_write_stream_is_ended() {
                 match step {
                     0 => Some((first, 1)),
                     _ => {
+                        // tidy: sleep (the stream's silence is what is tested).
                         tokio::time::sleep(Duration::from_secs(5)).await;
                         None
                     }
