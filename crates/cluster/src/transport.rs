@@ -600,10 +600,13 @@ impl<C: SnapshotWire> PeerConnection<C> {
         req: &Req,
         option: &RPCOption,
     ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // openraft gives an append the heartbeat interval; the floor gives it time to finish
+        // (see `hotlake_raft::runtime::stretched`).
+        let deadline = hotlake_raft::runtime::stretched(option.hard_ttl());
         let result: RaftResult<Resp> =
-            self.peers.raft(&self.addr, self.group, kind, req, option.hard_ttl()).await.map_err(|e| {
+            self.peers.raft(&self.addr, self.group, kind, req, deadline).await.map_err(|e| {
                 let action = if kind == KIND_VOTE { RPCTypes::Vote } else { RPCTypes::AppendEntries };
-                rpc_error(self.target, action, option.hard_ttl(), e)
+                rpc_error(self.target, action, deadline, e)
             })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

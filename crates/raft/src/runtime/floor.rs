@@ -18,8 +18,11 @@ pub fn set_rpc_timeout_floor(floor: Duration) {
     FLOOR_MS.store(floor.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
 }
 
-/// `requested`, or the floor if that is longer.
-pub(crate) fn stretched(requested: Duration) -> Duration {
+/// `requested`, or the floor if that is longer. The network layer applies it to the deadline
+/// openraft hands each RPC (`RPCOption::hard_ttl`, the heartbeat interval for appends): a
+/// transport that used that deadline as it is would cut every append at the heartbeat interval
+/// whatever the runtime allows.
+pub fn stretched(requested: Duration) -> Duration {
     requested.max(Duration::from_millis(FLOOR_MS.load(Ordering::Relaxed)))
 }
 

@@ -5,7 +5,7 @@ mod floor;
 #[cfg(not(madsim))]
 mod tokio_rt;
 
-pub use floor::set_rpc_timeout_floor;
+pub use floor::{set_rpc_timeout_floor, stretched};
 
 #[cfg(not(madsim))]
 /// openraft's runtime in production builds.
