@@ -83,6 +83,32 @@ impl ClusterSettings {
     }
 }
 
+/// Longest node address, in bytes.
+pub const ADDR_BYTES_MAX: usize = 255;
+
+impl NodeInfo {
+    /// Refuses a registration no cluster can use: id 0, or an address that is empty, longer
+    /// than [`ADDR_BYTES_MAX`] or holds whitespace or control characters (every member keeps
+    /// the map, so an oversized entry would cost every node).
+    pub fn check(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("node id must be greater than 0".into());
+        }
+        for (what, addr) in [("grpc_addr", &self.grpc_addr), ("http_addr", &self.http_addr)] {
+            if addr.is_empty()
+                || addr.len() > ADDR_BYTES_MAX
+                || addr.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!(
+                    "{what} must be 1 to {ADDR_BYTES_MAX} bytes of host:port without spaces, got {} bytes",
+                    addr.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where one shard's replicas live.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -201,6 +227,7 @@ impl ClusterMap {
             }
             MetaCommand::AddNode(info) => {
                 self.require_bootstrapped()?;
+                info.check()?;
                 if self.removed.contains(&info.incarnation) {
                     return Err("this data directory belonged to a node that was removed from the cluster; \
                                 its replicas were moved away. To join again as a new node, start it \
@@ -419,6 +446,21 @@ mod tests {
         assert!(m.apply(&MetaCommand::AddNode(node(2))).unwrap_err().contains("was removed"));
         m.apply(&MetaCommand::AddNode(new_disk)).unwrap();
         assert_eq!(m.nodes[&2].incarnation, 7);
+    }
+
+    #[test]
+    fn an_unusable_registration_is_refused_and_changes_nothing() {
+        let mut m = bootstrapped();
+        let before = m.clone();
+        for bad in [
+            NodeInfo { id: 0, ..node(2) },
+            NodeInfo { grpc_addr: String::new(), ..node(2) },
+            NodeInfo { http_addr: "x".repeat(ADDR_BYTES_MAX + 1), ..node(2) },
+            NodeInfo { grpc_addr: "10.0.0.2:7101 extra".into(), ..node(2) },
+        ] {
+            assert!(m.apply(&MetaCommand::AddNode(bad)).is_err());
+        }
+        assert_eq!(m, before);
     }
 
     #[test]

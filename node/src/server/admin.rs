@@ -111,12 +111,12 @@ fn status_to_proto(s: ClusterStatus) -> pb::ClusterStatusResponse {
     }
 }
 
-/// Checks a node registration; nothing is proposed when it is incomplete.
+/// Checks a node registration; nothing is proposed when it is unusable.
 fn node_info_from_proto(r: pb::AddNodeRequest) -> Result<NodeInfo, Error> {
-    if r.id == 0 || r.grpc_addr.trim().is_empty() || r.http_addr.trim().is_empty() {
-        return Err(Error::invalid("id (> 0), grpc_addr and http_addr are required"));
-    }
-    Ok(NodeInfo { id: r.id, grpc_addr: r.grpc_addr, http_addr: r.http_addr, state: NodeState::Active, incarnation: 0 })
+    let info =
+        NodeInfo { id: r.id, grpc_addr: r.grpc_addr, http_addr: r.http_addr, state: NodeState::Active, incarnation: 0 };
+    info.check().map_err(Error::invalid)?;
+    Ok(info)
 }
 
 fn map_change(version: u64) -> Response<pb::MapChangeResponse> {

@@ -274,11 +274,11 @@ async fn add_node<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Respon
         Ok(n) => n,
         Err(e) => return to_response(e),
     };
-    if n.id == 0 || n.grpc_addr.is_empty() || n.http_addr.is_empty() {
-        return to_response(Error::invalid("id (> 0), grpc_addr and http_addr are required"));
-    }
     let info =
         NodeInfo { id: n.id, grpc_addr: n.grpc_addr, http_addr: n.http_addr, state: NodeState::Active, incarnation: 0 };
+    if let Err(why) = info.check() {
+        return to_response(Error::invalid(why));
+    }
     match node.add_node(info).await {
         Ok(version) => Json(json!({ "node": n.id, "map_version": version })).into_response(),
         Err(e) => to_response(e),
