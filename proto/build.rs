@@ -14,6 +14,12 @@ const ADMIN_REPLIES: &[&str] = &[
     "MapChangeResponse",
     "ShardDigestResponse",
     "HealthResponse",
+    "TenantSettings",
+    "Tenant",
+    "ListTenantsResponse",
+    "Token",
+    "CreateTokenResponse",
+    "ListTokensResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,6 +9,8 @@
 #   cluster_leaders     "shard node" lines, from every member's report of its own replicas
 #   cluster_leader_counts   "node:count ..." of shard leaders
 #   ctl ARGS...         hotlakectl against the cluster
+# The cluster is created with authentication on: node 1 writes its admin token to
+# $cluster_base/admin.token, and cluster_up exports it as HOTLAKE_TOKEN for hotlake-bench.
 
 declare -A cluster_pids
 cluster_init() {
@@ -24,14 +26,17 @@ cluster_start() {
     [ "$n" != 1 ] && join=(--join "127.0.0.1:$((cluster_port + 1))")
     "$bin/hotlake" serve --node-id "$n" --data-dir "$cluster_base/node$n" \
         --grpc-addr "127.0.0.1:$((cluster_port + n))" --http-addr "127.0.0.1:$((cluster_port + 80 + n))" \
+        --auth-bootstrap-token-file "$cluster_base/admin.token" \
         "${join[@]}" "$@" >>"$cluster_base/node$n.log" 2>&1 &
     cluster_pids[$n]=$!
 }
-ctl() { "$bin/hotlakectl" --cluster "$cluster_grpc" "$@"; }
+ctl() { "$bin/hotlakectl" --cluster "$cluster_grpc" --token-file "$cluster_base/admin.token" "$@"; }
 cluster_up() {
     local count=$1; shift
     cluster_start 1 "$@"
-    for _ in $(seq 1 300); do ctl --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 1 300); do [ -s "$cluster_base/admin.token" ] && ctl --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.1; done
+    HOTLAKE_TOKEN=$(cat "$cluster_base/admin.token")
+    export HOTLAKE_TOKEN
     for n in $(seq 2 "$count"); do cluster_start "$n" "$@"; done
     for n in $(seq 1 "$count"); do
         kill -0 "${cluster_pids[$n]}" 2>/dev/null || { echo "error: node $n exited:" >&2; head -5 "$cluster_base/node$n.log" >&2; exit 1; }

@@ -3,7 +3,8 @@
 //!
 //! Start a local cluster first (`scripts/run`), then:
 //!   cargo run -p hotlake-client --example quickstart [-- 127.0.0.1:7101,127.0.0.1:7102]
-//! The seed list defaults to `HOTLAKE_CLUSTER`, else the three nodes of `scripts/run`.
+//! The seed list defaults to `HOTLAKE_CLUSTER`, else the three nodes of `scripts/run`; the token
+//! comes from `HOTLAKE_TOKEN` (a token with read and write on the tenant `quickstart`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .or_else(|| std::env::var("HOTLAKE_CLUSTER").ok())
         .unwrap_or_else(|| "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".into());
-    let client = Client::connect(seeds.split(',')).await?;
+    let mut builder = Client::builder().seeds(seeds.split(','));
+    if let Ok(token) = std::env::var("HOTLAKE_TOKEN") {
+        builder = builder.token(token);
+    }
+    let client = builder.connect().await?;
     let view = client.cluster_view();
     println!("connected: {} nodes, {} shards, map version {}", view.nodes.len(), view.shards.len(), view.version);
 

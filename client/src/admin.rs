@@ -26,8 +26,9 @@ use crate::connections::Connections;
 use crate::ClientError;
 
 pub use pb::{
-    ClusterPlanResponse as ClusterPlan, InitClusterResponse as InitCluster, Member, NodeReport, NodeState, PlannedMove,
-    ReplicaReport, ReplicaRole, ShardDigestResponse as ShardDigest, ShardPlacement,
+    ClusterPlanResponse as ClusterPlan, CreateTokenResponse as NewToken, InitClusterResponse as InitCluster, Member,
+    NodeReport, NodeState, PlannedMove, ReplicaReport, ReplicaRole, ShardDigestResponse as ShardDigest, ShardPlacement,
+    Tenant, TenantSettings, Token,
 };
 
 /// A client of the admin service. Cheap to clone; clones share connections.
@@ -153,6 +154,64 @@ impl AdminClient {
             async move { s.shard_digest(r).await }
         })
         .await
+    }
+
+    /// Creates a tenant; returns the map version it was created at.
+    pub async fn create_tenant(&self, name: &str, settings: TenantSettings) -> Result<u64, ClientError> {
+        let req = pb::CreateTenantRequest { name: name.into(), settings: Some(settings) };
+        let r = self.call(|mut s, c| {
+            let r = c.request(req.clone());
+            async move { s.create_tenant(r).await }
+        });
+        Ok(r.await?.map_version)
+    }
+
+    /// Changes a tenant's settings; returns the map version of the change.
+    pub async fn set_tenant(&self, name: &str, settings: TenantSettings) -> Result<u64, ClientError> {
+        let req = pb::SetTenantRequest { name: name.into(), settings: Some(settings) };
+        let r = self.call(|mut s, c| {
+            let r = c.request(req.clone());
+            async move { s.set_tenant(r).await }
+        });
+        Ok(r.await?.map_version)
+    }
+
+    /// The tenants this client's token administers.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, ClientError> {
+        let r = self.call(|mut s, c| {
+            let r = c.request(pb::ListTenantsRequest {});
+            async move { s.list_tenants(r).await }
+        });
+        Ok(r.await?.tenants)
+    }
+
+    /// Creates a token with `scopes` (`read:fleet`, `write:*`, ...); its secret is in the
+    /// answer, this once.
+    pub async fn create_token(&self, name: &str, scopes: &[String]) -> Result<NewToken, ClientError> {
+        let req = pb::CreateTokenRequest { name: name.into(), scopes: scopes.to_vec() };
+        self.call(|mut s, c| {
+            let r = c.request(req.clone());
+            async move { s.create_token(r).await }
+        })
+        .await
+    }
+
+    /// The tokens this client's token administers (without secrets).
+    pub async fn tokens(&self) -> Result<Vec<Token>, ClientError> {
+        let r = self.call(|mut s, c| {
+            let r = c.request(pb::ListTokensRequest {});
+            async move { s.list_tokens(r).await }
+        });
+        Ok(r.await?.tokens)
+    }
+
+    /// Revokes a token; returns the map version of the change.
+    pub async fn revoke_token(&self, id: u64) -> Result<u64, ClientError> {
+        let r = self.call(|mut s, c| {
+            let r = c.request(pb::RevokeTokenRequest { id });
+            async move { s.revoke_token(r).await }
+        });
+        Ok(r.await?.map_version)
     }
 
     /// Health of the node at `addr`.

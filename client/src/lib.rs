@@ -67,8 +67,8 @@ mod retry;
 mod writer;
 
 pub use admin::{
-    AdminClient, ClusterPlan, ClusterStatus, InitCluster, Member, NodeReport, NodeState, PlannedMove, ReplicaReport,
-    ReplicaRole, ShardDigest, ShardPlacement,
+    AdminClient, ClusterPlan, ClusterStatus, InitCluster, Member, NewToken, NodeReport, NodeState, PlannedMove,
+    ReplicaReport, ReplicaRole, ShardDigest, ShardPlacement, Tenant, TenantSettings, Token,
 };
 pub use client::{Client, ClientBuilder, EndpointHook, WriteSummary};
 pub use cluster::{ClusterView, NodeView, ShardView};

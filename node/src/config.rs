@@ -31,8 +31,12 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Limits on requests.
     pub limits: Limits,
-    /// Per-tenant settings.
-    pub tenants: BTreeMap<String, TenantConfig>,
+    /// No longer read: tenants and their retention live in the cluster map (`hotlakectl
+    /// tenant`). Kept only so a configuration that still sets them is refused with that advice.
+    #[serde(skip_serializing)]
+    pub tenants: BTreeMap<String, toml::Value>,
+    /// Tokens.
+    pub auth: AuthConfig,
     /// Cluster membership, replication and rebalancing.
     pub cluster: ClusterConfig,
 }
@@ -50,6 +54,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             tenants: BTreeMap::new(),
+            auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
         }
     }
@@ -162,23 +167,33 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Per-tenant settings.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TenantConfig {
-    /// Keep points this long (seconds); 0 keeps them forever.
-    pub retention_s: u64,
+pub struct AuthConfig {
+    /// Whether requests must carry a token. Fixed when the cluster is created (the map keeps
+    /// it); `hotlake serve --insecure-no-auth` turns it off, for local experiments only.
+    pub enabled: bool,
+    /// When this node creates the cluster: the first admin token is read from this file if it
+    /// exists, else made up and written there (readable by its owner only). Empty: the token is
+    /// printed once on stdout.
+    pub bootstrap_token_file: PathBuf,
 }
 
-impl TenantConfig {
-    /// Longest retention: what nanoseconds in an `i64` can express.
-    pub const RETENTION_S_MAX: u64 = (i64::MAX / 1_000_000_000) as u64;
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { enabled: true, bootstrap_token_file: PathBuf::new() }
+    }
 }
 
 impl Config {
     /// The settings this node would create a cluster with.
     pub fn cluster_settings(&self) -> ClusterSettings {
-        ClusterSettings { device_tag: self.device_tag.clone(), block_window_ms: self.storage.block_window_ms }
+        ClusterSettings {
+            device_tag: self.device_tag.clone(),
+            block_window_ms: self.storage.block_window_ms,
+            auth: self.auth.enabled,
+        }
     }
 
     /// How this configuration contradicts a cluster's settings, said so that the operator knows
@@ -193,6 +208,14 @@ impl Config {
             wrong.push(format!(
                 "storage.block_window_ms is {} here but {} in the cluster",
                 mine.block_window_ms, cluster.block_window_ms
+            ));
+        }
+        if mine.auth != cluster.auth {
+            wrong.push(format!(
+                "auth.enabled is {} here but {} in the cluster{}",
+                mine.auth,
+                cluster.auth,
+                if cluster.auth { " (drop --insecure-no-auth)" } else { " (start with --insecure-no-auth)" }
             ));
         }
         (!wrong.is_empty()).then(|| {
@@ -266,14 +289,11 @@ impl Config {
         anyhow::ensure!(self.limits.write_stream_idle_ms >= 100, "limits.write_stream_idle_ms must be at least 100");
         hotlake_types::model::check_tenant(&self.default_tenant)
             .map_err(|e| anyhow::anyhow!("default_tenant {:?}: {e}", self.default_tenant))?;
-        for (name, t) in &self.tenants {
-            hotlake_types::model::check_tenant(name).map_err(|e| anyhow::anyhow!("tenants.{name:?}: {e}"))?;
-            // Nanoseconds since the epoch end in 2262: a longer retention would wrap around.
-            anyhow::ensure!(
-                t.retention_s <= TenantConfig::RETENTION_S_MAX,
-                "tenants.{name:?}.retention_s must be at most {} (about 292 years), got {}",
-                TenantConfig::RETENTION_S_MAX,
-                t.retention_s
+        if let Some(name) = self.tenants.keys().next() {
+            anyhow::bail!(
+                "[tenants.{name}]: tenant settings now live in the cluster map, so every node applies the same \
+                 retention; remove the [tenants] section and run `hotlakectl tenant set {name} --retention-s N` \
+                 (or `tenant create`)"
             );
         }
         anyhow::ensure!(
@@ -292,24 +312,23 @@ mod tests {
     fn a_contradiction_with_the_cluster_names_both_values() {
         let c = Config::default();
         assert_eq!(c.contradiction(&c.cluster_settings()), None);
-        let theirs = ClusterSettings { device_tag: "name".into(), block_window_ms: 3_600_000 };
+        let theirs = ClusterSettings { device_tag: "name".into(), block_window_ms: 3_600_000, auth: false };
         let why = c.contradiction(&theirs).unwrap();
+        assert!(why.contains("auth.enabled is true here but false in the cluster"), "{why}");
         assert!(why.contains(r#"device_tag is "device_id" here but "name" in the cluster"#), "{why}");
         assert!(why.contains("storage.block_window_ms is 21600000 here but 3600000 in the cluster"), "{why}");
     }
 
-    /// A retention past what i64 nanoseconds hold used to wrap negative and wipe the tenant.
+    /// Tenant retention moved to the cluster map: a file that still sets it is refused with
+    /// the command that replaces it, and a bad default tenant name is refused.
     #[test]
-    fn a_retention_that_would_wrap_or_a_bad_tenant_name_is_refused() {
-        let mut c = Config::default();
-        c.tenants.insert("fleet".into(), TenantConfig { retention_s: TenantConfig::RETENTION_S_MAX });
-        c.validate().unwrap();
-        c.tenants.insert("fleet".into(), TenantConfig { retention_s: u64::MAX });
-        assert!(c.validate().unwrap_err().to_string().contains("retention_s must be at most"));
-        let mut c = Config::default();
-        c.tenants.insert("x".repeat(20_000), TenantConfig::default());
-        assert!(c.validate().unwrap_err().to_string().contains("tenant name must be 1 to 255 bytes"));
+    fn tenant_sections_and_bad_tenant_names_are_refused() {
+        let c: Config = toml::from_str("[tenants.fleet]\nretention_s = 60\n").unwrap();
+        let why = c.validate().unwrap_err().to_string();
+        assert!(why.contains("hotlakectl tenant set fleet"), "{why}");
         let c = Config { default_tenant: "a\0b".into(), ..Config::default() };
         assert!(c.validate().is_err());
+        let c = Config { default_tenant: "x".repeat(20_000), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("tenant name must be 1 to 255 bytes"));
     }
 }

@@ -76,6 +76,18 @@ struct ServeArgs {
     /// Flush a shard's memtable at this size in bytes [default: 33554432].
     #[arg(long)]
     shard_memtable_bytes_max: Option<u64>,
+    /// Create the cluster without authentication: anyone who can reach a node may read, write
+    /// and change everything. For local experiments only; fixed when the cluster is created,
+    /// and every node of such a cluster must be started with it.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// When this node creates the cluster: read the first admin token from this file if it
+    /// exists, else make one up and write it there (owner-only). Without it the token is
+    /// printed once on stdout.
+    ///
+    /// Example: hotlake serve --auth-bootstrap-token-file /etc/hotlake/admin.token
+    #[arg(long)]
+    auth_bootstrap_token_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `hotlake_node=debug`.
     #[arg(long, env = "HOTLAKE_LOG", default_value = "info,openraft=warn")]
     log: String,
@@ -112,6 +124,12 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.shard_memtable_bytes_max {
         config.storage.shard_memtable_bytes_max = n;
+    }
+    if args.insecure_no_auth {
+        config.auth.enabled = false;
+    }
+    if let Some(f) = &args.auth_bootstrap_token_file {
+        config.auth.bootstrap_token_file = f.clone();
     }
     config.validate()?;
     Ok(config)

@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use hotlake_cluster::access::{Principal, Scope, TenantSettings, TokenRecord};
 use hotlake_cluster::map::{ClusterMap, NodeInfo, NodeState};
 use hotlake_cluster::placement::Move;
 use hotlake_engine::batch::ShardWrite;
@@ -25,7 +26,7 @@ use hotlake_types::limits::Limits;
 use hotlake_types::ring::Ring;
 use hotlake_types::NodeId;
 
-use crate::node::{ClusterStatus, Health, Node, WritePermit, WriteRouting, WriteSummary};
+use crate::node::{ClusterStatus, Health, NewToken, Node, WritePermit, WriteRouting, WriteSummary};
 
 /// Writes: line protocol, and columnar batches already split by shard.
 pub trait Ingest: Send + Sync + 'static {
@@ -82,8 +83,9 @@ pub trait Admin: Send + Sync + 'static {
     fn known_leader(&self, shard: ShardId) -> Option<NodeId>;
     /// The map and every member's status.
     fn cluster_status(&self) -> impl Future<Output = ClusterStatus> + Send;
-    /// Creates the cluster on a node started for manual bootstrap: (cluster id, created now).
-    fn init_cluster(&self) -> impl Future<Output = Result<(u64, bool)>> + Send;
+    /// Creates the cluster on a node started for manual bootstrap: (cluster id, created now,
+    /// the first admin token's secret when it was made up now).
+    fn init_cluster(&self) -> impl Future<Output = Result<(u64, bool, Option<String>)>> + Send;
     /// Placement changes still needed to reach the target placement.
     fn pending_moves(&self) -> Vec<Move>;
     /// Adds a node to the map; returns the new map version.
@@ -96,6 +98,24 @@ pub trait Admin: Send + Sync + 'static {
     fn transfer_leader(&self, shard: ShardId, to: NodeId) -> impl Future<Output = Result<()>> + Send;
     /// This replica's digest of a shard and the log index it is at.
     fn shard_digest(&self, shard: ShardId) -> impl Future<Output = Result<(u64, u64)>> + Send;
+    /// Who a request's token stands for (everyone may do everything on a cluster without
+    /// authentication); `unauthenticated` without a known token.
+    fn authenticate(&self, secret: Option<&str>) -> Result<Principal>;
+    /// Creates a tenant; returns the new map version.
+    fn create_tenant(&self, name: &str, settings: TenantSettings) -> impl Future<Output = Result<u64>> + Send;
+    /// Changes a tenant's settings; returns the new map version.
+    fn set_tenant(&self, name: &str, settings: TenantSettings) -> impl Future<Output = Result<u64>> + Send;
+    /// Creates a token on behalf of `by`; its secret comes back this once.
+    fn create_token(
+        &self,
+        by: &Principal,
+        name: &str,
+        scopes: Vec<Scope>,
+    ) -> impl Future<Output = Result<NewToken>> + Send;
+    /// The tokens `by` administers.
+    fn tokens_of(&self, by: &Principal) -> Vec<TokenRecord>;
+    /// Revokes a token `by` administers; returns the new map version.
+    fn revoke_token(&self, by: &Principal, id: u64) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// Everything a public protocol server serves.
@@ -168,7 +188,7 @@ impl Admin for Node {
     async fn cluster_status(&self) -> ClusterStatus {
         Node::cluster_status(self).await
     }
-    async fn init_cluster(&self) -> Result<(u64, bool)> {
+    async fn init_cluster(&self) -> Result<(u64, bool, Option<String>)> {
         Node::init_cluster(self).await
     }
     fn pending_moves(&self) -> Vec<Move> {
@@ -188,5 +208,23 @@ impl Admin for Node {
     }
     async fn shard_digest(&self, shard: ShardId) -> Result<(u64, u64)> {
         Node::shard_digest(self, shard).await
+    }
+    fn authenticate(&self, secret: Option<&str>) -> Result<Principal> {
+        Node::authenticate(self, secret)
+    }
+    async fn create_tenant(&self, name: &str, settings: TenantSettings) -> Result<u64> {
+        Node::create_tenant(self, name, settings).await
+    }
+    async fn set_tenant(&self, name: &str, settings: TenantSettings) -> Result<u64> {
+        Node::set_tenant(self, name, settings).await
+    }
+    async fn create_token(&self, by: &Principal, name: &str, scopes: Vec<Scope>) -> Result<NewToken> {
+        Node::create_token(self, by, name, scopes).await
+    }
+    fn tokens_of(&self, by: &Principal) -> Vec<TokenRecord> {
+        Node::tokens_of(self, by)
+    }
+    async fn revoke_token(&self, by: &Principal, id: u64) -> Result<u64> {
+        Node::revoke_token(self, by, id).await
     }
 }

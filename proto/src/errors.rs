@@ -38,6 +38,12 @@ pub enum ErrorKind {
     Storage,
     /// A bug or an unexpected state.
     Internal,
+    /// The request carries no token, or one the cluster does not know (revoked, mistyped).
+    Unauthenticated,
+    /// The token is known but its scopes do not allow this request.
+    PermissionDenied,
+    /// What the request names (a tenant, a token) does not exist.
+    NotFound,
     /// The request never reached Hotlake (connection refused or reset): only the client
     /// reports this kind.
     Transport,
@@ -45,7 +51,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidArgument,
         ErrorKind::LimitExceeded,
         ErrorKind::NotLeader,
@@ -56,6 +62,9 @@ impl ErrorKind {
         ErrorKind::PartialWrite,
         ErrorKind::Storage,
         ErrorKind::Internal,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotFound,
         ErrorKind::Transport,
     ];
 
@@ -72,6 +81,9 @@ impl ErrorKind {
             ErrorKind::PartialWrite => "partial_write",
             ErrorKind::Storage => "storage",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::NotFound => "not_found",
             ErrorKind::Transport => "transport",
         }
     }

@@ -23,6 +23,8 @@ pub fn sim_config() -> Config {
     let mut c = Config { shard_count: 4, grpc_addr: NODE_ADDR.into(), ..Config::default() };
     // Small memtables so flushes and log purges happen within short runs.
     c.storage.shard_memtable_bytes_max = 16 << 10;
+    // The simulator tests replication, not access: its clients send no token.
+    c.auth.enabled = false;
     c
 }
 
@@ -118,6 +120,8 @@ pub fn cluster_config(id: u64) -> Config {
     }
     c.cluster.reconcile_interval_ms = 200;
     c.storage.shard_memtable_bytes_max = 16 << 10;
+    // The simulator tests replication, not access: its clients send no token.
+    c.auth.enabled = false;
     c
 }
 

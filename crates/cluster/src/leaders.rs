@@ -88,6 +88,8 @@ mod tests {
             replication_factor: 3,
             settings: crate::map::ClusterSettings::for_tests(),
             node: info(1),
+            tenant: "default".into(),
+            admin_token: None,
         })
         .unwrap();
         for id in 2..=nodes {

@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod leaders;
 pub mod map;
 pub mod meta;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 
+use crate::access::{TenantSettings, TokenRecord, TENANTS_MAX, TOKENS_MAX};
+
 /// Whether a node takes new replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,13 +64,16 @@ pub struct ClusterSettings {
     pub device_tag: String,
     /// Width of a block's time window, in milliseconds.
     pub block_window_ms: u64,
+    /// Whether requests must carry a token (every node must agree, or one would let in what
+    /// the others keep out).
+    pub auth: bool,
 }
 
 impl ClusterSettings {
     /// Settings for unit tests of the map and planners.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
-        ClusterSettings { device_tag: "device_id".into(), block_window_ms: 3_600_000 }
+        ClusterSettings { device_tag: "device_id".into(), block_window_ms: 3_600_000, auth: true }
     }
 
     /// Refuses values no cluster can run with.
@@ -138,6 +143,10 @@ pub struct ClusterMap {
     /// Incarnations of removed nodes, oldest first (at most [`REMOVED_REMEMBERED_MAX`]): a
     /// data directory of a removed node does not join again.
     pub removed: Vec<u64>,
+    /// Tenants by name (at most [`TENANTS_MAX`]).
+    pub tenants: BTreeMap<String, TenantSettings>,
+    /// Tokens by id (at most [`TOKENS_MAX`]), hashed.
+    pub tokens: BTreeMap<u64, TokenRecord>,
 }
 
 /// How many removed incarnations the map remembers.
@@ -158,6 +167,10 @@ pub enum MetaCommand {
         settings: ClusterSettings,
         /// The first node.
         node: NodeInfo,
+        /// The tenant requests that name none go to, created with the cluster.
+        tenant: String,
+        /// The first admin token (with authentication on).
+        admin_token: Option<TokenRecord>,
     },
     /// Adds a node, or updates the addresses of a known one. A known node with a new
     /// incarnation (an empty data directory) is rejected while replicas are placed on it.
@@ -182,6 +195,30 @@ pub enum MetaCommand {
         replicas: Vec<NodeId>,
         /// The epoch the change was planned against.
         epoch: u64,
+    },
+    /// Creates a tenant. With `if_absent` an existing tenant is left as it is (a first write
+    /// to a tenant creates it); without, it is an error.
+    CreateTenant {
+        /// Its name.
+        name: String,
+        /// Its settings.
+        settings: TenantSettings,
+        /// Whether an existing tenant is fine.
+        if_absent: bool,
+    },
+    /// Changes a tenant's settings.
+    SetTenant {
+        /// Its name.
+        name: String,
+        /// Its new settings.
+        settings: TenantSettings,
+    },
+    /// Adds a token; every tenant its scopes name must exist.
+    CreateToken(TokenRecord),
+    /// Revokes a token.
+    RevokeToken {
+        /// Its id.
+        id: u64,
     },
 }
 
@@ -210,7 +247,15 @@ impl ClusterMap {
     // tidy: long (one match over every meta command, each arm the whole rule for its command).
     pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), String> {
         match cmd {
-            MetaCommand::Bootstrap { cluster_id, shard_count, replication_factor, settings, node } => {
+            MetaCommand::Bootstrap {
+                cluster_id,
+                shard_count,
+                replication_factor,
+                settings,
+                node,
+                tenant,
+                admin_token,
+            } => {
                 if self.is_bootstrapped() {
                     return Err(format!("cluster {:016x} is already bootstrapped", self.cluster_id));
                 }
@@ -218,6 +263,12 @@ impl ClusterMap {
                     return Err("shard_count and replication_factor must be positive".into());
                 }
                 settings.check()?;
+                hotlake_types::model::check_tenant(tenant)?;
+                if let Some(token) = admin_token {
+                    token.check()?;
+                    self.tokens.insert(token.id, token.clone());
+                }
+                self.tenants.insert(tenant.clone(), TenantSettings::default());
                 self.settings = settings.clone();
                 self.cluster_id = *cluster_id;
                 self.shard_count = *shard_count;
@@ -318,6 +369,47 @@ impl ClusterMap {
                 p.replicas = sorted;
                 p.epoch += 1;
             }
+            MetaCommand::CreateTenant { name, settings, if_absent } => {
+                self.require_bootstrapped()?;
+                hotlake_types::model::check_tenant(name)?;
+                settings.check()?;
+                if self.tenants.contains_key(name) {
+                    return if *if_absent { Ok(()) } else { Err(format!("tenant {name:?} already exists")) };
+                }
+                if self.tenants.len() >= TENANTS_MAX {
+                    return Err(format!("the cluster already holds {TENANTS_MAX} tenants, the most it takes"));
+                }
+                self.tenants.insert(name.clone(), settings.clone());
+            }
+            MetaCommand::SetTenant { name, settings } => {
+                settings.check()?;
+                let t = self.tenants.get_mut(name).ok_or_else(|| format!("tenant {name:?} does not exist"))?;
+                if t == settings {
+                    return Ok(());
+                }
+                *t = settings.clone();
+            }
+            MetaCommand::CreateToken(token) => {
+                self.require_bootstrapped()?;
+                token.check()?;
+                if self.tokens.contains_key(&token.id) {
+                    return Err(format!("token id {} is taken", token.id));
+                }
+                if self.tokens.len() >= TOKENS_MAX {
+                    return Err(format!("the cluster already holds {TOKENS_MAX} tokens, the most it takes"));
+                }
+                if let Some(missing) =
+                    token.scopes.iter().filter_map(|s| s.tenant.as_ref()).find(|t| !self.tenants.contains_key(*t))
+                {
+                    return Err(format!("tenant {missing:?} does not exist; create it first"));
+                }
+                self.tokens.insert(token.id, token.clone());
+            }
+            MetaCommand::RevokeToken { id } => {
+                if self.tokens.remove(id).is_none() {
+                    return Err(format!("no token with id {id}"));
+                }
+            }
         }
         self.version += 1;
         Ok(())
@@ -364,6 +456,8 @@ mod tests {
             replication_factor: 3,
             settings: ClusterSettings::for_tests(),
             node: node(1),
+            tenant: "default".into(),
+            admin_token: None,
         })
         .unwrap();
         m
@@ -383,6 +477,8 @@ mod tests {
                 replication_factor: 3,
                 settings,
                 node: node(1),
+                tenant: "default".into(),
+                admin_token: None,
             };
             assert!(m.apply(&cmd).is_err());
             assert_eq!(m, ClusterMap::default(), "a refused bootstrap changes nothing");
@@ -400,9 +496,57 @@ mod tests {
             replication_factor: 3,
             settings: ClusterSettings::for_tests(),
             node: node(2),
+            tenant: "default".into(),
+            admin_token: None,
         };
         assert!(m.apply(&again).is_err());
         assert_eq!(m.cluster_id, 7);
+    }
+
+    #[test]
+    fn tenants_and_tokens_are_checked_and_a_refusal_changes_nothing() {
+        use crate::access::{Scope, TenantSettings, TokenRecord};
+        let mut m = bootstrapped();
+        assert!(m.tenants.contains_key("default"), "bootstrap creates the default tenant");
+        let create = |name: &str, if_absent| MetaCommand::CreateTenant {
+            name: name.into(),
+            settings: TenantSettings { retention_s: 3600 },
+            if_absent,
+        };
+        m.apply(&create("fleet", false)).unwrap();
+        let version = m.version;
+        for refused in [
+            create("fleet", false),
+            create("", false),
+            create(&"x".repeat(300), false),
+            MetaCommand::CreateTenant {
+                name: "big".into(),
+                settings: TenantSettings { retention_s: u64::MAX },
+                if_absent: false,
+            },
+            MetaCommand::SetTenant { name: "nobody".into(), settings: TenantSettings::default() },
+            MetaCommand::RevokeToken { id: 3 },
+            MetaCommand::CreateToken(TokenRecord::new(
+                3,
+                "t".into(),
+                &"s".repeat(40),
+                vec![Scope::parse("read:nobody").unwrap()],
+                0,
+            )),
+            MetaCommand::CreateToken(TokenRecord::new(3, "t".into(), &"s".repeat(40), vec![], 0)),
+        ] {
+            let before = m.clone();
+            assert!(m.apply(&refused).is_err(), "{refused:?} must be refused");
+            assert_eq!(m, before, "{refused:?} changed the map");
+        }
+        assert_eq!(m.version, version);
+        m.apply(&create("fleet", true)).unwrap();
+        assert_eq!(m.tenants["fleet"].retention_s, 3600, "if_absent leaves an existing tenant as it is");
+        let token = TokenRecord::new(3, "t".into(), &"s".repeat(40), vec![Scope::parse("read:fleet").unwrap()], 0);
+        m.apply(&MetaCommand::CreateToken(token.clone())).unwrap();
+        assert!(m.apply(&MetaCommand::CreateToken(token)).is_err(), "an id is never reused");
+        m.apply(&MetaCommand::RevokeToken { id: 3 }).unwrap();
+        assert!(m.tokens.is_empty());
     }
 
     #[test]

@@ -170,6 +170,8 @@ mod tests {
             replication_factor: rf,
             settings: crate::map::ClusterSettings::for_tests(),
             node: info(1),
+            tenant: "default".into(),
+            admin_token: None,
         })
         .unwrap();
         for &n in &nodes[1..] {

@@ -238,7 +238,10 @@ impl From<&Error> for WireError {
             | Error::Unavailable(m)
             | Error::Timeout(m)
             | Error::Internal(m)
-            | Error::Storage(m) => {
+            | Error::Storage(m)
+            | Error::Unauthenticated(m)
+            | Error::PermissionDenied(m)
+            | Error::NotFound(m) => {
                 w.message = m.clone();
             }
             Error::PartialWrite { rejected, .. } => w.details = rejected.clone(),
@@ -264,6 +267,9 @@ impl WireError {
             ErrorKind::Overloaded => Error::Overloaded(self.message),
             ErrorKind::Unavailable | ErrorKind::StaleMap => Error::Unavailable(self.message),
             ErrorKind::Timeout => Error::Timeout(self.message),
+            ErrorKind::Unauthenticated => Error::Unauthenticated(self.message),
+            ErrorKind::PermissionDenied => Error::PermissionDenied(self.message),
+            ErrorKind::NotFound => Error::NotFound(self.message),
             _ => Error::Internal(format!("on a peer: {}", self.message)),
         }
     }

@@ -66,6 +66,15 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No token, or one the cluster does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token's scopes do not allow the request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// What the request names does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -82,6 +91,9 @@ impl Error {
             Error::PartialWrite { .. } => ErrorKind::PartialWrite,
             Error::Storage(_) => ErrorKind::Storage,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::NotFound(_) => ErrorKind::NotFound,
         }
     }
 

@@ -304,19 +304,20 @@ impl Node {
     }
 
     /// Creates the cluster on this node if it has none (`cluster.bootstrap = "manual"`).
-    /// Returns the cluster id and whether this call created it.
-    pub async fn init_cluster(&self) -> Result<(u64, bool)> {
+    /// Returns the cluster id, whether this call created it and, when this call made up the
+    /// first admin token, its secret (shown this once).
+    pub async fn init_cluster(&self) -> Result<(u64, bool, Option<String>)> {
         let map = self.map();
         if map.is_bootstrapped() {
-            return Ok((map.cluster_id, false));
+            return Ok((map.cluster_id, false, None));
         }
         let initialized = self.meta.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
         if initialized {
             return Err(Error::Unavailable("this node is joining a cluster already; retry on a member".into()));
         }
         self.raft_open.store(true, Ordering::Relaxed);
-        self.bootstrap().await.map_err(|e| Error::Unavailable(format!("bootstrap failed: {e:#}")))?;
-        Ok((self.map().cluster_id, true))
+        let secret = self.bootstrap().await.map_err(|e| Error::Unavailable(format!("bootstrap failed: {e:#}")))?;
+        Ok((self.map().cluster_id, true, secret))
     }
 
     /// Adds a node to the map by hand (it still has to run with the same id and addresses).

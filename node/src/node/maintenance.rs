@@ -104,11 +104,12 @@ impl Node {
         }
     }
 
-    /// One round of retention: for each tenant with a retention period, the leader of each
-    /// shard hosted here proposes dropping what is older.
+    /// One round of retention: for each tenant of the map with a retention period, the leader
+    /// of each shard hosted here proposes dropping what is older.
     pub async fn retention_round(&self, now_ns: i64) {
         let me = self.config.node_id;
-        for (tenant, t) in &self.config.tenants {
+        let map = self.map();
+        for (tenant, t) in &map.tenants {
             if t.retention_s == 0 {
                 continue;
             }

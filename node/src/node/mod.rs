@@ -9,11 +9,13 @@
 //!  replicas     open/drop shard groups, propose, linearizable reads, digests
 //!  maintenance  flush scheduler, retention, the background tasks
 //!  admin        cluster, node and shard operations; calls from other nodes
+//!  access       tokens verified against the map; tenant and token operations
 //!  control      the control loop: join, open placed replicas, drive membership, report
 //! ```
 //!
 //! This module holds the struct, opening and bootstrapping, and what every role reads.
 
+mod access;
 mod admin;
 mod control;
 mod coordinator;
@@ -21,6 +23,7 @@ mod maintenance;
 mod replicas;
 mod router;
 
+pub use access::NewToken;
 pub use admin::{ClusterStatus, MemberStatus};
 pub use router::WritePermit;
 
@@ -158,9 +161,21 @@ pub struct Node {
     /// Replicas on disk that could not be opened (corrupt data), with the error: the node
     /// serves its other replicas and names these in its health.
     pub(crate) unopened: Mutex<BTreeMap<ShardId, String>>,
+    /// The index of the map's tokens, rebuilt when the map changes.
+    tokens: access::TokenCache,
 }
 
 const INCARNATION_KEY: &[u8] = b"incarnation";
+
+/// Shows a new cluster's admin token on stdout, the only time it is shown (the logs go to
+/// stderr and never carry it).
+fn show_bootstrap_token(secret: &str) {
+    println!(
+        "\nA new cluster was created with authentication on. Its admin token, shown only this once:\n\n    {secret}\n\n\
+         Keep it secret. Use it with `hotlakectl --token` (or HOTLAKE_TOKEN) to create tenants and their\n\
+         tokens; set auth.bootstrap_token_file to have it written to a file instead.\n"
+    );
+}
 
 /// This data directory's incarnation, created (and synced) on first use.
 fn incarnation(engine: &Engine, config: &Config) -> anyhow::Result<u64> {
@@ -251,6 +266,7 @@ impl Node {
             incarnation,
             raft_open: AtomicBool::new(false),
             unopened: Mutex::new(BTreeMap::new()),
+            tokens: Default::default(),
         });
         let map = node.map();
         if map.is_bootstrapped() {
@@ -270,7 +286,9 @@ impl Node {
             node.raft_open.store(true, Ordering::Relaxed);
         }
         if !initialized && auto_bootstrap {
-            node.bootstrap().await?;
+            if let Some(secret) = node.bootstrap().await? {
+                show_bootstrap_token(&secret);
+            }
         }
         node.peers.set_cluster_id(node.map().cluster_id);
         let map = node.map();
@@ -282,7 +300,11 @@ impl Node {
     }
 
     /// Creates a new cluster: this node alone in the meta group and in every shard group.
-    pub(crate) async fn bootstrap(&self) -> anyhow::Result<()> {
+    /// Returns the first admin token's secret when this node made it up (it is shown once).
+    pub(crate) async fn bootstrap(&self) -> anyhow::Result<Option<String>> {
+        // Drawn (and written to `auth.bootstrap_token_file`) before the cluster exists, so a
+        // cluster is never created with an admin token nobody can have.
+        let admin_token = self.bootstrap_token()?;
         let me = self.config.node_id;
         let members = BTreeMap::from([(me, BasicNode { addr: self.config.grpc_addr.clone() })]);
         self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;
@@ -300,6 +322,8 @@ impl Node {
             replication_factor: self.config.cluster.replication_factor,
             settings: self.config.cluster_settings(),
             node: self.self_info(),
+            tenant: self.config.default_tenant.clone(),
+            admin_token: admin_token.as_ref().map(|(record, _)| record.clone()),
         };
         let outcome = self.meta.client_write(cmd).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
         if let Some(reason) = outcome.data.rejected {
@@ -318,9 +342,10 @@ impl Node {
         tracing::info!(
             cluster = format!("{cluster_id:016x}"),
             shards = self.config.shard_count,
+            auth = self.config.auth.enabled,
             "bootstrapped a new cluster"
         );
-        Ok(())
+        Ok(admin_token.and_then(|(_, shown)| shown))
     }
 
     /// This node as a map entry.

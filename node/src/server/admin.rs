@@ -3,6 +3,10 @@
 //! Each call converts its request, calls the [`Admin`] service trait and converts the answer;
 //! errors map to statuses exactly as the data service's do ([`to_status`]). The HTTP routes
 //! under `/api/v1/cluster` call the same trait methods.
+//!
+//! Every call is authorized first: the cluster, node and shard calls need `admin:*`; tenant
+//! and token calls check the tenants they touch (the node refuses a token that grants more
+//! than its creator holds).
 
 use std::sync::Arc;
 
@@ -10,9 +14,11 @@ use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::admin_server;
 use tonic::{Request, Response, Status};
 
+use super::auth::{principal_of_call, require, require_all};
 use super::grpc::to_status;
 use crate::node::ClusterStatus;
 use crate::service::Admin;
+use hotlake_cluster::access::{Action, Principal, Scope, TenantSettings, TokenRecord};
 use hotlake_cluster::map::{NodeInfo, NodeState};
 use hotlake_cluster::transport::{NodeStatus, ReplicaStatus};
 use hotlake_storage::ShardId;
@@ -27,6 +33,27 @@ impl<S: Admin> AdminService<S> {
     /// A service answering for `node`.
     pub(crate) fn new(node: Arc<S>) -> Self {
         AdminService { node }
+    }
+
+    /// The caller, once it may do `action` on every tenant.
+    fn authorize_all<T>(&self, request: &Request<T>, action: Action) -> Result<Principal, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        require_all(&principal, action).map_err(to_status)?;
+        Ok(principal)
+    }
+}
+
+fn tenant_settings_from_proto(s: Option<pb::TenantSettings>) -> TenantSettings {
+    let s = s.unwrap_or_default();
+    TenantSettings { retention_s: s.retention_s }
+}
+
+fn token_to_proto(t: TokenRecord) -> pb::Token {
+    pb::Token {
+        id: t.id,
+        name: t.name,
+        scopes: t.scopes.iter().map(Scope::to_string).collect(),
+        created_ms: t.created_ms,
     }
 }
 
@@ -127,23 +154,29 @@ fn map_change(version: u64) -> Response<pb::MapChangeResponse> {
 impl<S: Admin> admin_server::Admin for AdminService<S> {
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         Ok(Response::new(status_to_proto(self.node.cluster_status().await)))
     }
 
     async fn init_cluster(
         &self,
-        _request: Request<pb::InitClusterRequest>,
+        request: Request<pb::InitClusterRequest>,
     ) -> Result<Response<pb::InitClusterResponse>, Status> {
-        let (cluster_id, created) = self.node.init_cluster().await.map_err(to_status)?;
-        Ok(Response::new(pb::InitClusterResponse { cluster_id, created }))
+        // Before a cluster exists there is no token to check.
+        if self.node.map().is_bootstrapped() {
+            self.authorize_all(&request, Action::Admin)?;
+        }
+        let (cluster_id, created, admin_token) = self.node.init_cluster().await.map_err(to_status)?;
+        Ok(Response::new(pb::InitClusterResponse { cluster_id, created, admin_token: admin_token.unwrap_or_default() }))
     }
 
     async fn cluster_plan(
         &self,
-        _request: Request<pb::ClusterPlanRequest>,
+        request: Request<pb::ClusterPlanRequest>,
     ) -> Result<Response<pb::ClusterPlanResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let map = self.node.map();
         let moves = self
             .node
@@ -155,6 +188,7 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
     }
 
     async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::MapChangeResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let info = node_info_from_proto(request.into_inner()).map_err(to_status)?;
         self.node.add_node(info).await.map(map_change).map_err(to_status)
     }
@@ -163,6 +197,7 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::SetNodeStateRequest>,
     ) -> Result<Response<pb::MapChangeResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let r = request.into_inner();
         let state = node_state_from_proto(r.state).map_err(to_status)?;
         self.node.set_node_state(r.id, state).await.map(map_change).map_err(to_status)
@@ -172,6 +207,7 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::MapChangeResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let r = request.into_inner();
         self.node.move_replica(ShardId(r.shard), r.from, r.to).await.map(map_change).map_err(to_status)
     }
@@ -180,6 +216,7 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let r = request.into_inner();
         self.node.transfer_leader(ShardId(r.shard), r.to).await.map_err(to_status)?;
         Ok(Response::new(pb::TransferLeaderResponse {}))
@@ -189,9 +226,90 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::ShardDigestRequest>,
     ) -> Result<Response<pb::ShardDigestResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
         let shard = request.into_inner().shard;
         let (digest, applied) = self.node.shard_digest(ShardId(shard)).await.map_err(to_status)?;
         Ok(Response::new(pb::ShardDigestResponse { shard, node: self.node.node_id(), digest, applied }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::MapChangeResponse>, Status> {
+        self.authorize_all(&request, Action::Admin)?;
+        let r = request.into_inner();
+        self.node
+            .create_tenant(&r.name, tenant_settings_from_proto(r.settings))
+            .await
+            .map(map_change)
+            .map_err(to_status)
+    }
+
+    async fn set_tenant(
+        &self,
+        request: Request<pb::SetTenantRequest>,
+    ) -> Result<Response<pb::MapChangeResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        require(&principal, Action::Admin, &r.name).map_err(to_status)?;
+        self.node.set_tenant(&r.name, tenant_settings_from_proto(r.settings)).await.map(map_change).map_err(to_status)
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let tenants = self
+            .node
+            .map()
+            .tenants
+            .iter()
+            .filter(|(name, _)| principal.allows(Action::Admin, name))
+            .map(|(name, s)| pb::Tenant {
+                name: name.clone(),
+                settings: Some(pb::TenantSettings { retention_s: s.retention_s }),
+            })
+            .collect();
+        Ok(Response::new(pb::ListTenantsResponse { tenants }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        let scopes = r
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| to_status(Error::invalid(e)))?;
+        let created = self.node.create_token(&principal, &r.name, scopes).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(token_to_proto(created.record)),
+            secret: created.secret,
+            map_version: self.node.map().version,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let tokens = self.node.tokens_of(&principal).into_iter().map(token_to_proto).collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::MapChangeResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let id = request.into_inner().id;
+        self.node.revoke_token(&principal, id).await.map(map_change).map_err(to_status)
     }
 }
 

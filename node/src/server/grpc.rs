@@ -10,8 +10,10 @@ use hotlake_proto::v1::hotlake_server::Hotlake;
 use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{principal_of_call, require};
 use crate::node::{WriteRouting, WriteSummary};
 use crate::service::{Ingest, Service};
+use hotlake_cluster::access::{Action, Principal};
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use hotlake_query::filter::{CmpOp, FieldFilter};
 use hotlake_query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
@@ -28,6 +30,13 @@ impl<S: Service> GrpcService<S> {
     /// A service answering for `node`.
     pub fn new(node: Arc<S>) -> Self {
         GrpcService { node }
+    }
+
+    /// Refuses a call whose principal may not do `action` on the tenant it names (the
+    /// default tenant when it names none).
+    fn authorize(&self, principal: &Principal, action: Action, tenant: &str) -> Result<(), Status> {
+        let tenant = self.node.tenant(tenant).map_err(to_status)?;
+        require(principal, action, tenant).map_err(to_status)
     }
 
     /// Checks and converts a write request off the async workers (CPU work in proportion to
@@ -53,6 +62,9 @@ pub fn to_status(e: Error) -> Status {
         Error::StaleMap { .. } => tonic::Code::FailedPrecondition,
         Error::Timeout(_) => tonic::Code::DeadlineExceeded,
         Error::Storage(_) | Error::Internal(_) => tonic::Code::Internal,
+        Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+        Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+        Error::NotFound(_) => tonic::Code::NotFound,
     };
     let mut message = e.to_string();
     if let Error::InvalidArgument { details, .. } = &e {
@@ -337,7 +349,9 @@ fn tags_to_proto(tags: Vec<(String, String)>) -> Vec<pb::Tag> {
 #[tonic::async_trait]
 impl<S: Service> Hotlake for GrpcService<S> {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let req = request.into_inner();
+        self.authorize(&principal, Action::Write, &req.tenant)?;
         let routing = WriteRouting { map_version: req.map_version, leader_only: req.leader_only };
         let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
         let batches = self.to_batches(req).await?;
@@ -351,6 +365,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         &self,
         request: Request<Streaming<pb::WriteRequest>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let mut stream = request.into_inner();
         let mut total = WriteSummary::default();
         let idle = std::time::Duration::from_millis(self.node.limits().write_stream_idle_ms);
@@ -363,6 +378,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
                 )))
             })?;
             let Some(req) = next? else { break };
+            self.authorize(&principal, Action::Write, &req.tenant)?;
             let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
             let batches = self.to_batches(req).await?;
             let s = self.node.write_batches(batches).await.map_err(to_status)?;
@@ -378,7 +394,9 @@ impl<S: Service> Hotlake for GrpcService<S> {
     }
 
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let q = query_from_proto(request.into_inner()).map_err(to_status)?;
+        self.authorize(&principal, Action::Read, &q.tenant)?;
         let result = self.node.query(q).await.map_err(to_status)?;
         Ok(Response::new(pb::QueryResponse {
             points_scanned: result.points_scanned,
@@ -403,7 +421,9 @@ impl<S: Service> Hotlake for GrpcService<S> {
     }
 
     async fn last(&self, request: Request<pb::LastRequest>) -> Result<Response<pb::LastResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let r = request.into_inner();
+        self.authorize(&principal, Action::Read, &r.tenant)?;
         let predicates =
             r.predicates.into_iter().map(predicate_from_proto).collect::<Result<Vec<_>, _>>().map_err(to_status)?;
         let q = LastQuery { tenant: r.tenant, measurement: r.measurement, fields: r.fields, predicates };
@@ -428,6 +448,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         }))
     }
 
+    /// Needs no token: load balancers and probes ask it, and it names no tenant or data.
     async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
         let h = self.node.health();
         Ok(Response::new(pb::HealthResponse {
@@ -441,8 +462,10 @@ impl<S: Service> Hotlake for GrpcService<S> {
 
     async fn cluster_map(
         &self,
-        _request: Request<pb::ClusterMapRequest>,
+        request: Request<pb::ClusterMapRequest>,
     ) -> Result<Response<pb::ClusterMapResponse>, Status> {
+        // Routing needs the map: any known token may read it.
+        principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let map = self.node.map();
         Ok(Response::new(pb::ClusterMapResponse {
             version: map.version,

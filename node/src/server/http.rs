@@ -20,8 +20,13 @@
 //! | `GET /api/v1/shards/{id}/digest` | digest of this node's replica of a shard |
 //!
 //! Writes follow InfluxDB: good lines are written, bad lines are reported; the reply is 204 when
-//! every line was written and 400 with a JSON body listing each bad line otherwise. The
-//! `Authorization` header is accepted and not checked yet.
+//! every line was written and 400 with a JSON body listing each bad line otherwise.
+//!
+//! On a cluster with authentication on, every route but `/health` (and `cluster/init` before a
+//! cluster exists) needs a token (`server::auth` lists the forms it may take): writes need
+//! `write` on their tenant, queries and `last` need `read` on it, and `/metrics` and the
+//! cluster and shard routes need `admin:*`. No token, or an unknown one, is answered 401; a
+//! token without the scope, 403.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -35,8 +40,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::auth::{require, require_all, token_of_authorization};
 use super::json::{last_json, result_json, ErrorBody, ErrorInfo, JsonLast, JsonQuery};
 use crate::service::Service;
+use hotlake_cluster::access::{Action, Principal};
 use hotlake_cluster::map::{NodeInfo, NodeState};
 use hotlake_ingest::line_protocol::Precision;
 use hotlake_types::error::Error;
@@ -51,6 +58,9 @@ pub fn to_response(e: Error) -> Response {
         Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         Error::StaleMap { .. } => StatusCode::CONFLICT,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
     };
     let details = match &e {
         Error::InvalidArgument { details, .. } => details.iter().map(|d| json!(d)).collect(),
@@ -58,7 +68,15 @@ pub fn to_response(e: Error) -> Response {
         _ => Vec::new(),
     };
     let body = ErrorBody { error: ErrorInfo { kind: e.kind().to_string(), message: e.to_string(), details } };
+    let unauthenticated = matches!(e, Error::Unauthenticated(_));
     let mut response = (status, Json(body)).into_response();
+    if unauthenticated {
+        // RFC 9110: a 401 names the scheme it takes.
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Token realm=\"hotlake\""),
+        );
+    }
     if e.error_kind().is_retryable() {
         // The request was refused for when it came, not for what it holds: say when to retry.
         response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
@@ -69,23 +87,69 @@ pub fn to_response(e: Error) -> Response {
 /// The HTTP router over a node.
 pub fn router<S: Service>(node: Arc<S>) -> Router {
     let body_max = node.limits().body_bytes_max as usize;
-    Router::new()
-        .route("/write", post(write_v1::<S>))
-        .route("/api/v2/write", post(write_v2::<S>))
-        .route("/api/v1/query", post(query::<S>))
-        .route("/api/v1/last", post(last::<S>))
-        .route("/health", get(health::<S>))
+    // The cluster's own operations: every one needs admin on every tenant.
+    let admin = Router::new()
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/cluster", get(cluster_status::<S>))
-        .route("/api/v1/cluster/init", post(init_cluster::<S>))
         .route("/api/v1/cluster/plan", get(cluster_plan::<S>))
         .route("/api/v1/cluster/nodes", post(add_node::<S>))
         .route("/api/v1/cluster/nodes/{id}/{action}", post(node_action::<S>))
         .route("/api/v1/shards/{id}/move", post(move_replica::<S>))
         .route("/api/v1/shards/{id}/transfer-leader", post(transfer_leader::<S>))
         .route("/api/v1/shards/{id}/digest", get(shard_digest::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), admin_only::<S>));
+    Router::new()
+        .route("/write", post(write_v1::<S>))
+        .route("/api/v2/write", post(write_v2::<S>))
+        .route("/api/v1/query", post(query::<S>))
+        .route("/api/v1/last", post(last::<S>))
+        .route("/health", get(health::<S>))
+        .route("/api/v1/cluster/init", post(init_cluster::<S>))
+        .merge(admin)
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(node)
+}
+
+/// The principal of a request: its `Authorization` header, else its `p` URL parameter
+/// (InfluxDB 1.x's `u`/`p`).
+fn principal<S: Service>(node: &S, headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Principal, Error> {
+    let token = match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(value) => Some(token_of_authorization(
+            value
+                .to_str()
+                .map_err(|_| Error::Unauthenticated("the Authorization header is not printable ASCII".into()))?,
+        )?),
+        None => params.get("p").cloned(),
+    };
+    node.authenticate(token.as_deref())
+}
+
+/// Lets a request through to the cluster's own routes only with admin on every tenant.
+async fn admin_only<S: Service>(
+    State(node): State<Arc<S>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match principal(&*node, request.headers(), &params).and_then(|p| require_all(&p, Action::Admin)) {
+        Ok(()) => next.run(request).await,
+        Err(e) => to_response(e),
+    }
+}
+
+/// The tenant a request names (the default one when it names none), once its principal may
+/// do `action` on it.
+fn authorized_tenant<S: Service>(
+    node: &S,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    action: Action,
+    tenant: &str,
+) -> Result<String, Error> {
+    let principal = principal(node, headers, params)?;
+    let tenant = node.tenant(tenant)?.to_string();
+    require(&principal, action, &tenant)?;
+    Ok(tenant)
 }
 
 async fn write_v1<S: Service>(
@@ -94,7 +158,11 @@ async fn write_v1<S: Service>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = params.get("db").cloned().unwrap_or_default();
+    let tenant = params.get("db").map(String::as_str).unwrap_or_default();
+    let tenant = match authorized_tenant(&*node, &headers, &params, Action::Write, tenant) {
+        Ok(t) => t,
+        Err(e) => return to_response(e),
+    };
     write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
 }
 
@@ -104,7 +172,11 @@ async fn write_v2<S: Service>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = params.get("bucket").cloned().unwrap_or_default();
+    let tenant = params.get("bucket").map(String::as_str).unwrap_or_default();
+    let tenant = match authorized_tenant(&*node, &headers, &params, Action::Write, tenant) {
+        Ok(t) => t,
+        Err(e) => return to_response(e),
+    };
     write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
 }
 
@@ -195,8 +267,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> 
     })
 }
 
-async fn query<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
-    let q = match parse_json::<JsonQuery>(&body).and_then(|q| q.into_query()) {
+async fn query<S: Service>(
+    State(node): State<Arc<S>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q = match parse_json::<JsonQuery>(&body).and_then(|q| q.into_query()).and_then(|mut q| {
+        q.tenant = authorized_tenant(&*node, &headers, &params, Action::Read, &q.tenant)?;
+        Ok(q)
+    }) {
         Ok(q) => q,
         Err(e) => return to_response(e),
     };
@@ -206,8 +286,16 @@ async fn query<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response 
     }
 }
 
-async fn last<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
-    let q = match parse_json::<JsonLast>(&body).and_then(|q| q.into_query()) {
+async fn last<S: Service>(
+    State(node): State<Arc<S>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q = match parse_json::<JsonLast>(&body).and_then(|q| q.into_query()).and_then(|mut q| {
+        q.tenant = authorized_tenant(&*node, &headers, &params, Action::Read, &q.tenant)?;
+        Ok(q)
+    }) {
         Ok(q) => q,
         Err(e) => return to_response(e),
     };
@@ -245,9 +333,24 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::invalid(format!("bad JSON body: {e}")))
 }
 
-async fn init_cluster<S: Service>(State(node): State<Arc<S>>) -> Response {
+/// Needs no token before a cluster exists (there is none to check yet); after, `admin:*`.
+async fn init_cluster<S: Service>(
+    State(node): State<Arc<S>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if node.map().is_bootstrapped() {
+        if let Err(e) = principal(&*node, &headers, &params).and_then(|p| require_all(&p, Action::Admin)) {
+            return to_response(e);
+        }
+    }
     match node.init_cluster().await {
-        Ok((id, created)) => Json(json!({ "cluster_id": format!("{id:016x}"), "created": created })).into_response(),
+        Ok((id, created, admin_token)) => Json(json!({
+            "cluster_id": format!("{id:016x}"),
+            "created": created,
+            "admin_token": admin_token,
+        }))
+        .into_response(),
         Err(e) => to_response(e),
     }
 }

@@ -5,6 +5,7 @@
 //! Invariant: only the server layer converts proto and JSON types to the node's types.
 
 mod admin;
+mod auth;
 pub mod grpc;
 #[cfg(not(madsim))]
 pub mod http;

@@ -216,7 +216,7 @@ impl Writers {
                 let (stop, acked, failed, next, addrs) =
                     (stop.clone(), acked.clone(), failed.clone(), next.clone(), addrs.clone());
                 std::thread::spawn(move || {
-                    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+                    let c = crate::support::client_with_timeout(Duration::from_secs(20));
                     let mut turn = t;
                     while !stop.load(Ordering::Relaxed) {
                         let first = next.fetch_add(LINES_PER_BATCH, Ordering::SeqCst);
@@ -405,7 +405,7 @@ fn routing_errors_tell_the_client_what_to_refresh(seeds: &[String]) {
     use hotlake_client::proto as pb;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let client = hotlake_client::Client::connect(seeds.to_vec()).await.expect("connect");
+        let client = crate::support::connect(seeds).await;
         let view = client.cluster_view();
         assert!(view.version > 1, "a 3-node cluster has changed its map since bootstrap");
         let mut s = hotlake_client::SeriesBuilder::new("routing").tag("device_id", "r1");
@@ -422,14 +422,16 @@ fn routing_errors_tell_the_client_what_to_refresh(seeds: &[String]) {
             map_version,
             leader_only: true,
         };
-        let err = hotlake_client::ClientError::from(raw.write(req(view.version)).await.unwrap_err());
+        let err = hotlake_client::ClientError::from(
+            raw.write(crate::support::authorized(req(view.version))).await.unwrap_err(),
+        );
         match &err {
             hotlake_client::ClientError::Unavailable { kind, leader: l, .. } => {
                 assert_eq!((kind.as_str(), *l), ("not_leader", Some(leader)), "{err}")
             }
             other => panic!("expected not_leader, got {other:?}"),
         }
-        let err = hotlake_client::ClientError::from(raw.write(req(1)).await.unwrap_err());
+        let err = hotlake_client::ClientError::from(raw.write(crate::support::authorized(req(1))).await.unwrap_err());
         assert_eq!(err.kind(), Some("stale_map"), "{err}");
         assert!(err.is_retryable());
         // The client itself routes the same write to the leader at once.
@@ -453,7 +455,7 @@ fn client_library_rides_out_leader_kills_without_surfacing_errors() {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let client = hotlake_client::Client::connect(seeds).await.expect("connect");
+                let client = crate::support::connect(&seeds).await;
                 let mut first = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let mut by_device: BTreeMap<String, hotlake_client::SeriesBuilder> = BTreeMap::new();
@@ -580,7 +582,7 @@ fn write_batch(addr: &str, first: u64) -> bool {
         let (d, ts, v) = point(n);
         body.push_str(&format!("cl,device_id={d} v={v}i {ts}\n"));
     }
-    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let c = crate::support::client_with_timeout(Duration::from_secs(30));
     matches!(c.post(format!("http://{addr}/write?db=cl")).body(body).send(), Ok(r) if r.status().as_u16() == 204)
 }
 
@@ -648,7 +650,7 @@ fn overload_is_refused_quickly_and_the_cluster_recovers() {
             let (next, acked, answers, unanswered, addrs) =
                 (next.clone(), acked.clone(), answers.clone(), unanswered.clone(), addrs.clone());
             std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                let c = crate::support::client_with_timeout(Duration::from_secs(60));
                 while Instant::now() < deadline {
                     let first = next.fetch_add(LINES, Ordering::SeqCst);
                     let body: String = (first..first + LINES)

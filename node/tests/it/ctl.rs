@@ -52,6 +52,8 @@ impl Ctl {
             .arg(&self.cluster)
             .args(args)
             .env_remove("HOTLAKE_CLUSTER")
+            .env_remove("HOTLAKE_TOKEN_FILE")
+            .env("HOTLAKE_TOKEN", crate::support::TEST_TOKEN)
             .env("HOME", "/nonexistent")
             .output()
             .expect("run hotlakectl");
@@ -163,7 +165,11 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     assert!(example.exists(), "{} is missing: run the tests with `cargo test --workspace`", example.display());
     {
         let seeds: Vec<String> = c.nodes.iter().map(|n| n.grpc.clone()).collect();
-        let run = Command::new(&example).arg(seeds.join(",")).output().unwrap();
+        let run = Command::new(&example)
+            .arg(seeds.join(","))
+            .env("HOTLAKE_TOKEN", crate::support::TEST_TOKEN)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert!(run.status.success(), "quickstart failed: {}", String::from_utf8_lossy(&run.stderr));
         assert!(stdout.contains("written: 300 points"), "{stdout}");
@@ -262,7 +268,7 @@ fn typed_admin_refuses_bad_changes_and_changes_nothing(grpc: &[String]) {
     rt.block_on(async {
         // The first address is down: the call moves on to the next one.
         let seeds = std::iter::once("127.0.0.1:9".to_string()).chain(grpc.iter().cloned());
-        let admin = Client::builder().seeds(seeds).admin().unwrap();
+        let admin = Client::builder().seeds(seeds).token(crate::support::TEST_TOKEN).admin().unwrap();
         let before = admin.cluster_status().await.unwrap();
         assert_eq!(before.readiness(), Ok(()));
         assert_eq!(before.members.len(), 3);

@@ -3,7 +3,7 @@
 //! change nothing.
 
 use hotlake_client::proto as pb;
-use hotlake_client::{Client, ClientError, LastBuilder, SeriesBuilder, Value};
+use hotlake_client::{ClientError, LastBuilder, SeriesBuilder, Value};
 
 use crate::support::NodeProcess;
 
@@ -39,7 +39,7 @@ fn grpc_writes_queries_and_rejects_bad_batches() {
     let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let c = Client::connect([node.grpc.as_str()]).await.unwrap();
+        let c = crate::support::connect([node.grpc.as_str()]).await;
         let health = c.health().await;
         let h = health.values().next().unwrap().as_ref().unwrap();
         assert_eq!(h.shards, 4);

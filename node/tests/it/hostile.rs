@@ -8,7 +8,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use hotlake_client::proto as pb;
-use hotlake_client::{Client, ClientError, SeriesBuilder};
+use hotlake_client::{ClientError, SeriesBuilder};
 
 use crate::support::{client, NodeProcess};
 
@@ -85,7 +85,7 @@ fn hostile_requests_are_refused_clearly_and_change_nothing() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let client = Client::connect([node.grpc.as_str()]).await.unwrap();
+        let client = crate::support::connect([node.grpc.as_str()]).await;
         let rejected = |r: Result<hotlake_client::WriteSummary, ClientError>, reason: &str| match r {
             Err(ClientError::Rejected { kind, message }) => {
                 assert_eq!(kind, "invalid_argument", "{message}");
@@ -211,7 +211,7 @@ fn a_silent_write_stream_is_ended() {
             }
         });
         let started = Instant::now();
-        let status = raw.write_stream(batches).await.expect_err("a silent stream is ended");
+        let status = raw.write_stream(crate::support::authorized(batches)).await.expect_err("a silent stream is ended");
         (status, started.elapsed())
     });
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");

@@ -2,6 +2,7 @@
 //! requests, kill -9 crash recovery, multi-node clusters (leader kills, node add and drain, full
 //! restarts, a partition), and every `hotlakectl` command against a real cluster.
 
+mod auth;
 mod cluster;
 mod crash;
 mod ctl;

@@ -22,8 +22,49 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The admin token (read:*, write:*, admin:*) of every cluster these tests create: each
+/// bootstrapping node reads it from its `auth.bootstrap_token_file`.
+pub const TEST_TOKEN: &str = "hlk_test_0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// An HTTP client that sends [`TEST_TOKEN`].
 pub fn client() -> reqwest::blocking::Client {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+/// An HTTP client that sends [`TEST_TOKEN`], giving up on a request after `timeout`.
+pub fn client_with_timeout(timeout: Duration) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Token {TEST_TOKEN}").parse().unwrap());
+    reqwest::blocking::Client::builder().timeout(timeout).default_headers(headers).build().unwrap()
+}
+
+/// An HTTP client that sends no token.
+pub fn anonymous_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A gRPC client of `seeds` with [`TEST_TOKEN`].
+pub async fn connect<S: AsRef<str>>(seeds: impl IntoIterator<Item = S>) -> hotlake_client::Client {
+    hotlake_client::Client::builder()
+        .seeds(seeds.into_iter().map(|s| s.as_ref().to_string()))
+        .token(TEST_TOKEN)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A gRPC request carrying [`TEST_TOKEN`], for calls through the generated stubs.
+pub fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {TEST_TOKEN}").parse().unwrap());
+    r
+}
+
+/// Writes [`TEST_TOKEN`] to a file beside `data_dir`, for `--auth-bootstrap-token-file`.
+pub fn token_file(data_dir: &Path) -> PathBuf {
+    let file = data_dir.with_extension("token");
+    std::fs::write(&file, TEST_TOKEN).expect("write the test token file");
+    file
 }
 
 impl NodeProcess {
@@ -99,6 +140,8 @@ impl NodeProcess {
             .arg(&self.http)
             .arg("--grpc-addr")
             .arg(&self.grpc)
+            .arg("--auth-bootstrap-token-file")
+            .arg(token_file(&self.data_dir))
             .args(&self.extra)
             .env("HOTLAKE_LOG", std::env::var("HOTLAKE_TEST_LOG").unwrap_or_else(|_| "error,openraft=off".into()))
             .stdout(Stdio::null())

@@ -169,7 +169,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "--writers, --batch-lines, --devices and --batches must be positive"
     );
     anyhow::ensure!(!args.http.is_empty(), "give at least one --http address");
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = crate::token::http_client(Duration::from_secs(120))?;
     for h in &args.http {
         client.get(format!("http://{h}/health")).send().with_context(|| format!("node at {h} is not reachable"))?;
     }

@@ -24,11 +24,17 @@ use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 
 mod compare;
 mod devices;
+mod token;
 
 /// Load generators for Hotlake.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Token sent with every request of `ingest`, `devices`, `failover`, `move` and `client`
+    /// (a cluster created with authentication on refuses requests without one; `compare` uses
+    /// the token of the nodes it starts).
+    #[arg(long, global = true, env = "HOTLAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,7 +198,7 @@ fn ingest(
     anyhow::ensure!(!http.is_empty(), "give at least one --http address");
     anyhow::ensure!(rate >= 0.0 && rate.is_finite(), "--rate must be a non-negative number");
     let urls: Arc<Vec<String>> = Arc::new(http.iter().map(|h| format!("http://{h}/write?db={db}")).collect());
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = token::http_client(Duration::from_secs(120))?;
     // Fail early with a clear message if a node is not there.
     for h in http {
         client.get(format!("http://{h}/health")).send().with_context(|| format!("node at {h} is not reachable"))?;
@@ -280,7 +286,7 @@ fn write_with_client(
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = hotlake_client::Client::connect(grpc.to_vec()).await?;
+        let client = token::grpc_with(grpc.to_vec(), token::get()).connect().await?;
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let tasks: Vec<_> = (0..writers)
@@ -336,7 +342,7 @@ fn client_vs_http(
         dual.push(DualBatch { line_protocol, series: hotlake_tsbs::rows_to_series(&batch) });
     }
     let dual = Arc::new(dual);
-    let http_client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let http_client = token::http_client(Duration::from_secs(120))?;
     let bodies: Arc<Vec<String>> = Arc::new(dual.iter().map(|b| b.line_protocol.clone()).collect());
     println!("client vs line protocol: {writers} writers each, {batches} batches x {batch_rows} rows, {trucks} trucks");
     let report = |name: &str, secs: f64, lat: &mut Vec<Duration>| {
@@ -392,7 +398,7 @@ fn failover(http: &[String], pids: &[String], db: &str) -> anyhow::Result<()> {
             Ok((id.parse()?, pid.parse()?))
         })
         .collect::<anyhow::Result<_>>()?;
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = token::http_client(Duration::from_secs(60))?;
     let status = get_json(&client, &format!("http://{}/api/v1/cluster", http[0]))?;
     let victim = busiest_leader(&status).context("no leader found")?;
     let victim_http = status["members"]
@@ -439,7 +445,7 @@ fn failover(http: &[String], pids: &[String], db: &str) -> anyhow::Result<()> {
 }
 
 fn watch_move(http: &str, node: u64, timeout_s: u64) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let client = token::http_client(Duration::from_secs(10))?;
     let started = Instant::now();
     let mut placed_at: std::collections::BTreeMap<u64, Instant> = Default::default();
     let mut done_at: std::collections::BTreeMap<u64, Instant> = Default::default();
@@ -493,7 +499,9 @@ fn watch_move(http: &str, node: u64, timeout_s: u64) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    token::set(cli.token);
+    match cli.command {
         Command::Compare(args) => compare::run(args),
         Command::Ingest { http, rate, db, writers, batch_lines, batches, trucks, seed } => {
             ingest(&http, rate, &db, writers, batch_lines, batches, trucks, seed)

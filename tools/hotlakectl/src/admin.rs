@@ -45,6 +45,14 @@ pub async fn cluster_init(admin: &AdminClient, out: &mut impl Write) -> Result<(
     let id = format!("{:016x}", r.cluster_id);
     if r.created {
         let _ = writeln!(out, "cluster {id} created; start the other nodes with --join, or they join already");
+        if !r.admin_token.is_empty() {
+            let _ = writeln!(
+                out,
+                "its admin token (read:*, write:*, admin:*), shown only this once:\n\n    {}\n\n\
+                 Keep it secret; pass it with --token-file or HOTLAKE_TOKEN.",
+                r.admin_token
+            );
+        }
     } else {
         let _ = writeln!(out, "cluster {id} already exists; nothing to do");
     }

@@ -14,9 +14,21 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(addrs: Vec<String>, timeout: Duration) -> Api {
-        let http = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client builds");
-        Api { addrs, http }
+    /// Sends `token` (when given) as `Authorization: Token <token>` with every request.
+    pub fn new(addrs: Vec<String>, timeout: Duration, token: Option<&str>) -> Result<Api, Failure> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Token {t}"))
+                .map_err(|_| Failure::Usage("the token must be printable ASCII".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .default_headers(headers)
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Api { addrs, http })
     }
 
     /// Addresses in the order they are tried.

@@ -6,8 +6,10 @@
 //! cluster map. The gRPC addresses of one or more members come from `--cluster`, else
 //! `HOTLAKE_CLUSTER`, else the config file (`--config`, `HOTLAKECTL_CONFIG`, or
 //! `~/.config/hotlake/hotlakectl.toml`), else the local cluster of `scripts/run`; the next
-//! address is tried when one cannot be reached.
+//! address is tried when one cannot be reached. A token comes from `--token`, `HOTLAKE_TOKEN`,
+//! `--token-file`, `HOTLAKE_TOKEN_FILE` or the config file's `token_file`.
 
+mod access;
 mod admin;
 mod api;
 mod data;
@@ -49,6 +51,14 @@ struct Cli {
     /// Give up on one request after this many seconds [default: 60].
     #[arg(long, global = true)]
     timeout_s: Option<u64>,
+    /// Token to send (a cluster created with authentication on refuses requests without one).
+    /// Prefer --token-file: a command line is visible to other users of the machine.
+    #[arg(long, global = true, env = "HOTLAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token (as `auth.bootstrap_token_file` writes it).
+    /// [default: the config file's `token_file`]
+    #[arg(long, global = true, env = "HOTLAKE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Show times in tables as nanoseconds since the epoch instead of RFC 3339 (CSV and JSON
     /// always carry nanoseconds).
     #[arg(long, global = true)]
@@ -142,6 +152,12 @@ enum Command {
     /// Shards and their replicas.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Tenants: the databases of the cluster, each with its retention.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Tokens: who may read, write and administer which tenants.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Show the placement changes still needed to balance replicas, and follow them until done.
     /// Placement is continuous (the cluster makes these moves by itself, a few shards at a
     /// time); this command shows and waits.
@@ -332,6 +348,69 @@ enum ShardCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (needs admin:*). A first write to a new tenant also creates it.
+    ///
+    /// Example: hotlakectl tenant create fleet --retention-s 2592000
+    Create {
+        /// The tenant's name (1 to 255 bytes, no control characters).
+        name: String,
+        /// Drop points older than this many seconds (whole block windows); 0 keeps them forever.
+        #[arg(long, default_value_t = 0)]
+        retention_s: u64,
+    },
+    /// Change a tenant's retention (needs admin on the tenant).
+    ///
+    /// Example: hotlakectl tenant set fleet --retention-s 604800
+    Set {
+        /// The tenant's name.
+        name: String,
+        /// Drop points older than this many seconds (whole block windows); 0 keeps them forever.
+        #[arg(long)]
+        retention_s: u64,
+    },
+    /// The tenants this token administers, with their retention.
+    ///
+    /// Example: hotlakectl tenant list
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret, this once. The token creating it must administer
+    /// every tenant named and hold every scope granted.
+    ///
+    /// Example: hotlakectl token create --name grafana --scope read:fleet
+    Create {
+        /// A label for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// `read:TENANT`, `write:TENANT` or `admin:TENANT`, `*` for every tenant (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The tokens this token administers: id, name, scopes, creation time (never secrets).
+    ///
+    /// Example: hotlakectl token list
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke a token: requests carrying it are refused from then on.
+    ///
+    /// Example: hotlakectl token revoke 1234567890
+    Revoke {
+        /// The token's id (from `token list`).
+        id: u64,
+    },
+}
+
 /// Why a command failed; each maps to an exit code.
 pub enum Failure {
     Rejected(String),
@@ -362,6 +441,7 @@ impl Failure {
 struct FileConfig {
     cluster: Option<Vec<String>>,
     timeout_s: Option<u64>,
+    token_file: Option<PathBuf>,
 }
 
 fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
@@ -383,11 +463,16 @@ fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
 struct Target {
     addrs: Vec<String>,
     timeout: Duration,
+    token: Option<String>,
 }
 
 impl Target {
     fn builder(&self) -> hotlake_client::ClientBuilder {
-        Client::builder().seeds(self.addrs.clone()).request_timeout(self.timeout)
+        let builder = Client::builder().seeds(self.addrs.clone()).request_timeout(self.timeout);
+        match &self.token {
+            Some(t) => builder.token(t.clone()),
+            None => builder,
+        }
     }
 
     fn admin(&self) -> Result<AdminClient, Failure> {
@@ -398,7 +483,7 @@ impl Target {
     async fn http(&self) -> Result<Api, Failure> {
         let client = self.builder().connect().await?;
         let addrs = client.cluster_view().nodes.values().map(|n| n.http_addr.clone()).collect();
-        Ok(Api::new(addrs, self.timeout))
+        Api::new(addrs, self.timeout, self.token.as_deref())
     }
 }
 
@@ -410,7 +495,17 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
         file.cluster.unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:710{i}")).collect())
     };
     let addrs = addrs.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
-    Ok(Target { addrs, timeout: Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)) })
+    let token = match (&cli.token, cli.token_file.as_ref().or(file.token_file.as_ref())) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("cannot read the token file {}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    Ok(Target { addrs, timeout: Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)), token })
 }
 
 async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Failure> {
@@ -493,6 +588,20 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
         Command::Shard(ShardCommand::Move { id, from, to, watch: w, watch_s }) => {
             admin::shard_move(&target.admin()?, *id, *from, *to, watch(*w, *watch_s), out).await
         }
+        Command::Tenant(TenantCommand::Create { name, retention_s }) => {
+            access::tenant_create(&target.admin()?, name, *retention_s, out).await
+        }
+        Command::Tenant(TenantCommand::Set { name, retention_s }) => {
+            access::tenant_set(&target.admin()?, name, *retention_s, out).await
+        }
+        Command::Tenant(TenantCommand::List { output }) => access::tenant_list(&target.admin()?, *output, out).await,
+        Command::Token(TokenCommand::Create { name, scopes, output }) => {
+            access::token_create(&target.admin()?, name, scopes, *output, out).await
+        }
+        Command::Token(TokenCommand::List { output }) => {
+            access::token_list(&target.admin()?, *output, cli.raw_time, out).await
+        }
+        Command::Token(TokenCommand::Revoke { id }) => access::token_revoke(&target.admin()?, *id, out).await,
         Command::Rebalance { dry_run, watch_s, output } => {
             admin::rebalance(&target.admin()?, *dry_run, *watch_s, *output, out).await
         }

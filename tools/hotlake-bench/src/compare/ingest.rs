@@ -51,14 +51,21 @@ fn report(data: &Dataset, seconds: f64, mut latencies: Vec<Duration>, retries: u
 /// Posts every batch as line protocol with `writers` threads, writer `k` to `urls[k % n]`.
 /// 5xx, 429 and connection errors are retried with a growing pause; any other refusal stops
 /// the load.
-pub fn line_protocol(urls: &[String], data: &Arc<Dataset>, writers: usize) -> anyhow::Result<IngestReport> {
+/// `token` goes with every request as `Authorization: Token <token>`.
+pub fn line_protocol(
+    urls: &[String],
+    token: Option<&str>,
+    data: &Arc<Dataset>,
+    writers: usize,
+) -> anyhow::Result<IngestReport> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..writers.max(1))
         .map(|k| {
             let (next, data, url) = (next.clone(), data.clone(), urls[k % urls.len()].clone());
+            let token = token.map(str::to_string);
             std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, u64)> {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build()?;
+                let http = crate::token::http_client_with(Duration::from_secs(300), token.as_deref())?;
                 let (mut latencies, mut retries) = (Vec::new(), 0u64);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -98,10 +105,17 @@ pub fn line_protocol(urls: &[String], data: &Arc<Dataset>, writers: usize) -> an
 
 /// Writes every batch through `hotlake-client` (gRPC, split by shard, sent to the leaders)
 /// with `writers` concurrent tasks. The client retries retryable errors itself.
-pub fn grpc(seed: &str, tenant: &str, data: &Arc<Dataset>, writers: usize) -> anyhow::Result<IngestReport> {
+pub fn grpc(
+    seed: &str,
+    token: Option<&str>,
+    tenant: &str,
+    data: &Arc<Dataset>,
+    writers: usize,
+) -> anyhow::Result<IngestReport> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = hotlake_client::Client::connect([seed.to_string()]).await.context("connect over gRPC")?;
+        let client =
+            crate::token::grpc_with(vec![seed.to_string()], token).connect().await.context("connect over gRPC")?;
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let tasks: Vec<_> = (0..writers.max(1))

@@ -76,6 +76,10 @@ pub struct Args {
     /// The VictoriaMetrics single-node server (Debian package `victoria-metrics`).
     #[arg(long, default_value = "victoria-metrics")]
     victoria_bin: String,
+    /// Run Hotlake without authentication (`--insecure-no-auth`), to measure what checking a
+    /// token on every request costs. By default Hotlake runs as a new cluster does: with it.
+    #[arg(long)]
+    no_auth: bool,
     /// Exit with status 1 when any peer's answer differs from Hotlake's (after the report is
     /// written). CI's smoke test sets it: the answers are deterministic for a seed.
     #[arg(long)]
@@ -94,6 +98,8 @@ pub struct Args {
 const SYSTEMS: [&str; 5] = ["hotlake", "hotlake-grpc", "hotlake-3", "influxdb", "victoriametrics"];
 
 struct Plan {
+    /// Whether Hotlake runs with authentication on (the default) or `--insecure-no-auth`.
+    auth: bool,
     spec: DatasetSpec,
     iterations: usize,
     writers: usize,
@@ -184,6 +190,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
             Ok(Some((path, version)))
         };
     Ok(Plan {
+        auth: !args.no_auth,
         influxd: peer("influxdb", &args.influxd_bin, "influxdb", "influxdb")?,
         victoria: peer("victoriametrics", &args.victoria_bin, "victoria-metrics", "victoria-metrics")?,
         spec,
@@ -252,9 +259,15 @@ fn measure(
     eprintln!("  {}: loading {} batches with {} writers", server.label, data.batches.len(), plan.writers);
     let before = server.usage()?;
     let ingest = if name == "hotlake-grpc" {
-        ingest::grpc(server.grpc.as_deref().expect("hotlake has gRPC"), "bench", data, plan.writers)?
+        ingest::grpc(
+            server.grpc.as_deref().expect("hotlake has gRPC"),
+            server.token.as_deref(),
+            "bench",
+            data,
+            plan.writers,
+        )?
     } else {
-        ingest::line_protocol(&write_urls, data, plan.writers)?
+        ingest::line_protocol(&write_urls, server.token.as_deref(), data, plan.writers)?
     };
     let after_ingest = server.usage()?;
     server.settle()?;
@@ -308,13 +321,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (figures, got) = match name.as_str() {
             "hotlake" | "hotlake-grpc" | "hotlake-3" => {
                 let server = match name.as_str() {
-                    "hotlake" => Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (line protocol)")?,
-                    "hotlake-grpc" => Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (gRPC client)")?,
-                    _ => Server::start_hotlake_cluster(&plan.hotlake_bin, &plan.hotlakectl_bin, &PORTS, 3)?,
+                    "hotlake" => {
+                        Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (line protocol)", plan.auth)?
+                    }
+                    "hotlake-grpc" => {
+                        Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (gRPC client)", plan.auth)?
+                    }
+                    _ => Server::start_hotlake_cluster(&plan.hotlake_bin, &plan.hotlakectl_bin, &PORTS, 3, plan.auth)?,
                 };
                 let url = server.http.iter().map(|h| format!("http://{h}/write?db=bench")).collect();
                 if name != "hotlake-grpc" {
-                    let client = queries::Hotlake::connect(server.grpc.as_deref().expect("gRPC"), "bench")?;
+                    let client = queries::Hotlake::connect(
+                        server.grpc.as_deref().expect("gRPC"),
+                        server.token.as_deref(),
+                        "bench",
+                    )?;
                     let mut run = |q: QueryType, p: &queries::Params| client.run(q, p).map(Some);
                     measure(server, name, &data, &plan, url, Some(&mut run))?
                 } else {
@@ -347,7 +368,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut external = Vec::new();
     for (name, url) in &plan.endpoints {
         eprintln!("== {name} ({url})");
-        let figures = ingest::line_protocol(std::slice::from_ref(url), &data, plan.writers)
+        let figures = ingest::line_protocol(std::slice::from_ref(url), crate::token::get(), &data, plan.writers)
             .with_context(|| format!("endpoint {name}"))?;
         external.push((name.clone(), figures));
     }

@@ -245,9 +245,9 @@ pub struct Hotlake {
 
 impl Hotlake {
     /// Connects to a node's gRPC address.
-    pub fn connect(grpc: &str, tenant: &str) -> anyhow::Result<Hotlake> {
+    pub fn connect(grpc: &str, token: Option<&str>, tenant: &str) -> anyhow::Result<Hotlake> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let client = rt.block_on(hotlake_client::Client::connect([grpc.to_string()]))?;
+        let client = rt.block_on(crate::token::grpc_with(vec![grpc.to_string()], token).connect())?;
         Ok(Hotlake { rt, client, tenant: tenant.into() })
     }
 

@@ -69,6 +69,8 @@ pub struct Server {
     pub grpc: Option<String>,
     /// When a write is acknowledged, in words.
     pub durability: &'static str,
+    /// The admin token of a Hotlake cluster started with authentication on.
+    pub token: Option<String>,
     procs: Vec<Proc>,
     flush: Flush,
 }
@@ -132,7 +134,16 @@ fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> an
 /// Starts Hotlake node `n` (1-based: ports are the base ports plus `n - 1`), joining the
 /// cluster at gRPC address `join` when given; returns its HTTP and gRPC addresses once it
 /// answers.
-fn start_hotlake_node(bin: &Path, ports: &Ports, n: u16, join: Option<&str>) -> anyhow::Result<(String, String, Proc)> {
+/// With `auth`, node 1 creates the cluster with authentication on and writes its admin token
+/// beside its data directory (see [`hotlake_token`]); without, every node runs with
+/// `--insecure-no-auth`.
+fn start_hotlake_node(
+    bin: &Path,
+    ports: &Ports,
+    n: u16,
+    join: Option<&str>,
+    auth: bool,
+) -> anyhow::Result<(String, String, Proc)> {
     let (http_port, grpc_port) = (ports.hotlake_http + n - 1, ports.hotlake_grpc + n - 1);
     check_port_free(http_port)?;
     check_port_free(grpc_port)?;
@@ -167,11 +178,31 @@ fn start_hotlake_node(bin: &Path, ports: &Ports, n: u16, join: Option<&str>) -> 
     if let Some(seed) = join {
         args.extend(["--join".into(), seed.to_string()]);
     }
+    if auth {
+        args.extend(["--auth-bootstrap-token-file".into(), token_file(&data_dir).display().to_string()]);
+    } else {
+        args.push("--insecure-no-auth".into());
+    }
     let mut child = spawn(bin, &args, &log)?;
     let ready = wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(120), &log);
     let proc = Proc { child, data_dir, log };
     ready.with_context(|| format!("hotlake node {n}"))?;
     Ok((http, grpc, proc))
+}
+
+/// Where node `data_dir`'s admin token is written when it creates the cluster.
+fn token_file(data_dir: &Path) -> PathBuf {
+    beside(data_dir, "token")
+}
+
+/// The admin token node 1 wrote when it created the cluster (with authentication on).
+fn hotlake_token(node1: &Proc, auth: bool) -> anyhow::Result<Option<String>> {
+    if !auth {
+        return Ok(None);
+    }
+    let file = token_file(&node1.data_dir);
+    let text = std::fs::read_to_string(&file).with_context(|| format!("read the admin token {}", file.display()))?;
+    Ok(Some(text.trim().to_string()))
 }
 
 /// Finds a program: a path as given, else a name looked up in `PATH`.
@@ -197,13 +228,14 @@ pub fn package_version(package: &str) -> Option<String> {
 impl Server {
     /// One Hotlake node with default settings: every write acknowledged after its Raft log
     /// entry is synced to disk.
-    pub fn start_hotlake(bin: &Path, ports: &Ports, label: &str) -> anyhow::Result<Server> {
-        let node = start_hotlake_node(bin, ports, 1, None)?;
+    pub fn start_hotlake(bin: &Path, ports: &Ports, label: &str, auth: bool) -> anyhow::Result<Server> {
+        let node = start_hotlake_node(bin, ports, 1, None, auth)?;
         Ok(Server {
             label: label.into(),
             http: vec![node.0],
             grpc: Some(node.1),
             durability: "ack after the Raft log entry is fsynced",
+            token: hotlake_token(&node.2, auth)?,
             procs: vec![node.2],
             flush: Flush::Terminate,
         })
@@ -213,13 +245,24 @@ impl Server {
     /// default): node 1 bootstraps it, the others join; returns once every shard has its
     /// replicas placed and a leader (`hotlakectl cluster status --wait-ready-s`). A write is
     /// acknowledged once a majority of its shard's replicas fsynced it.
-    pub fn start_hotlake_cluster(bin: &Path, ctl: &Path, ports: &Ports, nodes: u16) -> anyhow::Result<Server> {
-        let mut started = vec![start_hotlake_node(bin, ports, 1, None)?];
+    pub fn start_hotlake_cluster(
+        bin: &Path,
+        ctl: &Path,
+        ports: &Ports,
+        nodes: u16,
+        auth: bool,
+    ) -> anyhow::Result<Server> {
+        let mut started = vec![start_hotlake_node(bin, ports, 1, None, auth)?];
         let seed = started[0].1.clone();
+        let token = hotlake_token(&started[0].2, auth)?;
         for n in 2..=nodes {
-            started.push(start_hotlake_node(bin, ports, n, Some(&seed))?);
+            started.push(start_hotlake_node(bin, ports, n, Some(&seed), auth)?);
         }
-        let status = Command::new(ctl)
+        let mut status = Command::new(ctl);
+        if auth {
+            status.arg("--token-file").arg(token_file(&started[0].2.data_dir));
+        }
+        let status = status
             .args(["--cluster", &seed, "cluster", "status", "--wait-ready-s", "300", "--wait-nodes"])
             .arg(nodes.to_string())
             .stdout(Stdio::null())
@@ -233,13 +276,14 @@ impl Server {
             http: started.iter().map(|n| n.0.clone()).collect(),
             grpc: Some(seed),
             durability: "ack after a majority of the shard's replicas fsynced the Raft log entry",
+            token,
             procs: started.into_iter().map(|n| n.2).collect(),
             flush: Flush::Terminate,
         })
     }
 
     fn single(label: String, http: String, durability: &'static str, proc: Proc, flush: Flush) -> Server {
-        Server { label, http: vec![http], grpc: None, durability, procs: vec![proc], flush }
+        Server { label, http: vec![http], grpc: None, durability, token: None, procs: vec![proc], flush }
     }
 
     /// InfluxDB 1.x with its default durability (`wal-fsync-delay = 0s`: the WAL is fsynced
