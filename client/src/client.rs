@@ -204,7 +204,14 @@ impl Client {
                     *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = Some(view.clone());
                     return Ok(view);
                 }
-                Err(s) => last = format!("{addr}: {}", s.message()),
+                Err(s) => {
+                    // Every member knows the same tokens: a refused token is refused by all, and
+                    // is the caller's to fix, not a reachability problem.
+                    if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) {
+                        return Err(ClientError::from(s));
+                    }
+                    last = format!("{addr}: {}", s.message())
+                }
             }
         }
         Err(ClientError::Connect { addrs: candidates.join(", "), reason: last })

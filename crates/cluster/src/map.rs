@@ -130,6 +130,9 @@ pub struct ClusterMap {
     pub cluster_id: u64,
     /// Bumped on every applied change.
     pub version: u64,
+    /// Bumped on every applied change of members or placement, what clients route by; tenant
+    /// and token changes leave it, so they never make a client's routing stale.
+    pub routing_version: u64,
     /// Shards on the ring (fixed at bootstrap).
     pub shard_count: u32,
     /// Replicas per shard the placement aims for.
@@ -220,6 +223,23 @@ pub enum MetaCommand {
         /// Its id.
         id: u64,
     },
+}
+
+impl MetaCommand {
+    /// Whether it changes what clients route by (members, placement).
+    pub fn changes_routing(&self) -> bool {
+        match self {
+            MetaCommand::Bootstrap { .. }
+            | MetaCommand::AddNode(_)
+            | MetaCommand::SetNodeState { .. }
+            | MetaCommand::RemoveNode { .. }
+            | MetaCommand::SetPlacement { .. } => true,
+            MetaCommand::CreateTenant { .. }
+            | MetaCommand::SetTenant { .. }
+            | MetaCommand::CreateToken(_)
+            | MetaCommand::RevokeToken { .. } => false,
+        }
+    }
 }
 
 impl ClusterMap {
@@ -412,6 +432,9 @@ impl ClusterMap {
             }
         }
         self.version += 1;
+        if cmd.changes_routing() {
+            self.routing_version += 1;
+        }
         Ok(())
     }
 
@@ -513,7 +536,9 @@ mod tests {
             settings: TenantSettings { retention_s: 3600 },
             if_absent,
         };
+        let routing = m.routing_version;
         m.apply(&create("fleet", false)).unwrap();
+        assert_eq!(m.routing_version, routing, "a tenant never makes a client's routing stale");
         let version = m.version;
         for refused in [
             create("fleet", false),

@@ -91,7 +91,7 @@ impl Node {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(Error::Unavailable("node is shutting down".into()));
         }
-        let current = self.map().version;
+        let current = self.map().routing_version;
         if routing.leader_only && routing.map_version != 0 && routing.map_version < current {
             self.metrics.error("stale_map");
             return Err(Error::StaleMap { client: routing.map_version, current });

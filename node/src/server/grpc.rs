@@ -357,7 +357,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         let batches = self.to_batches(req).await?;
         let summary = self.node.write_batches_routed(batches, routing).await.map_err(to_status)?;
         let mut response = summary_to_response(summary).map_err(to_status)?;
-        response.map_version = self.node.map().version;
+        response.map_version = self.node.map().routing_version;
         Ok(Response::new(response))
     }
 
@@ -389,7 +389,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
             total.rejected.extend(s.rejected.into_iter().take(room));
         }
         let mut response = summary_to_response(total).map_err(to_status)?;
-        response.map_version = self.node.map().version;
+        response.map_version = self.node.map().routing_version;
         Ok(Response::new(response))
     }
 
@@ -468,7 +468,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let map = self.node.map();
         Ok(Response::new(pb::ClusterMapResponse {
-            version: map.version,
+            version: map.routing_version,
             cluster_id: map.cluster_id,
             shard_count: map.shard_count,
             device_tag: self.node.device_tag(),

@@ -229,6 +229,36 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     // cluster init on a cluster that exists changes nothing.
     assert!(ctl.run(&["cluster", "init"]).ok().stdout.contains("already exists"));
 
+    // tenants and tokens: a token made for one tenant reads it and nothing else.
+    ctl.run(&["tenant", "create", "readers", "--retention-s", "0"]).ok();
+    assert_eq!(ctl.run(&["tenant", "create", "readers"]).code, 1, "a tenant exists once");
+    ctl.run(&["tenant", "set", "readers", "--retention-s", "86400"]).ok();
+    let tenants = ctl.run(&["tenant", "list", "--output", "csv"]).ok().stdout;
+    assert!(tenants.lines().any(|l| l == "readers,86400 s"), "{tenants}");
+    assert!(tenants.lines().any(|l| l == "ctl,forever"), "a first write created its tenant: {tenants}");
+    let made = ctl.run(&["token", "create", "--name", "dash", "--scope", "read:ctl", "--output", "json"]).ok().json();
+    let secret = made["secret"].as_str().unwrap().to_string();
+    let id = made["id"].as_u64().unwrap().to_string();
+    let listed = ctl.run(&["token", "list"]).ok();
+    assert!(listed.stdout.contains(&id) && listed.stdout.contains("read:ctl"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(&secret), "a listing shows a secret");
+    let mine = ctl.run(&[
+        "--token", &secret, "query", "m", "--db", "ctl", "--agg", "count", "--output", "json", range[0], range[1],
+        range[2], range[3],
+    ]);
+    assert_eq!(mine.ok().json()["groups"][0]["rows"][0][1], 2000);
+    let other = ctl.run(&["--token", &secret, "last", "m", "--db", "readers"]);
+    assert_eq!(other.code, 1, "{}", other.stderr);
+    assert!(other.stderr.contains("permission_denied"), "{}", other.stderr);
+    let admin_only = ctl.run(&["--token", &secret, "cluster", "status"]);
+    assert_eq!(admin_only.code, 1, "{}", admin_only.stderr);
+    assert!(admin_only.stderr.contains("admin:*"), "{}", admin_only.stderr);
+    ctl.run(&["token", "revoke", &id]).ok();
+    let revoked = ctl.run(&["--token", &secret, "last", "m", "--db", "ctl"]);
+    assert_eq!(revoked.code, 1, "{}", revoked.stderr);
+    assert!(revoked.stderr.contains("unauthenticated"), "{}", revoked.stderr);
+    assert_eq!(ctl.run(&["token", "create", "--scope", "read"]).code, 1, "a scope without a tenant");
+
     // completions.
     let bash = ctl.run(&["completions", "bash"]).ok().stdout;
     assert!(bash.contains("hotlakectl") && bash.contains("rebalance"), "completion script");

@@ -41,7 +41,7 @@ fn writes_then_queries_over_http() {
     let r = c
         .post(format!("http://{}/api/v2/write?bucket=fleet&org=x&precision=s", node.http))
         .header("Content-Encoding", "gzip")
-        .header("Authorization", "Token anything")
+        .header("Authorization", format!("Token {}", crate::support::TEST_TOKEN))
         .body(gz.finish().unwrap())
         .send()
         .unwrap();
