@@ -279,6 +279,10 @@ impl Config {
         anyhow::ensure!(self.storage.block_window_ms >= 1000, "storage.block_window_ms must be at least 1000");
         anyhow::ensure!(self.limits.http_connections_max >= 1, "limits.http_connections_max must be at least 1");
         anyhow::ensure!(
+            self.limits.grpc_connections_max >= 16,
+            "limits.grpc_connections_max must be at least 16 (every other node of the cluster holds one)"
+        );
+        anyhow::ensure!(
             self.limits.http_header_read_timeout_ms >= 100,
             "limits.http_header_read_timeout_ms must be at least 100"
         );

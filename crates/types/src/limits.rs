@@ -44,6 +44,9 @@ pub struct Limits {
     /// Milliseconds a client has to send a request's headers, counted from when the node
     /// starts waiting for them (so it also closes idle kept-alive connections).
     pub http_header_read_timeout_ms: u64,
+    /// gRPC connections a node holds open at once (clients and other nodes); one more is
+    /// closed as soon as it is accepted.
+    pub grpc_connections_max: u64,
     /// gRPC calls one connection may have open at once (HTTP/2 concurrent streams); further
     /// calls wait for a slot. Nodes multiplex their Raft traffic over one connection per pair,
     /// so this stays well above what 64 shard groups send at once.
@@ -86,6 +89,7 @@ impl Default for Limits {
             query_timeout_ms: 30_000,
             http_connections_max: 1024,
             http_header_read_timeout_ms: 10_000,
+            grpc_connections_max: 1024,
             grpc_streams_per_connection_max: 1024,
             write_stream_idle_ms: 60_000,
             future_s_max: 366 * 86_400,

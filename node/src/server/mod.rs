@@ -6,6 +6,8 @@
 
 mod admin;
 mod auth;
+#[cfg(not(madsim))]
+mod counted;
 pub mod grpc;
 #[cfg(not(madsim))]
 pub mod http;
@@ -35,21 +37,28 @@ pub async fn serve_grpc(
     let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
-    let limits = &node.config().limits;
-    // Keepalives find clients that vanished without closing (their calls would otherwise hold
-    // memory); the pending-reset bound stops a client that opens and cancels streams in a loop.
-    tonic::transport::Server::builder()
-        .tcp_keepalive(Some(Duration::from_secs(60)))
+    let limits = node.config().limits.clone();
+    // HTTP/2 keepalive pings find clients that vanished without closing (their calls would
+    // otherwise hold memory); the pending-reset bound stops a client that opens and cancels
+    // streams in a loop; the connection bound (`counted`) stops one that opens sockets and
+    // leaves them idle.
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(limits.grpc_streams_per_connection_max.min(u32::MAX as u64) as u32)
         .http2_max_pending_accept_reset_streams(Some(64))
         .add_service(service)
         .add_service(admin)
-        .add_service(peer)
-        .serve_with_shutdown(addr, shutdown)
-        .await
-        .with_context(|| format!("gRPC server on {addr}"))
+        .add_service(peer);
+    #[cfg(madsim)]
+    let served = router.serve_with_shutdown(addr, shutdown).await;
+    #[cfg(not(madsim))]
+    let served = {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("gRPC server: bind {addr}"))?;
+        router.serve_with_incoming_shutdown(counted::connections(listener, limits.grpc_connections_max), shutdown).await
+    };
+    served.with_context(|| format!("gRPC server on {addr}"))
 }
 
 /// Serves HTTP on an already bound listener until `shutdown` completes, then lets requests in

@@ -182,6 +182,53 @@ fn slow_clients_cannot_hold_every_http_connection() {
 
 /// A `WriteStream` that goes silent is ended after `limits.write_stream_idle_ms` with
 /// `DEADLINE_EXCEEDED` naming the limit; what it wrote before stays written.
+/// Clients that open gRPC connections and leave them idle take at most
+/// `limits.grpc_connections_max` sockets: one more is closed at once, and once they leave the
+/// node serves gRPC again.
+#[test]
+fn idle_clients_cannot_hold_every_grpc_connection() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limits.toml");
+    std::fs::write(&config, "[limits]\ngrpc_connections_max = 16\n").unwrap();
+    let node =
+        NodeProcess::start(&dir.path().join("data"), &["--shard-count", "4", "--config", config.to_str().unwrap()]);
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(&node.grpc).unwrap()).collect();
+    let mut over = TcpStream::connect(&node.grpc).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match over.read(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "a connection over limits.grpc_connections_max was kept");
+    drop(idle);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut s = SeriesBuilder::new("m").tag("device_id", "a");
+            s.push_f64(T0 + 100, "v", 1.0);
+            let client = hotlake_client::Client::builder()
+                .seeds([node.grpc.clone()])
+                .token(crate::support::TEST_TOKEN)
+                .connect()
+                .await;
+            match client {
+                Ok(c) if c.write("hostile", vec![s.build()]).await.is_ok() => break,
+                _ => assert!(
+                    std::time::Instant::now() < deadline,
+                    "gRPC did not serve again after the idle clients left"
+                ),
+            }
+            // tidy: sleep (the node frees a slot when it notices a closed socket; bounded above).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
 #[test]
 fn a_silent_write_stream_is_ended() {
     use std::time::{Duration, Instant};
