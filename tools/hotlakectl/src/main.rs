@@ -588,20 +588,8 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
         Command::Shard(ShardCommand::Move { id, from, to, watch: w, watch_s }) => {
             admin::shard_move(&target.admin()?, *id, *from, *to, watch(*w, *watch_s), out).await
         }
-        Command::Tenant(TenantCommand::Create { name, retention_s }) => {
-            access::tenant_create(&target.admin()?, name, *retention_s, out).await
-        }
-        Command::Tenant(TenantCommand::Set { name, retention_s }) => {
-            access::tenant_set(&target.admin()?, name, *retention_s, out).await
-        }
-        Command::Tenant(TenantCommand::List { output }) => access::tenant_list(&target.admin()?, *output, out).await,
-        Command::Token(TokenCommand::Create { name, scopes, output }) => {
-            access::token_create(&target.admin()?, name, scopes, *output, out).await
-        }
-        Command::Token(TokenCommand::List { output }) => {
-            access::token_list(&target.admin()?, *output, cli.raw_time, out).await
-        }
-        Command::Token(TokenCommand::Revoke { id }) => access::token_revoke(&target.admin()?, *id, out).await,
+        Command::Tenant(cmd) => run_tenant(cmd, &target.admin()?, out).await,
+        Command::Token(cmd) => run_token(cmd, &target.admin()?, cli.raw_time, out).await,
         Command::Rebalance { dry_run, watch_s, output } => {
             admin::rebalance(&target.admin()?, *dry_run, *watch_s, *output, out).await
         }
@@ -609,6 +597,27 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
             clap_complete::generate(*shell, &mut Cli::command(), "hotlakectl", out);
             Ok(())
         }
+    }
+}
+
+async fn run_tenant(cmd: &TenantCommand, admin: &AdminClient, out: &mut impl Write) -> Result<(), Failure> {
+    match cmd {
+        TenantCommand::Create { name, retention_s } => access::tenant_create(admin, name, *retention_s, out).await,
+        TenantCommand::Set { name, retention_s } => access::tenant_set(admin, name, *retention_s, out).await,
+        TenantCommand::List { output } => access::tenant_list(admin, *output, out).await,
+    }
+}
+
+async fn run_token(
+    cmd: &TokenCommand,
+    admin: &AdminClient,
+    raw_time: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    match cmd {
+        TokenCommand::Create { name, scopes, output } => access::token_create(admin, name, scopes, *output, out).await,
+        TokenCommand::List { output } => access::token_list(admin, *output, raw_time, out).await,
+        TokenCommand::Revoke { id } => access::token_revoke(admin, *id, out).await,
     }
 }
 
