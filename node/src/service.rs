@@ -39,9 +39,9 @@ pub trait Ingest: Send + Sync + 'static {
     fn device_tag(&self) -> String;
     /// The ring of the cluster (unavailable before the node joined one).
     fn ring(&self) -> Result<Ring>;
-    /// Admits a write request of `bytes`, or refuses it at once as `overloaded`; hold the
-    /// permit until the write is answered.
-    fn admit_write(&self, bytes: usize) -> Result<WritePermit>;
+    /// Admits a write request of `bytes` (waiting briefly, in arrival order, for room), or
+    /// refuses it as `overloaded`; hold the permit until the write is answered.
+    fn admit_write(&self, bytes: usize) -> impl Future<Output = Result<WritePermit>> + Send;
     /// Parses a line-protocol body and writes its points; per-line errors come back with the
     /// summary of what was written. The body is taken whole, to be parsed off the async workers.
     fn write_lines(
@@ -136,8 +136,8 @@ impl Ingest for Node {
     fn ring(&self) -> Result<Ring> {
         Node::ring(self)
     }
-    fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
-        Node::admit_write(self, bytes)
+    async fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
+        Node::admit_write(self, bytes).await
     }
     async fn write_lines(
         &self,

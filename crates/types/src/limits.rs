@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Request body (after gzip decompression) bytes.
     pub body_bytes_max: u64,
-    /// Bytes of write requests a node processes at once; a write that would go over is refused
-    /// at once as `overloaded` (HTTP 429 with Retry-After), so an overloaded node answers
-    /// quickly instead of queueing into timeouts. A request larger than this is admitted
-    /// when no other write is in progress.
+    /// Bytes of write requests a node processes at once; a write that would go over waits its
+    /// turn for at most `write_admission_wait_ms`, then is refused as `overloaded` (HTTP 429
+    /// with Retry-After), so an overloaded node answers quickly instead of queueing into
+    /// timeouts. A request larger than this is admitted when no other write is in progress.
     pub write_inflight_bytes_max: u64,
+    /// Milliseconds a write may wait for room under `write_inflight_bytes_max`, in arrival
+    /// order. Without a wait, a writer whose batch came while the budget was full kept being
+    /// refused while others, sending again the moment theirs were answered, always found room.
+    pub write_admission_wait_ms: u64,
     /// Lines per line-protocol request.
     pub lines_per_request_max: u64,
     /// Fields per line.
@@ -75,6 +79,7 @@ impl Default for Limits {
         Limits {
             body_bytes_max: 64 << 20,
             write_inflight_bytes_max: 8 << 20,
+            write_admission_wait_ms: 250,
             lines_per_request_max: 500_000,
             fields_per_line_max: 1_000,
             tags_per_line_max: 256,

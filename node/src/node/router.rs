@@ -29,7 +29,7 @@ impl Node {
         precision: Precision,
         default_ts_ns: i64,
     ) -> Result<(WriteSummary, Vec<LineError>)> {
-        let _admitted = self.admit_write(body.len())?;
+        let _admitted = self.admit_write(body.len()).await?;
         let tenant = self.tenant(tenant)?.to_string();
         let limits = self.line_limits();
         let ring = self.ring()?;
@@ -54,19 +54,28 @@ impl Node {
         Ok((summary, errors))
     }
 
-    /// Admits a write request of `bytes` against `limits.write_inflight_bytes_max`, or refuses
-    /// it at once as `overloaded`: an overloaded node answers quickly instead of queueing
-    /// requests into timeouts. The permit is held until the write is answered.
-    pub fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
+    /// Admits a write request of `bytes` against `limits.write_inflight_bytes_max`. A request
+    /// that finds no room waits, in arrival order (tokio's semaphore is fair), for at most
+    /// `limits.write_admission_wait_ms`, then is refused as `overloaded`: an overloaded node
+    /// answers quickly instead of queueing requests into timeouts, and no writer is starved by
+    /// others that send again the moment they are answered. The permit is held until the write
+    /// is answered.
+    pub async fn admit_write(&self, bytes: usize) -> Result<WritePermit> {
         let budget = self.config.limits.write_inflight_bytes_max as usize;
         let wanted = bytes.clamp(1, budget.min(u32::MAX as usize)) as u32;
-        match self.write_admission.clone().try_acquire_many_owned(wanted) {
-            Ok(permit) => Ok(WritePermit(permit)),
-            Err(_) => {
+        if let Ok(permit) = self.write_admission.clone().try_acquire_many_owned(wanted) {
+            return Ok(WritePermit(permit));
+        }
+        let wait = Duration::from_millis(self.config.limits.write_admission_wait_ms);
+        match tokio::time::timeout(wait, self.write_admission.clone().acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(WritePermit(permit)),
+            _ => {
                 self.metrics.error("overloaded");
                 let busy = budget.saturating_sub(self.write_admission.available_permits());
                 Err(Error::Overloaded(format!(
-                    "{busy} bytes of writes in progress, {bytes} more would pass limits.write_inflight_bytes_max"
+                    "{busy} bytes of writes in progress, {bytes} more would pass limits.write_inflight_bytes_max \
+                     (waited {} ms)",
+                    wait.as_millis()
                 )))
             }
         }

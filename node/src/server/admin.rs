@@ -117,6 +117,7 @@ fn status_to_proto(s: ClusterStatus) -> pb::ClusterStatusResponse {
         replication_factor: map.replication_factor,
         device_tag: map.settings.device_tag.clone(),
         block_window_ms: map.settings.block_window_ms,
+        auth: map.settings.auth,
         members: s
             .members
             .into_iter()

@@ -353,7 +353,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         let req = request.into_inner();
         self.authorize(&principal, Action::Write, &req.tenant)?;
         let routing = WriteRouting { map_version: req.map_version, leader_only: req.leader_only };
-        let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
+        let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).await.map_err(to_status)?;
         let batches = self.to_batches(req).await?;
         let summary = self.node.write_batches_routed(batches, routing).await.map_err(to_status)?;
         let mut response = summary_to_response(summary).map_err(to_status)?;
@@ -379,7 +379,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
             })?;
             let Some(req) = next? else { break };
             self.authorize(&principal, Action::Write, &req.tenant)?;
-            let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).map_err(to_status)?;
+            let _admitted = self.node.admit_write(prost::Message::encoded_len(&req)).await.map_err(to_status)?;
             let batches = self.to_batches(req).await?;
             let s = self.node.write_batches(batches).await.map_err(to_status)?;
             total.points += s.points;

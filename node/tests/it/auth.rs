@@ -150,6 +150,9 @@ fn a_tenants_token_reaches_only_its_tenant_on_every_path() {
     status_of(r, 403, "read:meters");
     let (status, v) = query(&as_token, &node, "fleet", true);
     assert_eq!(status, 200, "{v}");
+    let cluster: Value = client().get(url("/api/v1/cluster")).send().unwrap().json().unwrap();
+    assert!(cluster["map"]["tenants"]["fleet"].is_object(), "{cluster}");
+    assert!(cluster["map"].get("tokens").is_none(), "token hashes shown: {cluster}");
     status_of(as_token.get(url("/metrics")).send().unwrap(), 403, "admin:*");
     status_of(as_token.get(url("/api/v1/cluster")).send().unwrap(), 403, "admin:*");
     status_of(as_token.post(url("/api/v1/shards/0/transfer-leader")).body("{}").send().unwrap(), 403, "admin:*");

@@ -79,6 +79,7 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     // cluster status: a table with a row per member, JSON with the whole answer.
     let t = ctl.run(&["cluster", "status", "--wait-ready-s", "60", "--wait-nodes", "3"]).ok().table();
     assert!(t[0].contains(&"ready".to_string()), "{t:?}");
+    assert!(t[0].windows(2).any(|w| w[0] == "auth" && w[1] == "on"), "{t:?}");
     assert_eq!(t[1][..3], ["NODE", "GRPC", "HTTP"]);
     assert_eq!(t.len(), 5, "summary, header and 3 members: {t:?}");
     let s = ctl.run(&["cluster", "status", "--output", "json"]).ok().json();

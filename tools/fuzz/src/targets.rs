@@ -158,7 +158,7 @@ impl hotlake_node::service::Ingest for Converter {
     fn ring(&self) -> Result<Ring> {
         Ok(Ring::new(1))
     }
-    fn admit_write(&self, _bytes: usize) -> Result<WritePermit> {
+    async fn admit_write(&self, _bytes: usize) -> Result<WritePermit> {
         Err(Error::Unavailable("the fuzz converter does not write".into()))
     }
     async fn write_lines(

@@ -90,11 +90,12 @@ pub async fn cluster_status(
         Output::Table => {
             let _ = writeln!(
                 out,
-                "cluster {:016x}  map version {}  {} shards  replication factor {}  {}",
+                "cluster {:016x}  map version {}  {} shards  replication factor {}  auth {}  {}",
                 s.cluster_id,
                 s.map_version,
                 s.shard_count,
                 s.replication_factor,
+                if s.auth { "on" } else { "OFF" },
                 match ready_with(&s, wait_nodes) {
                     Ok(()) => "ready".to_string(),
                     Err(why) => format!("not ready: {why}"),

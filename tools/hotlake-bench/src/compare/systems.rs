@@ -55,6 +55,7 @@ impl Drop for Proc {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(token_file(&self.data_dir));
         let _ = std::fs::remove_file(beside(&self.data_dir, "toml"));
     }
 }
