@@ -105,8 +105,12 @@ impl Node {
             self.metrics.error("stale_map");
             return Err(Error::StaleMap { client: routing.map_version, current });
         }
-        let tenants: std::collections::BTreeSet<String> = batches.iter().map(|(_, w)| w.tenant.clone()).collect();
-        self.ensure_tenants(tenants.iter().map(String::as_str)).await?;
+        // Almost always every tenant exists: names are copied only when one does not.
+        let map = self.map();
+        if batches.iter().any(|(_, w)| !map.tenants.contains_key(&w.tenant)) {
+            let tenants: std::collections::BTreeSet<String> = batches.iter().map(|(_, w)| w.tenant.clone()).collect();
+            self.ensure_tenants(tenants.iter().map(String::as_str)).await?;
+        }
         let memtable_bytes: usize = self.groups().iter().map(|g| g.data.read().memtable_bytes()).sum();
         if memtable_bytes as u64 > self.config.storage.node_memtable_bytes_hard_max {
             self.metrics.error("overloaded");

@@ -158,12 +158,7 @@ async fn write_v1<S: Service>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = params.get("db").map(String::as_str).unwrap_or_default();
-    let tenant = match authorized_tenant(&*node, &headers, &params, Action::Write, tenant) {
-        Ok(t) => t,
-        Err(e) => return to_response(e),
-    };
-    write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
+    write(node, "db", params, headers, body).await
 }
 
 async fn write_v2<S: Service>(
@@ -172,12 +167,7 @@ async fn write_v2<S: Service>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = params.get("bucket").map(String::as_str).unwrap_or_default();
-    let tenant = match authorized_tenant(&*node, &headers, &params, Action::Write, tenant) {
-        Ok(t) => t,
-        Err(e) => return to_response(e),
-    };
-    write(node, tenant, params.get("precision").map(|s| s.as_str()), headers, body).await
+    write(node, "bucket", params, headers, body).await
 }
 
 /// Decompresses a gzip body, refusing to inflate past `max` bytes.
@@ -195,14 +185,21 @@ fn gunzip(body: &[u8], max: u64) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// A line-protocol write to the tenant named by the URL parameter `tenant_param` (InfluxDB
+/// 1.x `db`, 2.x `bucket`), once the request's token may write to it.
 async fn write<S: Service>(
     node: Arc<S>,
-    tenant: String,
-    precision: Option<&str>,
+    tenant_param: &str,
+    params: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let precision = match precision.map(Precision::parse).transpose() {
+    let tenant = params.get(tenant_param).map(String::as_str).unwrap_or_default();
+    let tenant = match authorized_tenant(&*node, &headers, &params, Action::Write, tenant) {
+        Ok(t) => t,
+        Err(e) => return to_response(e),
+    };
+    let precision = match params.get("precision").map(|p| Precision::parse(p)).transpose() {
         Ok(p) => p.unwrap_or(Precision::Nanoseconds),
         Err(e) => return to_response(Error::invalid(e)),
     };

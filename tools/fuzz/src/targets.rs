@@ -227,15 +227,23 @@ fn bincode_options() -> impl bincode::Options {
     bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(16 << 20)
 }
 
+/// The shard writes the gRPC seeds convert to.
+fn seed_writes() -> Vec<(ShardId, hotlake_engine::batch::ShardWrite)> {
+    let converter = Converter { limits: Limits::default() };
+    grpc_seeds()
+        .iter()
+        .flat_map(|req| {
+            let req = pb::WriteRequest::decode(req.as_slice()).expect("a seed decodes");
+            hotlake_node::server::grpc::write_request_to_batches(&converter, req).expect("a seed converts")
+        })
+        .collect()
+}
+
 fn command_seeds() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for req in grpc_seeds() {
-        let converter = Converter { limits: Limits::default() };
-        let req = pb::WriteRequest::decode(req.as_slice()).expect("a seed decodes");
-        for (_, w) in hotlake_node::server::grpc::write_request_to_batches(&converter, req).expect("a seed converts") {
-            out.push(bincode::serialize(&ShardCommand::Write(w)).expect("a command encodes"));
-        }
-    }
+    let mut out: Vec<Vec<u8>> = seed_writes()
+        .into_iter()
+        .map(|(_, w)| bincode::serialize(&ShardCommand::Write(w)).expect("a command encodes"))
+        .collect();
     out.push(bincode::serialize(&ShardCommand::Retain { tenant: "fleet".into(), before_ns: T0 }).expect("encodes"));
     out
 }
@@ -251,13 +259,7 @@ fn raft_command_apply(state: &mut State, input: &[u8]) -> bool {
 fn peer_seeds() -> Vec<Vec<u8>> {
     use hotlake_cluster::transport::PeerCall;
     let mut calls = vec![PeerCall::Map, PeerCall::Status, PeerCall::Digest { shard: ShardId(3) }];
-    for req in grpc_seeds() {
-        let converter = Converter { limits: Limits::default() };
-        let req = pb::WriteRequest::decode(req.as_slice()).expect("a seed decodes");
-        for (shard, write) in hotlake_node::server::grpc::write_request_to_batches(&converter, req).expect("converts") {
-            calls.push(PeerCall::Write { shard, write });
-        }
-    }
+    calls.extend(seed_writes().into_iter().map(|(shard, write)| PeerCall::Write { shard, write }));
     calls.iter().map(|c| bincode::serialize(c).expect("a call encodes")).collect()
 }
 
