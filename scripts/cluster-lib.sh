@@ -23,9 +23,10 @@ cluster_init() {
 cluster_start() {
     local n=$1; shift
     local join=()
-    [ "$n" != 1 ] && join=(--join "127.0.0.1:$((cluster_port + 1))")
+    [ "$n" != 1 ] && join=(--join "127.0.0.1:$((cluster_port + 91))")
     "$bin/hotlake" serve --node-id "$n" --data-dir "$cluster_base/node$n" \
         --grpc-addr "127.0.0.1:$((cluster_port + n))" --http-addr "127.0.0.1:$((cluster_port + 80 + n))" \
+        --peer-addr "127.0.0.1:$((cluster_port + 90 + n))" \
         --auth-bootstrap-token-file "$cluster_base/admin.token" \
         "${join[@]}" "$@" >>"$cluster_base/node$n.log" 2>&1 &
     cluster_pids[$n]=$!

@@ -105,9 +105,21 @@ impl AdminClient {
         .await
     }
 
-    /// Registers a node; returns the map version it was added at.
-    pub async fn add_node(&self, id: u64, grpc_addr: &str, http_addr: &str) -> Result<u64, ClientError> {
-        let req = pb::AddNodeRequest { id, grpc_addr: grpc_addr.into(), http_addr: http_addr.into() };
+    /// Registers a node by its public gRPC, HTTP and node-to-node addresses; returns the map
+    /// version it was added at.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        grpc_addr: &str,
+        http_addr: &str,
+        peer_addr: &str,
+    ) -> Result<u64, ClientError> {
+        let req = pb::AddNodeRequest {
+            id,
+            grpc_addr: grpc_addr.into(),
+            http_addr: http_addr.into(),
+            peer_addr: peer_addr.into(),
+        };
         let r = self.call(|mut s, c| {
             let r = c.request(req.clone());
             async move { s.add_node(r).await }

@@ -45,10 +45,14 @@ impl Connections {
         }
         let s = &self.settings;
         let bad = |e: tonic::transport::Error| ClientError::Connect { addrs: addr.into(), reason: e.to_string() };
-        let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if s.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(bad)?
             .connect_timeout(s.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &s.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+        }
         if let Some(hook) = &s.endpoint_hook {
             endpoint = hook(endpoint).map_err(bad)?;
         }

@@ -16,10 +16,13 @@ pub struct Config {
     pub node_id: u64,
     /// Directory holding the node's RocksDB.
     pub data_dir: PathBuf,
-    /// gRPC listen address.
+    /// gRPC listen address of the public API (data and admin services).
     pub grpc_addr: String,
     /// HTTP listen address (line protocol, JSON queries, health, metrics).
     pub http_addr: String,
+    /// Listen address of the node-to-node service (Raft, forwarded calls, joins); other
+    /// nodes' `cluster.join` names this address. Keep it reachable by the other nodes only.
+    pub peer_addr: String,
     /// Number of shards on the ring, fixed when the data directory is created.
     pub shard_count: u32,
     /// Tag whose value is the device key of a series; series without it use their series key.
@@ -37,6 +40,8 @@ pub struct Config {
     pub tenants: BTreeMap<String, toml::Value>,
     /// Tokens.
     pub auth: AuthConfig,
+    /// TLS on every listener, and mutual TLS between nodes.
+    pub tls: TlsConfig,
     /// Cluster membership, replication and rebalancing.
     pub cluster: ClusterConfig,
 }
@@ -48,6 +53,7 @@ impl Default for Config {
             data_dir: PathBuf::from("hotlake-data"),
             grpc_addr: "127.0.0.1:7101".into(),
             http_addr: "127.0.0.1:7181".into(),
+            peer_addr: "127.0.0.1:7191".into(),
             shard_count: 64,
             device_tag: "device_id".into(),
             default_tenant: "default".into(),
@@ -55,6 +61,7 @@ impl Default for Config {
             limits: Limits::default(),
             tenants: BTreeMap::new(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
         }
     }
@@ -102,7 +109,7 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// gRPC addresses of members to join through. Empty: this node bootstraps a new cluster
+    /// Peer addresses (`peer_addr`) of members to join through. Empty: this node bootstraps a new cluster
     /// when its data directory holds none.
     pub join: Vec<String>,
     /// `auto`: a node with no cluster in its data directory and no `join` creates one at start.
@@ -186,6 +193,31 @@ impl Default for AuthConfig {
     }
 }
 
+/// TLS: all three files, or none (plaintext, for a private network or local experiments).
+/// With them, the HTTP, gRPC and peer listeners accept TLS only, and the peer listener and this
+/// node's connections to other nodes require a certificate signed by the cluster's CA (mutual
+/// TLS). `hotlake cert` makes a CA and node certificates; the files are read again when they
+/// change, without a restart.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM). Other nodes must present a certificate it signed.
+    pub ca_file: PathBuf,
+    /// This node's certificate chain (PEM), signed by the cluster CA. It must name the host of
+    /// each of the node's addresses (`hotlake cert node --host`), as clients and other nodes
+    /// check it against the address they connect to.
+    pub cert_file: PathBuf,
+    /// The private key of `cert_file` (PEM).
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
 impl Config {
     /// The settings this node would create a cluster with.
     pub fn cluster_settings(&self) -> ClusterSettings {
@@ -247,6 +279,18 @@ impl Config {
             self.shard_count
         );
         anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
+        anyhow::ensure!(
+            self.peer_addr != self.grpc_addr && self.peer_addr != self.http_addr && self.grpc_addr != self.http_addr,
+            "grpc_addr, http_addr and peer_addr must be three different addresses, got {:?}, {:?} and {:?}",
+            self.grpc_addr,
+            self.http_addr,
+            self.peer_addr
+        );
+        let tls = [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file];
+        anyhow::ensure!(
+            tls.iter().all(|f| f.as_os_str().is_empty()) || tls.iter().all(|f| !f.as_os_str().is_empty()),
+            "tls.ca_file, tls.cert_file and tls.key_file go together: set all three, or none for plaintext"
+        );
         let c = &self.cluster;
         anyhow::ensure!(
             (1..=7).contains(&c.replication_factor),

@@ -18,8 +18,12 @@ pub mod clock;
 pub mod config;
 
 #[cfg(not(madsim))]
+pub mod certs;
+#[cfg(not(madsim))]
 pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod service;
+#[cfg(not(madsim))]
+pub mod tls;

@@ -3,6 +3,7 @@
 //! ```text
 //! hotlake serve [--config FILE] [--data-dir DIR] [--grpc-addr ADDR] [--http-addr ADDR] [--join ADDR] ...
 //! hotlake config                     # print the default configuration as TOML
+//! hotlake cert ca|node ...            # a cluster CA and node certificates
 //! ```
 
 use std::net::SocketAddr;
@@ -36,6 +37,47 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the default configuration (a commented sample is deploy/hotlake.toml).
     Config,
+    /// Make a cluster CA and node certificates for a test or small cluster (the `[tls]` files).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make a cluster CA: DIR/ca.pem (give it to every node as tls.ca_file, and to clients)
+    /// and DIR/ca.key (keep it off the nodes). Existing files are never overwritten.
+    ///
+    /// Example: hotlake cert ca --dir /etc/hotlake/ca
+    Ca {
+        /// Directory for ca.pem and ca.key (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Make a node certificate signed by the CA: OUT/NAME.pem and OUT/NAME.key (tls.cert_file
+    /// and tls.key_file). It serves the node's listeners and authenticates it to other nodes.
+    ///
+    /// Example: hotlake cert node --ca-dir /etc/hotlake/ca --name node1 --host 10.0.0.1 --host node1.example --out /etc/hotlake
+    Node {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// File name of the certificate and key (without extension).
+        #[arg(long)]
+        name: String,
+        /// An IP address or DNS name the node is reached at (repeat or separate with commas);
+        /// every host of its gRPC, HTTP and peer addresses.
+        #[arg(long, value_delimiter = ',', required = true)]
+        host: Vec<String>,
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -52,22 +94,27 @@ struct ServeArgs {
     /// HTTP listen address [default: 127.0.0.1:7181].
     #[arg(long)]
     http_addr: Option<String>,
+    /// Node-to-node listen address (Raft, forwarded calls, joins); other nodes' --join names
+    /// it. Open it to the other nodes only [default: 127.0.0.1:7191].
+    #[arg(long)]
+    peer_addr: Option<String>,
     /// This node's id [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
     /// Shards on the ring; only used when the data directory is created [default: 64].
     #[arg(long)]
     shard_count: Option<u32>,
-    /// gRPC address of a cluster member to join through (repeat or separate with commas). Without
-    /// it, a node whose data directory holds no cluster bootstraps a new one-node cluster.
+    /// Peer address (--peer-addr) of a cluster member to join through (repeat or separate with
+    /// commas). Without it, a node whose data directory holds no cluster bootstraps a new
+    /// one-node cluster.
     ///
-    /// Example: hotlake serve --node-id 2 --grpc-addr 127.0.0.2:7101 --join 127.0.0.1:7101
+    /// Example: hotlake serve --node-id 2 --grpc-addr 127.0.0.2:7101 --peer-addr 127.0.0.2:7191 --join 127.0.0.1:7191
     #[arg(long, value_delimiter = ',')]
     join: Vec<String>,
     /// `auto` creates a cluster at start when there is none and no --join; `manual` waits for
     /// `hotlakectl cluster init` [default: auto].
     ///
-    /// Example: hotlake serve --node-id 1 --bootstrap manual --join 127.0.0.2:7101,127.0.0.3:7101
+    /// Example: hotlake serve --node-id 1 --bootstrap manual --join 127.0.0.2:7191,127.0.0.3:7191
     #[arg(long, value_parser = ["auto", "manual"])]
     bootstrap: Option<String>,
     /// Replicas per shard; used when bootstrapping [default: 3].
@@ -88,6 +135,16 @@ struct ServeArgs {
     /// Example: hotlake serve --auth-bootstrap-token-file /etc/hotlake/admin.token
     #[arg(long)]
     auth_bootstrap_token_file: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): TLS on every listener and mutual TLS between nodes,
+    /// with --tls-cert-file and --tls-key-file (see `hotlake cert`).
+    #[arg(long, env = "HOTLAKE_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM), signed by the cluster CA.
+    #[arg(long, env = "HOTLAKE_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "HOTLAKE_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `hotlake_node=debug`.
     #[arg(long, env = "HOTLAKE_LOG", default_value = "info,openraft=warn")]
     log: String,
@@ -106,6 +163,18 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.http_addr {
         config.http_addr = a.clone();
+    }
+    if let Some(a) = &args.peer_addr {
+        config.peer_addr = a.clone();
+    }
+    if let Some(f) = &args.tls_ca_file {
+        config.tls.ca_file = f.clone();
+    }
+    if let Some(f) = &args.tls_cert_file {
+        config.tls.cert_file = f.clone();
+    }
+    if let Some(f) = &args.tls_key_file {
+        config.tls.key_file = f.clone();
     }
     if let Some(n) = args.node_id {
         config.node_id = n;
@@ -161,6 +230,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.grpc_addr.parse().with_context(|| format!("grpc_addr {:?}", config.grpc_addr))?;
     let http_addr: SocketAddr =
         config.http_addr.parse().with_context(|| format!("http_addr {:?}", config.http_addr))?;
+    let peer_addr: SocketAddr =
+        config.peer_addr.parse().with_context(|| format!("peer_addr {:?}", config.peer_addr))?;
     let rocks_options = hotlake_storage_rocks::RocksOptions {
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         write_buffer_bytes: config.storage.rocksdb_write_buffer_bytes as usize,
@@ -178,17 +249,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let grpc = tokio::spawn(hotlake_node::server::serve_grpc(node.clone(), grpc_addr, wait_stop(stop_rx.clone())));
+    let peer = tokio::spawn(hotlake_node::server::serve_peer(node.clone(), peer_addr, wait_stop(stop_rx.clone())));
     let http = tokio::spawn(hotlake_node::server::serve_http(node.clone(), http_listener, wait_stop(stop_rx)));
+    let (scheme, tls) = match config.tls.enabled() {
+        true => ("https", "TLS on every listener; mutual TLS between nodes"),
+        false => ("http", "no TLS: keep these ports on a private network"),
+    };
     println!(
-        "hotlake node {} ready\n  HTTP  http://{}   (line protocol: POST /write?db=NAME, queries: POST /api/v1/query)\n  gRPC  http://{}\n  data  {}",
+        "hotlake node {} ready ({tls})\n  HTTP  {scheme}://{}   (line protocol: POST /write?db=NAME, queries: POST /api/v1/query)\n  gRPC  {scheme}://{}\n  peer  {}   (other nodes only)\n  data  {}",
         config.node_id,
         http_addr,
         grpc_addr,
+        peer_addr,
         config.data_dir.display()
     );
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down: flushing memtables"),
         r = grpc => { r??; anyhow::bail!("gRPC server stopped unexpectedly") }
+        r = peer => { r??; anyhow::bail!("peer server stopped unexpectedly") }
     }
     let _ = stop_tx.send(true);
     let _ = http.await;
@@ -202,6 +280,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Config => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(())
+        }
+        Command::Cert(CertCommand::Ca { dir, days }) => {
+            let (cert, key) = hotlake_node::certs::make_ca(&dir, days)?;
+            println!("CA certificate {} (tls.ca_file of every node; clients' --ca-file)", cert.display());
+            println!("CA key         {} (signs node certificates; keep it off the nodes)", key.display());
+            Ok(())
+        }
+        Command::Cert(CertCommand::Node { ca_dir, name, host, out, days }) => {
+            let (cert, key) = hotlake_node::certs::make_node(&ca_dir, &out, &name, &host, days)?;
+            println!("node certificate {} (tls.cert_file)", cert.display());
+            println!("node key         {} (tls.key_file)", key.display());
             Ok(())
         }
         Command::Serve(args) => {

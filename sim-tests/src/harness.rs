@@ -9,6 +9,10 @@ use hotlake_storage::MemEngine;
 
 /// Address of the simulated node's gRPC server.
 pub const NODE_ADDR: &str = "10.0.0.1:7101";
+/// Address of the simulated node's peer server.
+pub const NODE_PEER_ADDR: &str = "10.0.0.1:7191";
+/// The port every simulated node's peer listener uses (gRPC is on 7101).
+pub const PEER_PORT: u16 = 7191;
 
 /// A simulated node: its host, its engine (kept across restarts) and its shard count.
 pub struct SimNode {
@@ -20,7 +24,8 @@ pub struct SimNode {
 
 /// The node configuration used in simulation.
 pub fn sim_config() -> Config {
-    let mut c = Config { shard_count: 4, grpc_addr: NODE_ADDR.into(), ..Config::default() };
+    let mut c =
+        Config { shard_count: 4, grpc_addr: NODE_ADDR.into(), peer_addr: NODE_PEER_ADDR.into(), ..Config::default() };
     // Small memtables so flushes and log purges happen within short runs.
     c.storage.shard_memtable_bytes_max = 16 << 10;
     // The simulator tests replication, not access: its clients send no token.
@@ -42,13 +47,25 @@ impl SimNode {
                 async move {
                     let node: Arc<Node> = Node::open(sim_config(), Arc::new(e)).await.expect("node opens");
                     node.start_background();
-                    let addr: SocketAddr = NODE_ADDR.parse().expect("valid addr");
-                    hotlake_node::server::serve_grpc(node, addr, std::future::pending()).await.expect("serve");
+                    serve(node).await;
                 }
             })
             .build();
         SimNode { host, engine }
     }
+}
+
+/// Serves a node's public gRPC and peer listeners, at the addresses of its configuration,
+/// for as long as its host runs.
+async fn serve(node: Arc<Node>) {
+    let config = node.config();
+    let grpc: SocketAddr = config.grpc_addr.parse().expect("valid gRPC address");
+    let peer: SocketAddr = config.peer_addr.parse().expect("valid peer address");
+    let public = hotlake_node::server::serve_grpc(node.clone(), grpc, std::future::pending());
+    let internal = hotlake_node::server::serve_peer(node.clone(), peer, std::future::pending());
+    let (public, internal) = tokio::join!(public, internal);
+    public.expect("serve gRPC");
+    internal.expect("serve peers");
 }
 
 /// A node of a simulated cluster.
@@ -113,10 +130,11 @@ pub fn cluster_config(id: u64) -> Config {
         shard_count: SIM_SHARDS,
         grpc_addr: format!("10.0.0.{id}:7101"),
         http_addr: format!("10.0.0.{id}:7181"),
+        peer_addr: format!("10.0.0.{id}:{PEER_PORT}"),
         ..Config::default()
     };
     if id > 1 {
-        c.cluster.join = (1..=SEEDS).filter(|s| *s != id).map(|s| format!("10.0.0.{s}:7101")).collect();
+        c.cluster.join = (1..=SEEDS).filter(|s| *s != id).map(|s| format!("10.0.0.{s}:{PEER_PORT}")).collect();
     }
     c.cluster.reconcile_interval_ms = 200;
     c.storage.shard_memtable_bytes_max = 16 << 10;
@@ -155,10 +173,9 @@ impl SimCluster {
                 async move {
                     let mut config = cluster_config(id);
                     tweak(&mut config);
-                    let addr: SocketAddr = config.grpc_addr.parse().expect("valid addr");
                     let node: Arc<Node> = Node::open(config, Arc::new(engine)).await.expect("node opens");
                     node.start_background();
-                    hotlake_node::server::serve_grpc(node, addr, std::future::pending()).await.expect("serve");
+                    serve(node).await;
                 }
             })
             .build();

@@ -1,5 +1,8 @@
 //! Observing a simulated cluster from a client host through the node-to-node `Peer` service:
 //! the map, each node's view of its replicas, and per-replica digests.
+//!
+//! Tests name nodes by their public gRPC addresses (what clients use); calls here go to the
+//! same host's peer listener (see [`peer_of`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,9 +21,16 @@ pub fn peers() -> Peers {
     })
 }
 
+/// The peer listener of the node at `addr` (its gRPC or peer address): in the simulator every
+/// node listens for peers on [`crate::harness::PEER_PORT`] of its host.
+pub fn peer_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    format!("{host}:{}", crate::harness::PEER_PORT)
+}
+
 /// The map as node `addr` applied it.
 pub async fn map(peers: &Peers, addr: &str) -> Option<ClusterMap> {
-    match peers.call(addr, &PeerCall::Map, Duration::from_secs(2)).await {
+    match peers.call(&peer_of(addr), &PeerCall::Map, Duration::from_secs(2)).await {
         Ok(PeerReply::Map(m)) => Some(m),
         _ => None,
     }
@@ -28,7 +38,7 @@ pub async fn map(peers: &Peers, addr: &str) -> Option<ClusterMap> {
 
 /// What node `addr` says about itself.
 pub async fn status(peers: &Peers, addr: &str) -> Option<NodeStatus> {
-    match peers.call(addr, &PeerCall::Status, Duration::from_secs(2)).await {
+    match peers.call(&peer_of(addr), &PeerCall::Status, Duration::from_secs(2)).await {
         Ok(PeerReply::Status(s)) => Some(s),
         _ => None,
     }
@@ -58,7 +68,7 @@ pub async fn propose(peers: &Peers, seeds: &[String], cmd: MetaCommand) -> Resul
     for addr in seeds {
         let Some(leader) = status(peers, addr).await.and_then(|s| s.meta_leader) else { continue };
         let Some(m) = map(peers, addr).await else { continue };
-        let Some(leader_addr) = m.grpc_addr(leader) else { continue };
+        let Some(leader_addr) = m.peer_addr(leader) else { continue };
         match peers.call(leader_addr, &PeerCall::Meta(cmd.clone()), Duration::from_secs(5)).await {
             Ok(PeerReply::MapVersion(v)) => return Ok(v),
             Ok(other) => last = format!("unexpected reply {other:?}"),
@@ -97,7 +107,7 @@ pub async fn not_converged(peers: &Peers, seeds: &[String], replicas: usize) -> 
         }
     }
     for (id, info) in &m.nodes {
-        let Some(s) = status(peers, &info.grpc_addr).await else { return Some(format!("node {id} silent")) };
+        let Some(s) = status(peers, &info.peer_addr).await else { return Some(format!("node {id} silent")) };
         let hosted: BTreeSet<ShardId> = s.replicas.iter().map(|r| r.shard).collect();
         let placed: BTreeSet<ShardId> = m.shards_on(*id).into_iter().collect();
         if hosted != placed {
@@ -165,7 +175,7 @@ pub async fn dump(peers: &Peers, seeds: &[String]) {
 /// The digest of node `addr`'s replica of `shard` and the applied index it reflects (one
 /// call, so the two always belong together).
 pub async fn digest(peers: &Peers, addr: &str, shard: ShardId) -> Option<(u64, u64)> {
-    match peers.call(addr, &PeerCall::Digest { shard }, Duration::from_secs(5)).await {
+    match peers.call(&peer_of(addr), &PeerCall::Digest { shard }, Duration::from_secs(5)).await {
         Ok(PeerReply::Digest { digest, applied }) => Some((digest, applied)),
         _ => None,
     }
@@ -181,7 +191,7 @@ pub async fn assert_replicas_identical(peers: &Peers, seeds: &[String], timeout:
         loop {
             let mut seen = Vec::new();
             for n in &p.replicas {
-                let addr = m.grpc_addr(*n).expect("placed node is a member");
+                let addr = m.peer_addr(*n).expect("placed node is a member");
                 seen.push((*n, digest(peers, addr, shard).await));
             }
             let applied: BTreeSet<Option<u64>> = seen.iter().map(|(_, d)| d.map(|x| x.1)).collect();

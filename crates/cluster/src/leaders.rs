@@ -79,6 +79,7 @@ mod tests {
             id,
             grpc_addr: format!("127.0.0.{id}:7101"),
             http_addr: format!("127.0.0.{id}:7181"),
+            peer_addr: format!("127.0.0.{id}:7191"),
             state: NodeState::Active,
             incarnation: id,
         };

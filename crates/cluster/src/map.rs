@@ -41,8 +41,12 @@ impl NodeState {
 pub struct NodeInfo {
     /// Node id, unique in the cluster.
     pub id: NodeId,
-    /// gRPC address (public API and node-to-node traffic).
+    /// gRPC address of the public API (data and admin services) that clients use.
     pub grpc_addr: String,
+    /// Address of the node-to-node listener (Raft, forwarded calls, joins); it serves only
+    /// the `Peer` service, so the public port never does, and takes mutual TLS where the
+    /// cluster has a CA.
+    pub peer_addr: String,
     /// HTTP address (line protocol, JSON queries, health, metrics).
     pub http_addr: String,
     /// Whether it takes replicas.
@@ -99,7 +103,9 @@ impl NodeInfo {
         if self.id == 0 {
             return Err("node id must be greater than 0".into());
         }
-        for (what, addr) in [("grpc_addr", &self.grpc_addr), ("http_addr", &self.http_addr)] {
+        for (what, addr) in
+            [("grpc_addr", &self.grpc_addr), ("http_addr", &self.http_addr), ("peer_addr", &self.peer_addr)]
+        {
             if addr.is_empty()
                 || addr.len() > ADDR_BYTES_MAX
                 || addr.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -258,9 +264,14 @@ impl ClusterMap {
         (0..self.shards.len() as u32).map(ShardId).filter(|s| self.replicas(*s).contains(&node)).collect()
     }
 
-    /// gRPC address of `node`.
+    /// Public gRPC address of `node` (for clients).
     pub fn grpc_addr(&self, node: NodeId) -> Option<&str> {
         self.nodes.get(&node).map(|n| n.grpc_addr.as_str())
+    }
+
+    /// Node-to-node address of `node` (for Raft and forwarded calls).
+    pub fn peer_addr(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.peer_addr.as_str())
     }
 
     /// Applies `cmd`. A rejected command leaves the map unchanged and says why.
@@ -314,6 +325,7 @@ impl ClusterMap {
                     Some(known)
                         if known.grpc_addr == info.grpc_addr
                             && known.http_addr == info.http_addr
+                            && known.peer_addr == info.peer_addr
                             && known.incarnation == info.incarnation =>
                     {
                         return Ok(());
@@ -330,13 +342,16 @@ impl ClusterMap {
                     Some(known) => {
                         known.grpc_addr = info.grpc_addr.clone();
                         known.http_addr = info.http_addr.clone();
+                        known.peer_addr = info.peer_addr.clone();
                         known.incarnation = info.incarnation;
                     }
                     None => {
-                        if let Some(other) = self.nodes.values().find(|n| n.grpc_addr == info.grpc_addr) {
+                        if let Some(other) =
+                            self.nodes.values().find(|n| n.grpc_addr == info.grpc_addr || n.peer_addr == info.peer_addr)
+                        {
                             return Err(format!(
-                                "address {} already belongs to node {}; give each node its own address",
-                                info.grpc_addr, other.id
+                                "address {} or {} already belongs to node {}; give each node its own addresses",
+                                info.grpc_addr, info.peer_addr, other.id
                             ));
                         }
                         self.nodes.insert(info.id, NodeInfo { state: NodeState::Active, ..info.clone() });
@@ -466,6 +481,7 @@ mod tests {
             id,
             grpc_addr: format!("127.0.0.{id}:7101"),
             http_addr: format!("127.0.0.{id}:7181"),
+            peer_addr: format!("127.0.0.{id}:7191"),
             state: NodeState::Active,
             incarnation: id * 100,
         }
@@ -626,6 +642,8 @@ mod tests {
             NodeInfo { grpc_addr: String::new(), ..node(2) },
             NodeInfo { http_addr: "x".repeat(ADDR_BYTES_MAX + 1), ..node(2) },
             NodeInfo { grpc_addr: "10.0.0.2:7101 extra".into(), ..node(2) },
+            NodeInfo { peer_addr: String::new(), ..node(2) },
+            NodeInfo { peer_addr: node(1).peer_addr, ..node(5) },
         ] {
             assert!(m.apply(&MetaCommand::AddNode(bad)).is_err());
         }

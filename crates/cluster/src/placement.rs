@@ -160,6 +160,7 @@ mod tests {
             id,
             grpc_addr: format!("127.0.0.{id}:7101"),
             http_addr: format!("127.0.0.{id}:7181"),
+            peer_addr: format!("127.0.0.{id}:7191"),
             state: NodeState::Active,
             incarnation: 1,
         };
@@ -224,6 +225,7 @@ mod tests {
             id: 4,
             grpc_addr: "127.0.0.4:7101".into(),
             http_addr: "127.0.0.4:7181".into(),
+            peer_addr: "127.0.0.4:7191".into(),
             state: NodeState::Active,
             incarnation: 1,
         }))
@@ -255,6 +257,7 @@ mod tests {
             id: 4,
             grpc_addr: "127.0.0.4:7101".into(),
             http_addr: "127.0.0.4:7181".into(),
+            peer_addr: "127.0.0.4:7191".into(),
             state: NodeState::Active,
             incarnation: 1,
         }))

@@ -30,7 +30,7 @@ use openraft::storage::{Snapshot, SnapshotMeta};
 use openraft::{BasicNode, OptionalSend, RPCTypes, RaftTypeConfig, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::map::{ClusterMap, NodeInfo};
 use super::meta::{MetaSnapshot, MetaTypeConfig};
@@ -296,6 +296,9 @@ pub struct Peers {
     /// The cluster this node belongs to (0 until it knows), sent with every Raft message so
     /// that a node of another cluster at a reused address refuses it.
     cluster_id: AtomicU64,
+    /// Mutual TLS towards other nodes (the cluster CA and this node's certificate), when the
+    /// node has TLS configured.
+    tls: Mutex<Option<ClientTlsConfig>>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -339,7 +342,15 @@ fn status_error(s: tonic::Status) -> TransportError {
 impl Peers {
     /// An empty pool.
     pub fn new(options: TransportOptions) -> Self {
-        Peers { channels: Mutex::new(HashMap::new()), options, cluster_id: AtomicU64::new(0) }
+        Peers { channels: Mutex::new(HashMap::new()), options, cluster_id: AtomicU64::new(0), tls: Mutex::new(None) }
+    }
+
+    /// Connects to other nodes with TLS from now on (and again with new certificates after a
+    /// reload): the connections open so far are dropped, so the next call of each peer
+    /// connects with `tls`.
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Sets the cluster id sent with Raft messages.
@@ -362,9 +373,15 @@ impl Peers {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
+                let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let bad = |e: tonic::transport::Error| TransportError::Unreachable(format!("bad address {addr}: {e}"));
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+                    .map_err(bad)?
                     .connect_timeout(Duration::from_secs(1));
+                if let Some(tls) = tls {
+                    endpoint = endpoint.tls_config(tls).map_err(bad)?;
+                }
                 let c = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c

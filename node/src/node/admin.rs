@@ -111,7 +111,11 @@ impl Node {
             return Ok(());
         }
         Err(Error::InvalidArgument {
-            message: format!("forwarded write refused: {} malformed series; nothing was written", problems.len()),
+            message: format!(
+                "forwarded write refused: {} malformed series (the first: {}); nothing was written",
+                problems.len(),
+                problems[0]
+            ),
             details: problems.into_iter().take(100).collect(),
         })
     }
@@ -160,7 +164,7 @@ impl Node {
             let status = if n.id == self.config.node_id {
                 Ok(self.status())
             } else {
-                match self.peers.call(&n.grpc_addr, &PeerCall::Status, Duration::from_secs(2)).await {
+                match self.peers.call(&n.peer_addr, &PeerCall::Status, Duration::from_secs(2)).await {
                     Ok(PeerReply::Status(s)) => Ok(s),
                     Ok(other) => Err(format!("unexpected reply {other:?}")),
                     Err(e) => Err(e.to_string()),

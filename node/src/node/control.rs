@@ -86,11 +86,12 @@ async fn join_if_needed(node: &Node) -> Result<()> {
     let me = node.self_info();
     let map = node.map();
     node.peers.set_cluster_id(map.cluster_id);
-    if map
-        .nodes
-        .get(&me.id)
-        .is_some_and(|n| n.grpc_addr == me.grpc_addr && n.http_addr == me.http_addr && n.incarnation == me.incarnation)
-    {
+    if map.nodes.get(&me.id).is_some_and(|n| {
+        n.grpc_addr == me.grpc_addr
+            && n.http_addr == me.http_addr
+            && n.peer_addr == me.peer_addr
+            && n.incarnation == me.incarnation
+    }) {
         node.was_member.store(true, Ordering::Relaxed);
         return Ok(());
     }
@@ -187,7 +188,7 @@ async fn drive_membership(g: &ShardGroup, target: &BTreeSet<NodeId>, map: &Clust
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
     for &n in target.difference(&voters).filter(|n| !learners.contains(n)) {
-        let Some(addr) = map.grpc_addr(n) else { continue };
+        let Some(addr) = map.peer_addr(n) else { continue };
         g.raft.add_learner(n, BasicNode { addr: addr.to_string() }, false).await.map_err(write_error)?;
         tracing::info!(shard = %g.id, node = n, "added a learner");
     }
@@ -416,7 +417,7 @@ async fn keep_meta_membership(node: &Node, map: &ClusterMap) -> Result<()> {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
     for n in map.nodes.values().filter(|n| !members.contains(&n.id)) {
-        node.meta.add_learner(n.id, BasicNode { addr: n.grpc_addr.clone() }, false).await.map_err(write_error)?;
+        node.meta.add_learner(n.id, BasicNode { addr: n.peer_addr.clone() }, false).await.map_err(write_error)?;
         tracing::info!(node = n.id, "added to the meta group as a learner");
     }
     let gone: BTreeSet<NodeId> = members.iter().copied().filter(|n| !map.nodes.contains_key(n)).collect();

@@ -151,6 +151,18 @@ impl Node {
                 }
             }
         });
+        #[cfg(not(madsim))]
+        if let Some(tls) = self.tls().cloned() {
+            let node = self.clone();
+            tokio::spawn(async move {
+                while !node.stopping.load(Ordering::Relaxed) {
+                    tokio::time::sleep(crate::tls::RELOAD_CHECK).await;
+                    if let Some(to_peers) = tls.reload_if_changed() {
+                        node.peers.set_tls(to_peers);
+                    }
+                }
+            });
+        }
         control::start(self.clone());
     }
 }

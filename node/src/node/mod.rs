@@ -163,6 +163,9 @@ pub struct Node {
     pub(crate) unopened: Mutex<BTreeMap<ShardId, String>>,
     /// The index of the map's tokens, rebuilt when the map changes.
     tokens: access::TokenCache,
+    /// TLS of the listeners, when configured.
+    #[cfg(not(madsim))]
+    tls: Option<Arc<crate::tls::NodeTls>>,
 }
 
 const INCARNATION_KEY: &[u8] = b"incarnation";
@@ -232,6 +235,15 @@ impl Node {
             snapshot_bytes_per_s_max: config.cluster.snapshot_bytes_per_s_max,
             message_bytes_max: (config.limits.body_bytes_max as usize).max(64 << 20) * 2,
         }));
+        #[cfg(not(madsim))]
+        let tls = match config.tls.enabled() {
+            true => {
+                let (tls, to_peers) = crate::tls::NodeTls::load(&config.tls).context("TLS")?;
+                peers.set_tls(to_peers);
+                Some(Arc::new(tls))
+            }
+            false => None,
+        };
         let incarnation = incarnation(&engine, &config)?;
         let meta_sm = MetaStateMachine::open(engine.clone()).context("load cluster state")?;
         let meta = MetaRaft::new(
@@ -267,6 +279,8 @@ impl Node {
             raft_open: AtomicBool::new(false),
             unopened: Mutex::new(BTreeMap::new()),
             tokens: Default::default(),
+            #[cfg(not(madsim))]
+            tls,
         });
         let map = node.map();
         if map.is_bootstrapped() {
@@ -306,7 +320,7 @@ impl Node {
         // cluster is never created with an admin token nobody can have.
         let admin_token = self.bootstrap_token()?;
         let me = self.config.node_id;
-        let members = BTreeMap::from([(me, BasicNode { addr: self.config.grpc_addr.clone() })]);
+        let members = BTreeMap::from([(me, BasicNode { addr: self.config.peer_addr.clone() })]);
         self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;
         self.meta
             .wait(Some(Duration::from_secs(10)))
@@ -354,6 +368,7 @@ impl Node {
             id: self.config.node_id,
             grpc_addr: self.config.grpc_addr.clone(),
             http_addr: self.config.http_addr.clone(),
+            peer_addr: self.config.peer_addr.clone(),
             state: NodeState::Active,
             incarnation: self.incarnation,
         }
@@ -362,6 +377,12 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// TLS of the listeners, when configured.
+    #[cfg(not(madsim))]
+    pub fn tls(&self) -> Option<&Arc<crate::tls::NodeTls>> {
+        self.tls.as_ref()
     }
 
     /// The cluster map as applied on this node.

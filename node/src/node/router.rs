@@ -324,7 +324,7 @@ impl Node {
     pub(crate) async fn call_node(&self, node: NodeId, call: &PeerCall) -> Result<PeerReply> {
         let map = self.map();
         let addr = map
-            .grpc_addr(node)
+            .peer_addr(node)
             .map(str::to_string)
             .or_else(|| {
                 // A node not in the map yet (joining) is known to the groups it replicates.

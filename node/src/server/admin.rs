@@ -128,6 +128,7 @@ fn status_to_proto(s: ClusterStatus) -> pb::ClusterStatusResponse {
                 state: node_state_to_proto(m.info.state).into(),
                 report: m.status.map(report_to_proto),
                 error: m.error.unwrap_or_default(),
+                peer_addr: m.info.peer_addr,
             })
             .collect(),
         shards: map
@@ -141,8 +142,14 @@ fn status_to_proto(s: ClusterStatus) -> pb::ClusterStatusResponse {
 
 /// Checks a node registration; nothing is proposed when it is unusable.
 fn node_info_from_proto(r: pb::AddNodeRequest) -> Result<NodeInfo, Error> {
-    let info =
-        NodeInfo { id: r.id, grpc_addr: r.grpc_addr, http_addr: r.http_addr, state: NodeState::Active, incarnation: 0 };
+    let info = NodeInfo {
+        id: r.id,
+        grpc_addr: r.grpc_addr,
+        http_addr: r.http_addr,
+        peer_addr: r.peer_addr,
+        state: NodeState::Active,
+        incarnation: 0,
+    };
     info.check().map_err(Error::invalid)?;
     Ok(info)
 }
@@ -329,9 +336,11 @@ mod tests {
 
     #[test]
     fn an_incomplete_registration_is_refused() {
-        let ok = pb::AddNodeRequest { id: 4, grpc_addr: "h:1".into(), http_addr: "h:2".into() };
+        let ok =
+            pb::AddNodeRequest { id: 4, grpc_addr: "h:1".into(), http_addr: "h:2".into(), peer_addr: "h:3".into() };
         assert!(node_info_from_proto(ok.clone()).is_ok());
         assert!(node_info_from_proto(pb::AddNodeRequest { id: 0, ..ok.clone() }).is_err());
+        assert!(node_info_from_proto(pb::AddNodeRequest { peer_addr: String::new(), ..ok.clone() }).is_err());
         assert!(node_info_from_proto(pb::AddNodeRequest { grpc_addr: " ".into(), ..ok }).is_err());
     }
 }

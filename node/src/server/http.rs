@@ -11,7 +11,7 @@
 //! | `GET /api/v1/cluster` | cluster map and every member's status |
 //! | `POST /api/v1/cluster/init` | create the cluster on a node started with `cluster.bootstrap = "manual"` |
 //! | `GET /api/v1/cluster/plan` | placement changes still needed to reach the target placement |
-//! | `POST /api/v1/cluster/nodes` | add a node by hand: `{"id", "grpc_addr", "http_addr"}` |
+//! | `POST /api/v1/cluster/nodes` | add a node by hand: `{"id", "grpc_addr", "http_addr", "peer_addr"}` |
 //! | `POST /api/v1/cluster/nodes/{id}/drain` | move a node's replicas away; it stays a member |
 //! | `POST /api/v1/cluster/nodes/{id}/remove` | move a node's replicas away, then remove it |
 //! | `POST /api/v1/cluster/nodes/{id}/activate` | let a drained node take replicas again |
@@ -372,6 +372,7 @@ struct NewNode {
     id: u64,
     grpc_addr: String,
     http_addr: String,
+    peer_addr: String,
 }
 
 async fn add_node<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Response {
@@ -379,8 +380,14 @@ async fn add_node<S: Service>(State(node): State<Arc<S>>, body: Bytes) -> Respon
         Ok(n) => n,
         Err(e) => return to_response(e),
     };
-    let info =
-        NodeInfo { id: n.id, grpc_addr: n.grpc_addr, http_addr: n.http_addr, state: NodeState::Active, incarnation: 0 };
+    let info = NodeInfo {
+        id: n.id,
+        grpc_addr: n.grpc_addr,
+        http_addr: n.http_addr,
+        peer_addr: n.peer_addr,
+        state: NodeState::Active,
+        incarnation: 0,
+    };
     if let Err(why) = info.check() {
         return to_response(Error::invalid(why));
     }

@@ -1,6 +1,6 @@
-//! The node's servers: gRPC (`hotlake.v1`'s data and admin services, and the node-to-node
-//! `Peer` service, on one port) and HTTP (line protocol, JSON queries and admin, health,
-//! metrics). The HTTP server is not part of simulation builds.
+//! The node's servers: public gRPC (`hotlake.v1`'s data and admin services), the node-to-node
+//! `Peer` service on a listener of its own, and HTTP (line protocol, JSON queries and admin,
+//! health, metrics). The HTTP server and TLS are not part of simulation builds.
 //!
 //! Invariant: only the server layer converts proto and JSON types to the node's types.
 
@@ -23,42 +23,78 @@ use anyhow::Context;
 
 use crate::node::Node;
 
-/// Serves gRPC on `addr` until `shutdown` completes.
+/// Serves the public gRPC API (the data and admin services) on `addr` until `shutdown`
+/// completes. It never serves `Peer`: see [`serve_peer`].
 pub async fn serve_grpc(
     node: Arc<Node>,
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // The generated server type differs between production and simulation builds; it is only
-    // ever named here, by inference.
+    // The generated server types differ between production and simulation builds; they are
+    // only ever named here, by inference.
     let service = hotlake_proto::v1::hotlake_server::HotlakeServer::new(grpc::GrpcService::new(node.clone()))
         .max_decoding_message_size(256 << 20);
     let admin = hotlake_proto::v1::admin_server::AdminServer::new(admin::AdminService::new(node.clone()));
-    let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
     let limits = node.config().limits.clone();
-    // HTTP/2 keepalive pings find clients that vanished without closing (their calls would
-    // otherwise hold memory); the pending-reset bound stops a client that opens and cancels
-    // streams in a loop; the connection bound (`counted`) stops one that opens sockets and
-    // leaves them idle.
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(limits.grpc_streams_per_connection_max.min(u32::MAX as u64) as u32)
-        .http2_max_pending_accept_reset_streams(Some(64))
-        .add_service(service)
-        .add_service(admin)
-        .add_service(peer);
+    let router = grpc_server(&limits).add_service(service).add_service(admin);
     #[cfg(madsim)]
     let served = router.serve_with_shutdown(addr, shutdown).await;
     #[cfg(not(madsim))]
     let served = {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("gRPC server: bind {addr}"))?;
-        router.serve_with_incoming_shutdown(counted::connections(listener, limits.grpc_connections_max), shutdown).await
+        let tls = node.tls().map(|t| t.grpc.clone());
+        router
+            .serve_with_incoming_shutdown(
+                counted::connections(listener, limits.grpc_connections_max, tls, "gRPC"),
+                shutdown,
+            )
+            .await
     };
     served.with_context(|| format!("gRPC server on {addr}"))
+}
+
+/// Serves the node-to-node `Peer` service (Raft, snapshots, forwarded calls, joins) on `addr`
+/// until `shutdown` completes. With TLS configured, only a client presenting a certificate of
+/// the cluster's CA gets past the handshake (mutual TLS).
+pub async fn serve_peer(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let limits = node.config().limits.clone();
+    let router = grpc_server(&limits).add_service(peer);
+    #[cfg(madsim)]
+    let served = router.serve_with_shutdown(addr, shutdown).await;
+    #[cfg(not(madsim))]
+    let served = {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("peer server: bind {addr}"))?;
+        let tls = node.tls().map(|t| t.peer.clone());
+        router
+            .serve_with_incoming_shutdown(
+                counted::connections(listener, limits.grpc_connections_max, tls, "peer"),
+                shutdown,
+            )
+            .await
+    };
+    served.with_context(|| format!("peer server on {addr}"))
+}
+
+/// A gRPC server builder with the node's connection limits.
+fn grpc_server(limits: &hotlake_types::limits::Limits) -> tonic::transport::Server {
+    // HTTP/2 keepalive pings find clients that vanished without closing (their calls would
+    // otherwise hold memory); the pending-reset bound stops a client that opens and cancels
+    // streams in a loop; the connection bound (`counted`) stops one that opens sockets and
+    // leaves them idle.
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(limits.grpc_streams_per_connection_max.min(u32::MAX as u64) as u32)
+        .http2_max_pending_accept_reset_streams(Some(64))
 }
 
 /// Serves HTTP on an already bound listener until `shutdown` completes, then lets requests in
@@ -77,6 +113,7 @@ pub async fn serve_http(
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let limits = node.config().limits.clone();
+    let tls = node.tls().map(|t| t.http.clone());
     let router = http::router(node);
     let slots = Arc::new(tokio::sync::Semaphore::new(
         (limits.http_connections_max as usize).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
@@ -106,13 +143,16 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let (tls, watcher) = (tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = connection.await;
+            // The handshake (when TLS is on) runs here, off the accept loop, under its own
+            // timeout; the header-read timeout starts after it.
+            let Some(conn) = counted::Conn::accept(stream, tls.as_deref(), "HTTP").await else { return };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(conn), service);
+            let _ = watcher.watch(connection).await;
             drop(slot);
         });
     }

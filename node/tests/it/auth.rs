@@ -106,7 +106,10 @@ fn a_tenants_token_reaches_only_its_tenant_on_every_path() {
     status_of(anon.get(url("/metrics")).send().unwrap(), 401, "requires a token");
     status_of(anon.get(url("/api/v1/cluster")).send().unwrap(), 401, "requires a token");
     status_of(
-        anon.post(url("/api/v1/cluster/nodes")).body(r#"{"id":9,"grpc_addr":"h:1","http_addr":"h:2"}"#).send().unwrap(),
+        anon.post(url("/api/v1/cluster/nodes"))
+            .body(r#"{"id":9,"grpc_addr":"h:1","http_addr":"h:2","peer_addr":"h:3"}"#)
+            .send()
+            .unwrap(),
         401,
         "requires a token",
     );
@@ -177,7 +180,7 @@ fn a_tenants_token_reaches_only_its_tenant_on_every_path() {
         assert!(!c.query(q().tenant("fleet")).await.unwrap().groups.is_empty());
         let fleet_admin = Client::builder().seeds([node.grpc.clone()]).token(fleet.secret.clone()).admin().unwrap();
         refused_with(fleet_admin.cluster_status().await, "permission_denied");
-        refused_with(fleet_admin.add_node(9, "h:1", "h:2").await, "permission_denied");
+        refused_with(fleet_admin.add_node(9, "h:1", "h:2", "h:3").await, "permission_denied");
         // A token cannot grant what it does not hold.
         refused_with(fleet_admin.create_token("more", &["read:*".into()]).await, "permission_denied");
         refused_with(fleet_admin.create_token("other", &["read:fleet".into()]).await, "permission_denied");
@@ -228,10 +231,11 @@ fn a_tenants_token_reaches_only_its_tenant_on_every_path() {
 #[test]
 fn the_bootstrap_token_is_printed_once_and_auth_can_be_off_for_experiments() {
     let dir = tempfile::tempdir().unwrap();
-    let (http_addr, grpc_addr) = NodeProcess::free_addrs();
+    let addrs = NodeProcess::free_addrs();
     let data = dir.path().join("printed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
-        .args(["serve", "--shard-count", "2", "--http-addr", &http_addr, "--grpc-addr", &grpc_addr])
+        .args(["serve", "--shard-count", "2", "--http-addr", &addrs.http, "--grpc-addr", &addrs.grpc])
+        .args(["--peer-addr", &addrs.peer])
         .arg("--data-dir")
         .arg(&data)
         .env("HOTLAKE_LOG", "error")
@@ -248,7 +252,7 @@ fn the_bootstrap_token_is_printed_once_and_auth_can_be_off_for_experiments() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let admitted = loop {
         let r = http(&token)
-            .post(format!("http://{http_addr}/write?db=printed"))
+            .post(format!("http://{}/write?db=printed", addrs.http))
             .body(format!("m,device_id=a v=1 {T0}\n"))
             .send();
         if let Ok(r) = r {
@@ -272,6 +276,7 @@ fn the_bootstrap_token_is_printed_once_and_auth_can_be_off_for_experiments() {
     open.stop();
     let out = Command::new(env!("CARGO_BIN_EXE_hotlake"))
         .args(["serve", "--shard-count", "2", "--http-addr", &open.http, "--grpc-addr", &open.grpc])
+        .args(["--peer-addr", &open.peer])
         .arg("--data-dir")
         .arg(&open_dir)
         .env("HOTLAKE_LOG", "error")

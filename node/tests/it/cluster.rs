@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::netns::TestNet;
-use crate::support::{client, NodeProcess};
+use crate::support::{client, Addrs, NodeProcess};
 
 const SHARDS: u32 = 8;
 const DEVICES: u64 = 64;
@@ -69,14 +69,16 @@ impl Cluster {
 
     fn add_node_with(&mut self, id: u64, extra: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
-        let join = self.nodes.first().map(|n| n.grpc.clone());
+        let join = self.nodes.first().map(|n| n.peer.clone());
         let mut f = flags(id, join.as_deref());
         f.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
         let node = match &self.net {
             Some(net) => {
                 let ip = net.ip(id);
-                NodeProcess::start_at(dir.path(), &format!("{ip}:7181"), &format!("{ip}:7101"), &net.prefix(id), &args)
+                let addrs =
+                    Addrs { http: format!("{ip}:7181"), grpc: format!("{ip}:7101"), peer: format!("{ip}:7191") };
+                NodeProcess::start_at(dir.path(), &addrs, &net.prefix(id), &args)
             }
             None => NodeProcess::start(dir.path(), &args),
         };
@@ -759,10 +761,19 @@ fn a_node_configured_against_the_cluster_settings_refuses_to_start() {
     node.stop();
     let config = dir.path().join("other.toml");
     std::fs::write(&config, "[storage]\nblock_window_ms = 3600000\n").unwrap();
-    let (http, grpc) = NodeProcess::free_addrs();
+    let addrs = NodeProcess::free_addrs();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hotlake"))
         .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
-        .args(["--http-addr", &http, "--grpc-addr", &grpc, "--shard-count", "4"])
+        .args([
+            "--http-addr",
+            &addrs.http,
+            "--grpc-addr",
+            &addrs.grpc,
+            "--peer-addr",
+            &addrs.peer,
+            "--shard-count",
+            "4",
+        ])
         .env("HOTLAKE_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -178,12 +178,13 @@ fn every_hotlakectl_command_works_against_a_real_cluster() {
     }
 
     // node add before the node runs, then start it: it joins as the registered node.
-    let (http, grpc) = NodeProcess::free_addrs();
-    ctl.run(&["node", "add", "4", "--grpc-addr", &grpc, "--http-addr", &http]).ok();
+    let addrs = NodeProcess::free_addrs();
+    ctl.run(&["node", "add", "4", "--grpc-addr", &addrs.grpc, "--http-addr", &addrs.http, "--peer-addr", &addrs.peer])
+        .ok();
     let node4_dir = tempfile::tempdir().unwrap();
-    let f = flags(4, Some(&c.nodes[0].grpc));
+    let f = flags(4, Some(&c.nodes[0].peer));
     let args: Vec<&str> = f.iter().map(String::as_str).collect();
-    let node4 = NodeProcess::start_at(node4_dir.path(), &http, &grpc, &[], &args);
+    let node4 = NodeProcess::start_at(node4_dir.path(), &addrs, &[], &args);
     c.members = 4;
     // rebalance follows the planner until placement is balanced over 4 nodes.
     let plan = ctl.run(&["rebalance", "--dry-run", "--output", "json"]).ok().json();
@@ -308,7 +309,7 @@ fn typed_admin_refuses_bad_changes_and_changes_nothing(grpc: &[String]) {
             other => panic!("expected a rejection, got {other:?}"),
         };
         rejected(admin.set_node_state(2, NodeState::Unspecified).await);
-        rejected(admin.add_node(0, "127.0.0.1:1", "127.0.0.1:2").await);
+        rejected(admin.add_node(0, "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3").await);
         rejected(admin.move_replica(0, 1, 1).await);
         let after = admin.cluster_status().await.unwrap();
         assert_eq!(after.map_version, before.map_version, "a refused change left the map as it was");

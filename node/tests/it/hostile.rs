@@ -266,3 +266,231 @@ fn a_silent_write_stream_is_ended() {
     assert!(waited < Duration::from_secs(4), "ended after {waited:?}");
     unharmed(&node, 1);
 }
+
+/// The peer listener (node-to-node) answers malformed calls with a status naming the problem:
+/// undecodable payloads, unknown RPC kinds, another cluster's Raft traffic, groups the node does
+/// not host, broken snapshot streams, and a forwarded write whose columns do not match its
+/// timestamps (refused where it enters, so it never reaches a log). The node serves and its data
+/// is unchanged afterwards.
+#[test]
+fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
+    use hotlake_cluster::transport::{PeerCall, Peers, TransportOptions};
+    use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+    use hotlake_proto::internal::v1 as internal;
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    assert_eq!(node.write("hostile", &format!("m,device_id=a v=1 {T0}\nm,device_id=b v=2 {T0}\n")).status(), 204);
+    unharmed(&node, 2);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut peer = internal::peer_client::PeerClient::connect(format!("http://{}", node.peer)).await.unwrap();
+        #[track_caller]
+        fn status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, reason: &str) {
+            let s = r.expect_err("a malformed peer call was accepted");
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(s.message().contains(reason), "{:?} lacks {reason:?}", s.message());
+        }
+        let raft = |group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64| internal::RaftRequest {
+            group,
+            kind,
+            payload,
+            cluster_id,
+        };
+        status(peer.call(internal::Payload { payload: vec![0xff; 9] }).await, Code::InvalidArgument, "decode");
+        status(peer.raft(raft(0, 99, vec![], 0)).await, Code::InvalidArgument, "unknown raft rpc kind 99");
+        status(peer.raft(raft(0, 1, vec![0xff; 3], 0)).await, Code::InvalidArgument, "undecodable");
+        status(peer.raft(raft(0, 1, vec![], 0xdead_beef)).await, Code::FailedPrecondition, "from cluster");
+        status(peer.raft(raft(77, 1, vec![], 0)).await, Code::Unavailable, "no replica of group 77");
+        status(peer.raft(raft(u64::MAX - 1, 1, vec![], 0)).await, Code::InvalidArgument, "bad group id");
+        let chunk =
+            |group: u64, header: Vec<u8>| internal::SnapshotChunk { group, header, data: vec![1, 2], cluster_id: 0 };
+        status(peer.install_snapshot(futures::stream::iter(Vec::new())).await, Code::InvalidArgument, "empty snapshot");
+        let header = hotlake_cluster::transport::SnapshotHeader {
+            vote: openraft::Vote::new(1, 1),
+            meta: openraft::SnapshotMeta::default(),
+        };
+        let header = bincode::serialize(&header).unwrap();
+        let two_groups = vec![chunk(0, header), chunk(1, vec![])];
+        status(peer.install_snapshot(futures::stream::iter(two_groups)).await, Code::InvalidArgument, "two groups");
+        let garbage_header = vec![chunk(0, vec![0xff; 5])];
+        status(
+            peer.install_snapshot(futures::stream::iter(garbage_header)).await,
+            Code::InvalidArgument,
+            "undecodable",
+        );
+
+        // A forwarded write with two timestamps and one value: refused, never proposed.
+        let peers = Peers::new(TransportOptions {
+            call_timeout: std::time::Duration::from_secs(5),
+            snapshot_chunk_bytes_max: 1 << 20,
+            snapshot_bytes_per_s_max: 0,
+            message_bytes_max: 64 << 20,
+        });
+        let short = SeriesWrite {
+            key: "m,device_id=a".into(),
+            device: "a".into(),
+            timestamps: vec![T0 + 1, T0 + 2],
+            columns: vec![ColumnWrite { field: "v".into(), absent_rows: vec![], values: Values::F64(vec![3.0]) }],
+        };
+        for shard in 0..4 {
+            let write = ShardWrite { tenant: "hostile".into(), series: vec![short.clone()] };
+            let call = PeerCall::Write { shard: hotlake_storage::ShardId(shard), write };
+            let refused = peers.call(&node.peer, &call, std::time::Duration::from_secs(5)).await;
+            let e = refused.expect_err("a malformed forwarded write was accepted");
+            assert!(e.to_string().contains("absent rows"), "{e}");
+        }
+    });
+    unharmed(&node, 2);
+}
+
+/// A catalogue of malformed and unauthenticated HTTP requests, each answered with the status a
+/// careful database gives and a message naming the problem; the node serves and its data is
+/// unchanged after all of them.
+#[test]
+// tidy: long (a table of cases against one node, since starting it dominates the test time).
+fn malformed_http_requests_get_a_clear_answer_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    assert_eq!(node.write("hostile", &format!("m,device_id=a v=1 {T0}\nm,device_id=b v=2 {T0}\n")).status(), 204);
+    unharmed(&node, 2);
+    let (c, anonymous) = (client(), crate::support::anonymous_client());
+    let url = |path: &str| format!("http://{}{path}", node.http);
+    let query = |body: Value| c.post(url("/api/v1/query")).json(&body).send().unwrap();
+    let range = json!({ "tenant": "hostile", "measurement": "m", "start": T0, "end": T0 + 10 });
+    let with = |extra: Value| {
+        let mut q = range.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        q
+    };
+    let bomb = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![b'm'; 80 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    let cases: Vec<(&str, reqwest::blocking::Response, u16, &str)> = vec![
+        (
+            "unknown precision",
+            c.post(url("/write?db=hostile&precision=xs")).body("m v=1 1\n").send().unwrap(),
+            400,
+            "precision",
+        ),
+        (
+            "gzip header, plain body",
+            c.post(url("/write?db=hostile")).header("content-encoding", "gzip").body("m v=1 1\n").send().unwrap(),
+            400,
+            "not valid gzip",
+        ),
+        (
+            "gzip bomb",
+            c.post(url("/write?db=hostile")).header("content-encoding", "gzip").body(bomb).send().unwrap(),
+            422,
+            "limits.body_bytes_max",
+        ),
+        (
+            "body not UTF-8",
+            c.post(url("/write?db=hostile")).body(vec![b'm', b' ', 0xff, 0xfe]).send().unwrap(),
+            400,
+            "not UTF-8",
+        ),
+        (
+            "line without a field",
+            c.post(url("/write?db=hostile")).body("m,device_id=a 1\n").send().unwrap(),
+            400,
+            "lines_rejected",
+        ),
+        (
+            "field of another type",
+            c.post(url("/write?db=hostile")).body(format!("m,device_id=a v=\"text\" {}\n", T0 + 1)).send().unwrap(),
+            400,
+            "\\\"v\\\"",
+        ),
+        ("query not JSON", c.post(url("/api/v1/query")).body("{").send().unwrap(), 400, "not a valid query"),
+        (
+            "unknown tag operator",
+            query(with(json!({ "where": [{ "tag": "device_id", "op": "~~", "value": "a" }] }))),
+            400,
+            "unknown operator",
+        ),
+        (
+            "bad regex",
+            query(with(json!({ "where": [{ "tag": "device_id", "op": "=~", "value": "(" }] }))),
+            400,
+            "bad regex",
+        ),
+        (
+            "unknown fill",
+            query(with(json!({ "aggregates": ["mean"], "bucket": "1s", "fill": "sometimes" }))),
+            400,
+            "fill must be",
+        ),
+        ("unknown order", query(with(json!({ "order": "sideways" }))), 400, "order must be"),
+        (
+            "duration without unit",
+            query(with(json!({ "aggregates": ["mean"], "bucket": "10" }))),
+            400,
+            "invalid duration",
+        ),
+        ("invalid time", query(with(json!({ "start": "yesterday" }))), 400, "invalid time"),
+        ("last not JSON", c.post(url("/api/v1/last")).body("[").send().unwrap(), 400, "not a valid query"),
+        ("GET on a write route", c.get(url("/write?db=hostile")).send().unwrap(), 405, ""),
+        ("unknown route", c.get(url("/api/v1/nothing-here")).send().unwrap(), 404, ""),
+        (
+            "unknown node action",
+            c.post(url("/api/v1/cluster/nodes/1/explode")).send().unwrap(),
+            400,
+            "unknown node action",
+        ),
+        ("add node: not JSON", c.post(url("/api/v1/cluster/nodes")).body("{").send().unwrap(), 400, "bad JSON body"),
+        (
+            "add node: id 0",
+            c.post(url("/api/v1/cluster/nodes"))
+                .body(r#"{"id":0,"grpc_addr":"h:1","http_addr":"h:2","peer_addr":"h:3"}"#)
+                .send()
+                .unwrap(),
+            400,
+            "node id must be greater than 0",
+        ),
+        (
+            "add node: address with spaces",
+            c.post(url("/api/v1/cluster/nodes"))
+                .body(r#"{"id":5,"grpc_addr":"h 1","http_addr":"h:2","peer_addr":"h:3"}"#)
+                .send()
+                .unwrap(),
+            400,
+            "grpc_addr",
+        ),
+        ("no token", anonymous.post(url("/write?db=hostile")).body("m v=1 1\n").send().unwrap(), 401, "token"),
+        (
+            "unknown token",
+            anonymous
+                .post(url("/api/v1/query"))
+                .header("authorization", "Token hlk_not_a_token")
+                .json(&range)
+                .send()
+                .unwrap(),
+            401,
+            "token",
+        ),
+        (
+            "Basic credentials not base64",
+            anonymous.get(url("/metrics")).header("authorization", "Basic %%%").send().unwrap(),
+            401,
+            "",
+        ),
+        ("metrics without token", anonymous.get(url("/metrics")).send().unwrap(), 401, "token"),
+    ];
+    let mut wrong = Vec::new();
+    for (name, response, want, reason) in cases {
+        let status = response.status().as_u16();
+        let body = response.text().unwrap_or_default();
+        if status != want || !body.contains(reason) {
+            wrong.push(format!("{name}: expected {want} naming {reason:?}, got {status}: {body}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    unharmed(&node, 2);
+}

@@ -1,6 +1,6 @@
 //! Integration tests against the real `hotlake` binary: HTTP and gRPC API behaviour, hostile
 //! requests, kill -9 crash recovery, multi-node clusters (leader kills, node add and drain, full
-//! restarts, a partition), and every `hotlakectl` command against a real cluster.
+//! restarts, a partition), every `hotlakectl` command against a real cluster, and TLS.
 
 mod auth;
 mod cluster;
@@ -11,3 +11,4 @@ mod hostile;
 mod http_api;
 mod netns;
 mod support;
+mod tls;

@@ -12,10 +12,20 @@ pub struct NodeProcess {
     child: Option<Child>,
     pub http: String,
     pub grpc: String,
+    /// The node-to-node address (what `--join` names).
+    pub peer: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     /// Command the binary runs under, e.g. `ip netns exec NS`.
     prefix: Vec<String>,
+}
+
+/// A node's three listen addresses.
+#[derive(Clone, Debug)]
+pub struct Addrs {
+    pub http: String,
+    pub grpc: String,
+    pub peer: String,
 }
 
 fn free_port() -> u16 {
@@ -36,6 +46,18 @@ pub fn client_with_timeout(timeout: Duration) -> reqwest::blocking::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Token {TEST_TOKEN}").parse().unwrap());
     reqwest::blocking::Client::builder().timeout(timeout).default_headers(headers).build().unwrap()
+}
+
+/// An HTTP client that sends [`TEST_TOKEN`] over TLS, trusting only the CA in `ca_pem`.
+pub fn tls_client(ca_pem: &[u8]) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Token {TEST_TOKEN}").parse().unwrap());
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("a PEM CA"))
+        .build()
+        .unwrap()
 }
 
 /// An HTTP client that sends no token.
@@ -70,10 +92,12 @@ pub fn token_file(data_dir: &Path) -> PathBuf {
 impl NodeProcess {
     /// Starts a node on fresh loopback ports with `data_dir`, waiting until it is healthy.
     pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let Addrs { http, grpc, peer } = Self::free_addrs();
         let mut n = NodeProcess {
             child: None,
-            http: format!("127.0.0.1:{}", free_port()),
-            grpc: format!("127.0.0.1:{}", free_port()),
+            http,
+            grpc,
+            peer,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             prefix: Vec::new(),
@@ -82,19 +106,21 @@ impl NodeProcess {
         n
     }
 
-    /// Two free loopback addresses (HTTP, gRPC) for a node started later with [`NodeProcess::start_at`].
-    pub fn free_addrs() -> (String, String) {
-        (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()))
+    /// Free loopback addresses for a node started later with [`NodeProcess::start_at`].
+    pub fn free_addrs() -> Addrs {
+        let free = || format!("127.0.0.1:{}", free_port());
+        Addrs { http: free(), grpc: free(), peer: free() }
     }
 
     /// Starts a node on fresh loopback ports without waiting for it to be healthy (a node
     /// waiting for `cluster init` never is).
     pub fn start_unready(data_dir: &Path, extra: &[&str]) -> NodeProcess {
-        let (http, grpc) = Self::free_addrs();
+        let Addrs { http, grpc, peer } = Self::free_addrs();
         let mut n = NodeProcess {
             child: None,
             http,
             grpc,
+            peer,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             prefix: Vec::new(),
@@ -105,11 +131,12 @@ impl NodeProcess {
 
     /// Starts a node on the given addresses under `prefix` (for example `ip netns exec NS`),
     /// waiting until it is healthy.
-    pub fn start_at(data_dir: &Path, http: &str, grpc: &str, prefix: &[String], extra: &[&str]) -> NodeProcess {
+    pub fn start_at(data_dir: &Path, addrs: &Addrs, prefix: &[String], extra: &[&str]) -> NodeProcess {
         let mut n = NodeProcess {
             child: None,
-            http: http.to_string(),
-            grpc: grpc.to_string(),
+            http: addrs.http.clone(),
+            grpc: addrs.grpc.clone(),
+            peer: addrs.peer.clone(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.to_vec(),
@@ -140,6 +167,8 @@ impl NodeProcess {
             .arg(&self.http)
             .arg("--grpc-addr")
             .arg(&self.grpc)
+            .arg("--peer-addr")
+            .arg(&self.peer)
             .arg("--auth-bootstrap-token-file")
             .arg(token_file(&self.data_dir))
             .args(&self.extra)
@@ -165,12 +194,12 @@ impl NodeProcess {
     /// Waits until `/health` answers 200.
     pub fn wait_healthy(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let c = client();
+        let c = self.http_client();
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("hotlake exited early with {status}");
             }
-            if let Ok(r) = c.get(format!("http://{}/health", self.http)).send() {
+            if let Ok(r) = c.get(self.url("/health")).send() {
                 if r.status().is_success() {
                     return;
                 }
@@ -183,7 +212,7 @@ impl NodeProcess {
     /// Waits until the node's HTTP listener answers `/health`, healthy or not.
     pub fn wait_listening(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while client().get(format!("http://{}/health", self.http)).send().is_err() {
+        while self.http_client().get(self.url("/health")).send().is_err() {
             assert!(Instant::now() < deadline, "node at {} does not listen", self.http);
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -220,12 +249,31 @@ impl NodeProcess {
         self.spawn();
     }
 
+    /// The node's CA certificate file when it runs with TLS (`--tls-ca-file` among its flags).
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        self.extra.windows(2).find(|w| w[0] == "--tls-ca-file").map(|w| PathBuf::from(&w[1]))
+    }
+
+    /// An HTTP client sending [`TEST_TOKEN`], trusting the node's CA when it runs with TLS.
+    pub fn http_client(&self) -> reqwest::blocking::Client {
+        match self.tls_ca() {
+            None => client(),
+            Some(ca) => tls_client(&std::fs::read(ca).expect("read the CA file")),
+        }
+    }
+
+    /// The URL of `path` on the node's HTTP listener.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls_ca().is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http)
+    }
+
     pub fn write(&self, db: &str, body: &str) -> reqwest::blocking::Response {
-        client().post(format!("http://{}/write?db={db}", self.http)).body(body.to_string()).send().unwrap()
+        self.http_client().post(self.url(&format!("/write?db={db}"))).body(body.to_string()).send().unwrap()
     }
 
     pub fn query(&self, body: Value) -> (u16, Value) {
-        let r = client().post(format!("http://{}/api/v1/query", self.http)).json(&body).send().unwrap();
+        let r = self.http_client().post(self.url("/api/v1/query")).json(&body).send().unwrap();
         let status = r.status().as_u16();
         (status, r.json().unwrap())
     }

@@ -187,14 +187,14 @@ pub async fn node_list(admin: &AdminClient, output: Output, out: &mut impl Write
 pub async fn node_add(
     admin: &AdminClient,
     id: u64,
-    grpc: &str,
-    http: &str,
+    [grpc, http, peer]: [&String; 3],
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    admin.add_node(id, grpc, http).await?;
+    admin.add_node(id, grpc, http, peer).await?;
     let _ = writeln!(
         out,
-        "node {id} added at {grpc} (HTTP {http}); start it with: hotlake serve --node-id {id} --grpc-addr {grpc} --http-addr {http} --join <member>"
+        "node {id} added at {grpc} (HTTP {http}, peer {peer}); start it with: \
+         hotlake serve --node-id {id} --grpc-addr {grpc} --http-addr {http} --peer-addr {peer} --join <member's peer address>"
     );
     Ok(())
 }

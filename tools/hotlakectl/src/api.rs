@@ -11,11 +11,18 @@ use crate::Failure;
 pub struct Api {
     addrs: Vec<String>,
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl Api {
-    /// Sends `token` (when given) as `Authorization: Token <token>` with every request.
-    pub fn new(addrs: Vec<String>, timeout: Duration, token: Option<&str>) -> Result<Api, Failure> {
+    /// Sends `token` (when given) as `Authorization: Token <token>` with every request; speaks
+    /// HTTPS trusting `ca_pem` when given.
+    pub fn new(
+        addrs: Vec<String>,
+        timeout: Duration,
+        token: Option<&str>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Api, Failure> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Token {t}"))
@@ -23,12 +30,21 @@ impl Api {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| Failure::Usage(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Api { addrs, http })
+        let mut builder = reqwest::Client::builder().timeout(timeout).default_headers(headers);
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Failure::Usage(format!("the CA file is not a PEM certificate: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| Failure::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Api { addrs, http, scheme: if ca_pem.is_some() { "https" } else { "http" } })
+    }
+
+    /// The URL of `path_and_query` on the member at `addr`.
+    pub fn url(&self, addr: &str, path_and_query: &str) -> String {
+        format!("{}://{addr}{path_and_query}", self.scheme)
     }
 
     /// Addresses in the order they are tried.
@@ -44,7 +60,7 @@ impl Api {
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
         let mut last = Failure::Unreachable("the cluster map lists no member".into());
         for addr in &self.addrs {
-            match self.http.post(format!("http://{addr}{path}")).json(body).send().await {
+            match self.http.post(self.url(addr, path)).json(body).send().await {
                 Ok(resp) => match answer(addr, resp).await {
                     Err(Failure::Unreachable(m)) => last = Failure::Unreachable(m),
                     other => return other,

@@ -117,7 +117,8 @@ impl Sender<'_> {
         loop {
             let addr = &addrs[self.turn % addrs.len()];
             self.turn += 1;
-            let url = format!("http://{addr}/write?db={}&precision={}", self.options.db, self.options.precision);
+            let url =
+                self.api.url(addr, &format!("/write?db={}&precision={}", self.options.db, self.options.precision));
             let err = match self.api.http().post(&url).body(body.clone()).send().await {
                 Ok(r) if r.status().is_success() => break,
                 Ok(r) if r.status().as_u16() == 400 => {

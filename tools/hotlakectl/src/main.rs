@@ -7,7 +7,8 @@
 //! `HOTLAKE_CLUSTER`, else the config file (`--config`, `HOTLAKECTL_CONFIG`, or
 //! `~/.config/hotlake/hotlakectl.toml`), else the local cluster of `scripts/run`; the next
 //! address is tried when one cannot be reached. A token comes from `--token`, `HOTLAKE_TOKEN`,
-//! `--token-file`, `HOTLAKE_TOKEN_FILE` or the config file's `token_file`.
+//! `--token-file`, `HOTLAKE_TOKEN_FILE` or the config file's `token_file`; a cluster with TLS
+//! is reached with `--ca-file`, `HOTLAKE_CA_FILE` or the config file's `ca_file`.
 
 mod access;
 mod admin;
@@ -59,6 +60,10 @@ struct Cli {
     /// [default: the config file's `token_file`]
     #[arg(long, global = true, env = "HOTLAKE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a cluster with TLS on: connect with TLS, trusting it
+    /// (`hotlake cert ca` writes ca.pem). [default: the config file's `ca_file`]
+    #[arg(long, global = true, env = "HOTLAKE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Show times in tables as nanoseconds since the epoch instead of RFC 3339 (CSV and JSON
     /// always carry nanoseconds).
     #[arg(long, global = true)]
@@ -249,16 +254,19 @@ enum NodeCommand {
     },
     /// Register a node before starting it (a node started with --join registers itself).
     ///
-    /// Example: hotlakectl node add 4 --grpc-addr 10.0.0.4:7101 --http-addr 10.0.0.4:7181
+    /// Example: hotlakectl node add 4 --grpc-addr 10.0.0.4:7101 --http-addr 10.0.0.4:7181 --peer-addr 10.0.0.4:7191
     Add {
         /// The node's id.
         id: u64,
-        /// Its gRPC address.
+        /// Its public gRPC address.
         #[arg(long)]
         grpc_addr: String,
         /// Its HTTP address.
         #[arg(long)]
         http_addr: String,
+        /// Its node-to-node address.
+        #[arg(long)]
+        peer_addr: String,
     },
     /// Move a node's replicas to the other nodes; it stays a member (`node activate` undoes it).
     ///
@@ -442,6 +450,7 @@ struct FileConfig {
     cluster: Option<Vec<String>>,
     timeout_s: Option<u64>,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
@@ -464,15 +473,19 @@ struct Target {
     addrs: Vec<String>,
     timeout: Duration,
     token: Option<String>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Target {
     fn builder(&self) -> hotlake_client::ClientBuilder {
-        let builder = Client::builder().seeds(self.addrs.clone()).request_timeout(self.timeout);
-        match &self.token {
-            Some(t) => builder.token(t.clone()),
-            None => builder,
+        let mut builder = Client::builder().seeds(self.addrs.clone()).request_timeout(self.timeout);
+        if let Some(t) = &self.token {
+            builder = builder.token(t.clone());
         }
+        if let Some(ca) = &self.ca_pem {
+            builder = builder.tls_ca_pem(ca);
+        }
+        builder
     }
 
     fn admin(&self) -> Result<AdminClient, Failure> {
@@ -483,7 +496,7 @@ impl Target {
     async fn http(&self) -> Result<Api, Failure> {
         let client = self.builder().connect().await?;
         let addrs = client.cluster_view().nodes.values().map(|n| n.http_addr.clone()).collect();
-        Api::new(addrs, self.timeout, self.token.as_deref())
+        Api::new(addrs, self.timeout, self.token.as_deref(), self.ca_pem.as_deref())
     }
 }
 
@@ -505,7 +518,15 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
         ),
         (None, None) => None,
     };
-    Ok(Target { addrs, timeout: Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60)), token })
+    let ca_pem = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| Failure::Usage(format!("cannot read the CA file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let timeout = Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60));
+    Ok(Target { addrs, timeout, token, ca_pem })
 }
 
 async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Failure> {
@@ -566,8 +587,8 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
         }
         Command::Cluster(ClusterCommand::Map { output }) => admin::cluster_map(&target.admin()?, *output, out).await,
         Command::Node(NodeCommand::List { output }) => admin::node_list(&target.admin()?, *output, out).await,
-        Command::Node(NodeCommand::Add { id, grpc_addr, http_addr }) => {
-            admin::node_add(&target.admin()?, *id, grpc_addr, http_addr, out).await
+        Command::Node(NodeCommand::Add { id, grpc_addr, http_addr, peer_addr }) => {
+            admin::node_add(&target.admin()?, *id, [grpc_addr, http_addr, peer_addr], out).await
         }
         Command::Node(NodeCommand::Drain { id, watch: w, watch_s }) => {
             admin::node_state(&target.admin()?, *id, NodeState::Draining, watch(*w, *watch_s), out).await

@@ -80,6 +80,10 @@ pub struct Args {
     /// token on every request costs. By default Hotlake runs as a new cluster does: with it.
     #[arg(long)]
     no_auth: bool,
+    /// Run Hotlake with TLS on every listener and mutual TLS between its nodes (certificates
+    /// from `hotlake cert`, made for the run), to measure what TLS costs.
+    #[arg(long)]
+    tls: bool,
     /// Exit with status 1 when any peer's answer differs from Hotlake's (after the report is
     /// written). CI's smoke test sets it: the answers are deterministic for a seed.
     #[arg(long)]
@@ -301,6 +305,11 @@ fn measure(
 /// Runs the comparison.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let plan = plan(&args)?;
+    if args.tls {
+        let pki = systems::make_pki(&plan.hotlake_bin, 3)?;
+        crate::token::set_tls(&pki)?;
+        eprintln!("TLS on: CA and node certificates in {}", pki.display());
+    }
     let t = Instant::now();
     let data = Arc::new(Dataset::generate(plan.spec.clone()));
     eprintln!(
@@ -320,7 +329,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("== {name}");
         let (figures, got) = match name.as_str() {
             "hotlake" | "hotlake-grpc" | "hotlake-3" => {
-                let server = match name.as_str() {
+                let mut server = match name.as_str() {
                     "hotlake" => {
                         Server::start_hotlake(&plan.hotlake_bin, &PORTS, "hotlake (line protocol)", plan.auth)?
                     }
@@ -329,7 +338,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                     _ => Server::start_hotlake_cluster(&plan.hotlake_bin, &plan.hotlakectl_bin, &PORTS, 3, plan.auth)?,
                 };
-                let url = server.http.iter().map(|h| format!("http://{h}/write?db=bench")).collect();
+                if !plan.auth {
+                    server.label.push_str(", no auth");
+                }
+                if args.tls {
+                    server.label.push_str(", TLS");
+                }
+                let scheme = crate::token::scheme();
+                let url = server.http.iter().map(|h| format!("{scheme}://{h}/write?db=bench")).collect();
                 if name != "hotlake-grpc" {
                     let client = queries::Hotlake::connect(
                         server.grpc.as_deref().expect("gRPC"),

@@ -14,6 +14,8 @@ pub struct Ports {
     pub hotlake_http: u16,
     /// Hotlake gRPC.
     pub hotlake_grpc: u16,
+    /// Hotlake node-to-node.
+    pub hotlake_peer: u16,
     /// InfluxDB HTTP.
     pub influx_http: u16,
     /// InfluxDB's RPC port (backup/restore), bound on loopback too.
@@ -23,8 +25,14 @@ pub struct Ports {
 }
 
 /// Default ports, away from the ones `scripts/run` and the tests use.
-pub const PORTS: Ports =
-    Ports { hotlake_http: 17381, hotlake_grpc: 17301, influx_http: 17386, influx_rpc: 17388, victoria_http: 17428 };
+pub const PORTS: Ports = Ports {
+    hotlake_http: 17381,
+    hotlake_grpc: 17301,
+    hotlake_peer: 17391,
+    influx_http: 17386,
+    influx_rpc: 17388,
+    victoria_http: 17428,
+};
 
 /// CPU time and memory of a running server process.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -115,7 +123,7 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
 
 /// Waits until `GET url` answers 2xx, or the process exits, or `timeout` passes.
 fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> anyhow::Result<()> {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let http = crate::token::http_client_with(Duration::from_secs(2), None)?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -133,8 +141,8 @@ fn wait_ready(child: &mut Child, url: &str, timeout: Duration, log: &Path) -> an
 }
 
 /// Starts Hotlake node `n` (1-based: ports are the base ports plus `n - 1`), joining the
-/// cluster at gRPC address `join` when given; returns its HTTP and gRPC addresses once it
-/// answers.
+/// cluster at peer address `join` when given; returns its HTTP, gRPC and peer addresses once
+/// it answers.
 /// With `auth`, node 1 creates the cluster with authentication on and writes its admin token
 /// beside its data directory (see [`hotlake_token`]); without, every node runs with
 /// `--insecure-no-auth`.
@@ -144,14 +152,17 @@ fn start_hotlake_node(
     n: u16,
     join: Option<&str>,
     auth: bool,
-) -> anyhow::Result<(String, String, Proc)> {
-    let (http_port, grpc_port) = (ports.hotlake_http + n - 1, ports.hotlake_grpc + n - 1);
+) -> anyhow::Result<(String, String, Proc, String)> {
+    let (http_port, grpc_port, peer_port) =
+        (ports.hotlake_http + n - 1, ports.hotlake_grpc + n - 1, ports.hotlake_peer + n - 1);
     check_port_free(http_port)?;
     check_port_free(grpc_port)?;
+    check_port_free(peer_port)?;
     let data_dir = fresh_dir(&format!("hotlake{n}"))?;
     let log = data_dir.with_extension("log");
     let http = format!("127.0.0.1:{http_port}");
     let grpc = format!("127.0.0.1:{grpc_port}");
+    let peer = format!("127.0.0.1:{peer_port}");
     // Defaults but for the device key: a TSBS truck is identified by its `name` tag, so its
     // series live on one shard and a query naming a truck asks that shard alone.
     let config = beside(&data_dir, "toml");
@@ -173,6 +184,8 @@ fn start_hotlake_node(
         http.clone(),
         "--grpc-addr".into(),
         grpc.clone(),
+        "--peer-addr".into(),
+        peer.clone(),
         "--log".into(),
         "warn".into(),
     ]);
@@ -184,11 +197,41 @@ fn start_hotlake_node(
     } else {
         args.push("--insecure-no-auth".into());
     }
+    if let Some(pki) = crate::token::tls_dir() {
+        let file = |name: String| pki.join(name).display().to_string();
+        args.extend([
+            "--tls-ca-file".into(),
+            file("ca.pem".into()),
+            "--tls-cert-file".into(),
+            file(format!("node{n}.pem")),
+            "--tls-key-file".into(),
+            file(format!("node{n}.key")),
+        ]);
+    }
     let mut child = spawn(bin, &args, &log)?;
-    let ready = wait_ready(&mut child, &format!("http://{http}/health"), Duration::from_secs(120), &log);
+    let health = format!("{}://{http}/health", crate::token::scheme());
+    let ready = wait_ready(&mut child, &health, Duration::from_secs(120), &log);
     let proc = Proc { child, data_dir, log };
     ready.with_context(|| format!("hotlake node {n}"))?;
-    Ok((http, grpc, proc))
+    Ok((http, grpc, proc, peer))
+}
+
+/// A CA and certificates for `nodes` nodes on 127.0.0.1 (`hotlake cert`), in a fresh
+/// directory, for a run with TLS.
+pub fn make_pki(bin: &Path, nodes: u16) -> anyhow::Result<PathBuf> {
+    let dir = fresh_dir("pki")?;
+    let d = dir.display().to_string();
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out =
+            Command::new(bin).arg("cert").args(args).output().with_context(|| format!("run {}", bin.display()))?;
+        anyhow::ensure!(out.status.success(), "hotlake cert {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    run(&["ca", "--dir", &d])?;
+    for n in 1..=nodes {
+        run(&["node", "--ca-dir", &d, "--name", &format!("node{n}"), "--host", "127.0.0.1", "--out", &d])?;
+    }
+    Ok(dir)
 }
 
 /// Where node `data_dir`'s admin token is written when it creates the cluster.
@@ -254,14 +297,17 @@ impl Server {
         auth: bool,
     ) -> anyhow::Result<Server> {
         let mut started = vec![start_hotlake_node(bin, ports, 1, None, auth)?];
-        let seed = started[0].1.clone();
+        let (seed, seed_peer) = (started[0].1.clone(), started[0].3.clone());
         let token = hotlake_token(&started[0].2, auth)?;
         for n in 2..=nodes {
-            started.push(start_hotlake_node(bin, ports, n, Some(&seed), auth)?);
+            started.push(start_hotlake_node(bin, ports, n, Some(&seed_peer), auth)?);
         }
         let mut status = Command::new(ctl);
         if auth {
             status.arg("--token-file").arg(token_file(&started[0].2.data_dir));
+        }
+        if let Some(pki) = crate::token::tls_dir() {
+            status.arg("--ca-file").arg(pki.join("ca.pem"));
         }
         let status = status
             .args(["--cluster", &seed, "cluster", "status", "--wait-ready-s", "300", "--wait-nodes"])
