@@ -30,6 +30,7 @@ pub struct ClientBuilder {
     pub(crate) retry: RetryPolicy,
     pub(crate) endpoint_hook: Option<EndpointHook>,
     pub(crate) message_bytes_max: usize,
+    #[cfg(not(madsim))]
     pub(crate) tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
@@ -43,6 +44,7 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             endpoint_hook: None,
             message_bytes_max: 256 << 20,
+            #[cfg(not(madsim))]
             tls: None,
         }
     }
@@ -88,7 +90,8 @@ impl ClientBuilder {
 
     /// Connects with TLS, trusting the CA certificate(s) in `ca_pem` (PEM; the cluster CA that
     /// `hotlake cert ca` made, or the CA that signed the nodes' certificates). Each node's
-    /// certificate must name the host of its address.
+    /// certificate must name the host of its address. (Not in simulation builds.)
+    #[cfg(not(madsim))]
     pub fn tls_ca_pem(mut self, ca_pem: impl AsRef<[u8]>) -> Self {
         let ca = tonic::transport::Certificate::from_pem(ca_pem);
         self.tls = Some(tonic::transport::ClientTlsConfig::new().ca_certificate(ca));

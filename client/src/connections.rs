@@ -45,14 +45,7 @@ impl Connections {
         }
         let s = &self.settings;
         let bad = |e: tonic::transport::Error| ClientError::Connect { addrs: addr.into(), reason: e.to_string() };
-        let scheme = if s.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(bad)?
-            .connect_timeout(s.connect_timeout)
-            .tcp_nodelay(true);
-        if let Some(tls) = &s.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
-        }
+        let mut endpoint = secure(s, addr).map_err(bad)?.connect_timeout(s.connect_timeout).tcp_nodelay(true);
         if let Some(hook) = &s.endpoint_hook {
             endpoint = hook(endpoint).map_err(bad)?;
         }
@@ -82,6 +75,17 @@ impl Connections {
         }
         r
     }
+}
+
+/// The endpoint of `addr`, with TLS when the settings have it (simulation builds have none).
+fn secure(settings: &ClientBuilder, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    #[cfg(not(madsim))]
+    if let Some(tls) = &settings.tls {
+        return Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone());
+    }
+    #[cfg(madsim)]
+    let _ = settings;
+    Endpoint::from_shared(format!("http://{addr}"))
 }
 
 /// `host:port` from an address given with or without a scheme.

@@ -30,7 +30,9 @@ use openraft::storage::{Snapshot, SnapshotMeta};
 use openraft::{BasicNode, OptionalSend, RPCTypes, RaftTypeConfig, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+#[cfg(not(madsim))]
+use tonic::transport::ClientTlsConfig;
+use tonic::transport::{Channel, Endpoint};
 
 use super::map::{ClusterMap, NodeInfo};
 use super::meta::{MetaSnapshot, MetaTypeConfig};
@@ -297,7 +299,8 @@ pub struct Peers {
     /// that a node of another cluster at a reused address refuses it.
     cluster_id: AtomicU64,
     /// Mutual TLS towards other nodes (the cluster CA and this node's certificate), when the
-    /// node has TLS configured.
+    /// node has TLS configured. Simulation builds have no TLS.
+    #[cfg(not(madsim))]
     tls: Mutex<Option<ClientTlsConfig>>,
 }
 
@@ -342,12 +345,19 @@ fn status_error(s: tonic::Status) -> TransportError {
 impl Peers {
     /// An empty pool.
     pub fn new(options: TransportOptions) -> Self {
-        Peers { channels: Mutex::new(HashMap::new()), options, cluster_id: AtomicU64::new(0), tls: Mutex::new(None) }
+        Peers {
+            channels: Mutex::new(HashMap::new()),
+            options,
+            cluster_id: AtomicU64::new(0),
+            #[cfg(not(madsim))]
+            tls: Mutex::new(None),
+        }
     }
 
     /// Connects to other nodes with TLS from now on (and again with new certificates after a
     /// reload): the connections open so far are dropped, so the next call of each peer
     /// connects with `tls`.
+    #[cfg(not(madsim))]
     pub fn set_tls(&self, tls: ClientTlsConfig) {
         *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(tls);
         self.channels.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -368,20 +378,24 @@ impl Peers {
         &self.options
     }
 
+    /// The endpoint of the peer at `addr`: with mutual TLS when this node has it.
+    fn endpoint(&self, addr: &str) -> std::result::Result<Endpoint, tonic::transport::Error> {
+        #[cfg(not(madsim))]
+        if let Some(tls) = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls);
+        }
+        Endpoint::from_shared(format!("http://{addr}"))
+    }
+
     fn client(&self, addr: &str) -> std::result::Result<pb::peer_client::PeerClient<Channel>, TransportError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let scheme = if tls.is_some() { "https" } else { "http" };
-                let bad = |e: tonic::transport::Error| TransportError::Unreachable(format!("bad address {addr}: {e}"));
-                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-                    .map_err(bad)?
+                let endpoint = self
+                    .endpoint(addr)
+                    .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
                     .connect_timeout(Duration::from_secs(1));
-                if let Some(tls) = tls {
-                    endpoint = endpoint.tls_config(tls).map_err(bad)?;
-                }
                 let c = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c
