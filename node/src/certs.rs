@@ -45,6 +45,14 @@ pub fn make_node(
     days: u32,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     anyhow::ensure!(!hosts.is_empty(), "name at least one host (--host) the node is reached at");
+    // What a client will check the certificate against: a name it could never connect by
+    // would make a certificate nobody can use.
+    for host in hosts {
+        anyhow::ensure!(
+            rustls::pki_types::ServerName::try_from(host.as_str()).is_ok(),
+            "--host {host:?} is neither an IP address nor a DNS name"
+        );
+    }
     anyhow::ensure!(
         !name_.is_empty() && name_.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
         "the name is a file name: letters, digits, '-', '_' and '.', got {name_:?}"
@@ -126,6 +134,8 @@ mod tests {
         assert!(make_node(dir.path(), dir.path(), "node1", &hosts, 30).is_err());
         assert!(make_node(dir.path(), dir.path(), "../x", &hosts, 30).is_err());
         assert!(make_node(dir.path(), dir.path(), "n2", &[], 30).is_err());
+        assert!(make_node(dir.path(), dir.path(), "n3", &["bad host!".to_string()], 30).is_err());
+        assert!(!dir.path().join("n3.pem").exists(), "nothing is written for a refused host");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
