@@ -26,13 +26,14 @@ pub struct Handover {
 
 /// Up to `max` hand-overs that bring the busiest node's leader count towards the least busy
 /// one's, until every pair of eligible nodes differs by at most one. Eligible: active nodes in
-/// `live`. Only shards whose leader is known (`leaders`), that are not moving (`in_flight`),
-/// and whose placement holds the target are handed over; each shard at most once.
+/// `live`. Only shards whose leader is known (`leaders`), that are not left alone
+/// (`left_alone`: moving, or recently failed to hand over), and whose placement holds the
+/// target are handed over; each shard at most once.
 pub fn rebalance(
     map: &ClusterMap,
     leaders: &BTreeMap<ShardId, NodeId>,
     live: &BTreeSet<NodeId>,
-    in_flight: &BTreeSet<ShardId>,
+    left_alone: &BTreeSet<ShardId>,
     max: usize,
 ) -> Vec<Handover> {
     let eligible: BTreeSet<NodeId> =
@@ -54,7 +55,7 @@ pub fn rebalance(
                 .iter()
                 .find(|(shard, leader)| {
                     **leader == from
-                        && !in_flight.contains(shard)
+                        && !left_alone.contains(shard)
                         && map.replicas(**shard).contains(&to)
                         && !planned.iter().any(|h| h.shard == **shard)
                 })

@@ -17,6 +17,13 @@ use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 use hotlake_types::error::{Error, Result};
 
+/// A hand-over starts refusing writes only once its target is at most this many entries
+/// behind the leader's log, so the refusal lasts about the lease, not a catch-up.
+const HANDOVER_LAG_MAX: u64 = 64;
+
+/// How long a hand-over waits, with writes still flowing, for its target to come that close.
+const HANDOVER_CATCH_UP_TIME: Duration = Duration::from_secs(5);
+
 impl Node {
     /// Proposes a meta command on the meta leader; from another node the command is forwarded
     /// once. Returns the map version after it.
@@ -226,9 +233,11 @@ impl Node {
 
     /// Hands this node's leadership of `shard` to voter `to`. openraft 0.9 has no leader
     /// transfer, and a follower's election loses to the leader's lease while the leader keeps
-    /// replicating, so: stop taking proposals and heartbeats, wait until `to` has the whole log,
-    /// let the lease run out (`2 × raft_election_timeout_ms`), then ask `to` to stand. Writes
-    /// to the shard wait for about that long (they are retried, not failed).
+    /// replicating, so: wait, with writes still flowing, until `to` is close behind the log;
+    /// then stop taking proposals and heartbeats, wait until `to` has the whole log, let the
+    /// lease run out (`2 × raft_election_timeout_ms`), and ask `to` to stand. Writes to the
+    /// shard are refused (and retried by clients) only from the second step on, for about the
+    /// lease; a target that is far behind fails the hand-over before any write is refused.
     pub(super) async fn hand_over_leadership(&self, shard: ShardId, to: NodeId) -> Result<()> {
         let me = self.config.node_id;
         let g = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
@@ -243,17 +252,24 @@ impl Node {
             return Err(Error::invalid(format!("node {to} is not a voter of {shard}; it cannot lead it")));
         }
         let lease = Duration::from_millis(self.config.cluster.raft_election_timeout_ms * 2);
+        let lag_of_target = || {
+            let m = g.raft.metrics().borrow().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
+            matched.map(|i| last.saturating_sub(i))
+        };
+        let deadline = Instant::now() + HANDOVER_CATCH_UP_TIME;
+        while lag_of_target().is_none_or(|lag| lag > HANDOVER_LAG_MAX) {
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!("node {to} is too far behind {shard}'s log to take it over")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         g.handing_over.store(true, Ordering::Relaxed);
         g.raft.runtime_config().heartbeat(false);
         let result = async {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let m = g.raft.metrics().borrow().clone();
-                let last = m.last_log_index.unwrap_or(0);
-                let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
-                if matched == Some(last) {
-                    break;
-                }
+            let deadline = Instant::now() + lease;
+            while lag_of_target() != Some(0) {
                 if Instant::now() >= deadline {
                     return Err(Error::Unavailable(format!("node {to} did not catch up with {shard}'s log in time")));
                 }
@@ -264,7 +280,7 @@ impl Node {
                 PeerReply::Ack => {}
                 other => return Err(Error::Internal(format!("unexpected reply to an election request: {other:?}"))),
             }
-            let deadline = Instant::now() + lease * 5;
+            let deadline = Instant::now() + lease * 2;
             loop {
                 if g.raft.metrics().borrow().current_leader == Some(to) {
                     return Ok(());

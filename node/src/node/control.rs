@@ -38,6 +38,9 @@ const CATCH_UP_ENTRIES_MAX: u64 = 1000;
 /// Reports older than this are ignored when planning.
 const REPORT_FRESH_FOR: Duration = Duration::from_secs(10);
 
+/// How long the balancer leaves a shard alone after a failed leader hand-over.
+const HANDOVER_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// What the meta leader remembers between rounds. Rebuilt from scratch when another node
 /// becomes meta leader.
 #[derive(Default)]
@@ -49,6 +52,9 @@ pub(crate) struct MetaDuties {
     leaders: BTreeMap<ShardId, (NodeId, Instant)>,
     /// When the last leader hand-overs finished: only reports after it show their effect.
     balanced_at: Option<Instant>,
+    /// Shards whose last hand-over failed, and when: left alone for `HANDOVER_RETRY_AFTER`,
+    /// so a target that cannot take a shard over does not get asked again every round.
+    handover_failed: BTreeMap<ShardId, Instant>,
 }
 
 /// Starts the control loop.
@@ -384,26 +390,34 @@ async fn meta_leader_round(node: &Node) {
 /// judged on reports newer than the last hand-overs.
 async fn balance_leaders(node: &Node, map: &ClusterMap, live: &BTreeSet<NodeId>, in_flight: &BTreeSet<ShardId>) {
     let now = Instant::now();
-    let leaders: BTreeMap<ShardId, NodeId> = {
-        let d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
-        d.leaders
+    let (leaders, left_alone) = {
+        let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
+        d.handover_failed.retain(|_, at| now.duration_since(*at) < HANDOVER_RETRY_AFTER);
+        let leaders: BTreeMap<ShardId, NodeId> = d
+            .leaders
             .iter()
             .filter(|(_, (_, at))| d.balanced_at.is_none_or(|b| *at > b) && now.duration_since(*at) < REPORT_FRESH_FOR)
             .map(|(s, (n, _))| (*s, *n))
-            .collect()
+            .collect();
+        let left_alone: BTreeSet<ShardId> = in_flight.iter().chain(d.handover_failed.keys()).copied().collect();
+        (leaders, left_alone)
     };
-    let handovers = rebalance(map, &leaders, live, in_flight, node.config.cluster.moves_concurrent_max as usize);
+    let handovers = rebalance(map, &leaders, live, &left_alone, node.config.cluster.moves_concurrent_max as usize);
     if handovers.is_empty() {
         return;
     }
     let results = futures::future::join_all(handovers.iter().map(|h| node.transfer_leader(h.shard, h.to))).await;
+    let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
     for (h, r) in handovers.iter().zip(results) {
         match r {
             Ok(()) => tracing::info!(shard = %h.shard, from = h.from, to = h.to, "leadership handed over for balance"),
-            Err(e) => tracing::info!(shard = %h.shard, to = h.to, error = %e, "leadership hand-over not done"),
+            Err(e) => {
+                tracing::info!(shard = %h.shard, to = h.to, error = %e, "leadership hand-over not done");
+                d.handover_failed.insert(h.shard, Instant::now());
+            }
         }
     }
-    node.meta_duties.lock().unwrap_or_else(|p| p.into_inner()).balanced_at = Some(Instant::now());
+    d.balanced_at = Some(Instant::now());
 }
 
 /// Keeps the meta group's membership in line with the map: every node a member, the first
