@@ -176,12 +176,17 @@ impl Client {
         self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone().expect("a connected client has a map")
     }
 
-    fn stub(&self, addr: &str) -> Result<HotlakeClient<Channel>, ClientError> {
+    pub(crate) fn stub(&self, addr: &str) -> Result<HotlakeClient<Channel>, ClientError> {
         self.inner.conn.data(addr)
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         self.inner.conn.request(message)
+    }
+
+    /// A request without a deadline, for a call that streams for as long as it is read.
+    pub(crate) fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        self.inner.conn.stream_request(message)
     }
 
     /// Fetches the map again (from a member, else a seed). Concurrent callers share one fetch.

@@ -68,8 +68,14 @@ impl Connections {
 
     /// A request with the deadline and the token.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
+        let mut r = self.stream_request(message);
         r.set_timeout(self.settings.request_timeout);
+        r
+    }
+
+    /// A request without a deadline, for a call that streams for as long as it is read.
+    pub(crate) fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
         if let Some(t) = &self.token {
             r.metadata_mut().insert(errors::AUTHORIZATION_KEY, t.clone());
         }

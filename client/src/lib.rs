@@ -53,6 +53,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Subscriptions
+//! [`Client::subscribe`] takes a [`SubscribeBuilder`] (tenant, measurement, tags, fields, and
+//! where to start) and returns a [`Subscription`], a stream of every matching write in the
+//! order each shard applied it. Each [`SubscriptionMessage`] carries a cursor; the stream
+//! reconnects to another member on failure and resumes from the last cursor by itself, and a
+//! new subscription started [`after`](SubscribeBuilder::after) a stored cursor continues
+//! exactly there. Delivery is at-least-once across application restarts: to process every
+//! write exactly once, store the cursor in the same transaction as what you made of the
+//! message, and resume from the stored cursor.
+//!
 //! Runnable programs are in `client/examples/` (`cargo run -p hotlake-client --example
 //! quickstart` against the local cluster of `scripts/run`).
 #![warn(missing_docs, unreachable_pub)]
@@ -64,6 +74,7 @@ mod connections;
 mod error;
 mod query;
 mod retry;
+mod subscribe;
 mod writer;
 
 pub use admin::{
@@ -76,6 +87,7 @@ pub use error::ClientError;
 pub use hotlake_proto::v1 as proto;
 pub use query::{Aggregate, Cmp, Fill, Group, LastBuilder, LastRow, QueryBuilder, QueryResult, Row, Value};
 pub use retry::RetryPolicy;
+pub use subscribe::{SubscribeBuilder, Subscription, SubscriptionMessage};
 pub use writer::{BatchConfig, BatchStats, BatchWriter, WhenFull};
 
 /// Builds the points of one series in columnar form.

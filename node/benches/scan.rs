@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         });
         for (_, w) in builder.finish() {
             index += 1;
-            shard.apply(EntryId { term: 1, leader: 1, index }, &ShardCommand::Write(w)).unwrap();
+            shard.apply(EntryId { term: 1, leader: 1, index }, ShardCommand::Write(w)).unwrap();
         }
     };
     for _ in 0..EPOCHS / 500 {

@@ -44,6 +44,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Cluster membership, replication and rebalancing.
     pub cluster: ClusterConfig,
+    /// The change feed each shard keeps, and the subscriptions reading it.
+    pub feed: FeedConfig,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
+            feed: FeedConfig::default(),
         }
     }
 }
@@ -170,6 +173,41 @@ impl Default for ClusterConfig {
             raft_append_bytes_max: 1 << 20,
             raft_rpc_timeout_ms: 1000,
             shard_proposals_inflight_max: 64,
+        }
+    }
+}
+
+/// The change feed each shard replica keeps (what every applied write wrote, by log index)
+/// and the subscriptions that read it. A subscription's cursor older than what is kept is
+/// refused with the oldest cursor still served.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Flushed feed entries older than this are dropped.
+    pub retention_s: u64,
+    /// Per shard replica, flushed feed entries beyond this many bytes are dropped, oldest first.
+    pub shard_bytes_max: u64,
+    /// Subscriptions this node serves at once.
+    pub subscribers_max: u32,
+    /// Subscriptions one tenant may have on this node at once.
+    pub subscribers_per_tenant_max: u32,
+    /// Points a subscription reads from one shard before it looks at the others (and the most
+    /// one delivered message carries, short of one feed entry).
+    pub read_points_max: u32,
+    /// Messages buffered for a subscriber that does not read; when full, the subscription
+    /// stops reading until it does, and later catches up from the feed.
+    pub subscriber_buffer_messages: u32,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            retention_s: 24 * 3600,
+            shard_bytes_max: 1 << 30,
+            subscribers_max: 512,
+            subscribers_per_tenant_max: 128,
+            read_points_max: 10_000,
+            subscriber_buffer_messages: 64,
         }
     }
 }
@@ -290,6 +328,14 @@ impl Config {
         anyhow::ensure!(
             tls.iter().all(|f| f.as_os_str().is_empty()) || tls.iter().all(|f| !f.as_os_str().is_empty()),
             "tls.ca_file, tls.cert_file and tls.key_file go together: set all three, or none for plaintext"
+        );
+        let f = &self.feed;
+        anyhow::ensure!(f.retention_s >= 60, "feed.retention_s must be at least 60");
+        anyhow::ensure!(f.shard_bytes_max >= 1 << 20, "feed.shard_bytes_max must be at least 1048576");
+        anyhow::ensure!(f.read_points_max >= 1, "feed.read_points_max must be at least 1");
+        anyhow::ensure!(
+            (1..=65536).contains(&f.subscriber_buffer_messages),
+            "feed.subscriber_buffer_messages must be 1..=65536"
         );
         let c = &self.cluster;
         anyhow::ensure!(

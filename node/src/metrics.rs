@@ -83,6 +83,13 @@ pub struct Metrics {
     pub memtable_bytes: AtomicU64,
     /// Series on this node, refreshed by the flush scheduler.
     pub series: AtomicU64,
+    /// Subscriptions open on this node.
+    pub subscriptions: AtomicU64,
+    /// Bytes of change-feed entries stored by this node's replicas, refreshed by the flush
+    /// scheduler.
+    pub feed_stored_bytes: AtomicU64,
+    /// Points delivered to subscribers.
+    pub feed_points_delivered: Counter,
 }
 
 impl Metrics {
@@ -126,6 +133,24 @@ impl Metrics {
             self.memtable_bytes.load(Ordering::Relaxed),
         );
         gauge(&mut out, "hotlake_series", "Series on this node.", self.series.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "hotlake_subscriptions",
+            "Subscriptions open on this node.",
+            self.subscriptions.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "hotlake_feed_stored_bytes",
+            "Bytes of change-feed entries stored by this node's replicas.",
+            self.feed_stored_bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hotlake_feed_points_delivered_total",
+            "Points delivered to subscribers.",
+            self.feed_points_delivered.get(),
+        );
         self.flush_seconds.render("hotlake_flush_seconds", "Flush duration.", &mut out);
         self.write_seconds.render("hotlake_write_seconds", "Write latency from request to acknowledgement.", &mut out);
         self.query_seconds.render("hotlake_query_seconds", "Query latency.", &mut out);

@@ -4,9 +4,10 @@
 //! methods to the node. `Node` implements them by delegating to its roles.
 //!
 //! ```text
-//!   server::http ──┐                      ┌─► Ingest   (router)
-//!   server::grpc ──┼─► S: Ingest + Queries + Admin ─► Queries  (coordinator)
-//!   (next: pgwire) ┘                      └─► Admin    (admin, replicas)
+//!   server::http ──┐                                      ┌─► Ingest        (router)
+//!   server::grpc ──┼─► S: Ingest + Queries + Subscriptions ─┼─► Queries       (coordinator)
+//!   server::sse  ──┤      + Admin                           ├─► Subscriptions (feed)
+//!   (next: pgwire) ┘                                      └─► Admin         (admin, replicas)
 //! ```
 //!
 //! Invariant: only the server layer converts wire types; these traits speak the crates' types.
@@ -26,7 +27,9 @@ use hotlake_types::limits::Limits;
 use hotlake_types::ring::Ring;
 use hotlake_types::NodeId;
 
-use crate::node::{ClusterStatus, Health, NewToken, Node, WritePermit, WriteRouting, WriteSummary};
+use crate::node::{ClusterStatus, Delivery, Health, NewToken, Node, Start, WritePermit, WriteRouting, WriteSummary};
+use hotlake_engine::feed::FeedFilter;
+use tokio::sync::mpsc;
 
 /// Writes: line protocol, and columnar batches already split by shard.
 pub trait Ingest: Send + Sync + 'static {
@@ -67,6 +70,17 @@ pub trait Queries: Send + Sync + 'static {
     fn query(&self, q: Query) -> impl Future<Output = Result<QueryResult>> + Send;
     /// The latest values per device.
     fn last(&self, q: LastQuery) -> impl Future<Output = Result<Vec<LastRow>>> + Send;
+}
+
+/// Subscriptions to the change feed.
+pub trait Subscriptions: Send + Sync + 'static {
+    /// Opens a subscription: its deliveries arrive on the channel until the receiver is
+    /// dropped or an error (the last message) ends it.
+    fn subscribe(
+        self: Arc<Self>,
+        filter: FeedFilter,
+        start: Start,
+    ) -> impl Future<Output = Result<mpsc::Receiver<Result<Delivery>>>> + Send;
 }
 
 /// Operations: health, metrics, the cluster map and the cluster, node and shard commands.
@@ -119,9 +133,9 @@ pub trait Admin: Send + Sync + 'static {
 }
 
 /// Everything a public protocol server serves.
-pub trait Service: Ingest + Queries + Admin {}
+pub trait Service: Ingest + Queries + Subscriptions + Admin {}
 
-impl<S: Ingest + Queries + Admin> Service for S {}
+impl<S: Ingest + Queries + Subscriptions + Admin> Service for S {}
 
 impl Ingest for Node {
     fn limits(&self) -> &Limits {
@@ -166,6 +180,12 @@ impl Queries for Node {
     }
     async fn last(&self, q: LastQuery) -> Result<Vec<LastRow>> {
         Node::last(self, q).await
+    }
+}
+
+impl Subscriptions for Node {
+    async fn subscribe(self: Arc<Self>, filter: FeedFilter, start: Start) -> Result<mpsc::Receiver<Result<Delivery>>> {
+        Node::subscribe(&self, filter, start).await
     }
 }
 

@@ -44,6 +44,9 @@ pub enum ErrorKind {
     PermissionDenied,
     /// What the request names (a tenant, a token) does not exist.
     NotFound,
+    /// A subscription's cursor is older than the change feed still kept; the message names
+    /// the oldest cursor served. Resuming needs a newer start (`now`, a later cursor).
+    CursorExpired,
     /// The request never reached Hotlake (connection refused or reset): only the client
     /// reports this kind.
     Transport,
@@ -51,7 +54,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidArgument,
         ErrorKind::LimitExceeded,
         ErrorKind::NotLeader,
@@ -65,6 +68,7 @@ impl ErrorKind {
         ErrorKind::Unauthenticated,
         ErrorKind::PermissionDenied,
         ErrorKind::NotFound,
+        ErrorKind::CursorExpired,
         ErrorKind::Transport,
     ];
 
@@ -84,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::CursorExpired => "cursor_expired",
             ErrorKind::Transport => "transport",
         }
     }

@@ -3,8 +3,9 @@
 //! ```text
 //!  madsim runtime (one thread, simulated clock, network and randomness from the seed)
 //!    ├─ node hosts 10.0.0.N: hotlake_node::Node on MemEngine, gRPC via madsim-tonic
-//!    └─ client host 10.0.1.1: writers and readers recording what was acknowledged, observers
-//!       reading the map, replica status and digests through the Peer service
+//!    └─ client host 10.0.1.1: writers and readers recording what was acknowledged, a
+//!       subscriber recording what it was given, observers reading the map, replica status
+//!       and digests through the Peer service
 //! ```
 //!
 //! Build and run with `RUSTFLAGS="--cfg madsim"` and a target directory of its own (see
@@ -19,5 +20,7 @@ pub mod faults;
 pub mod harness;
 #[cfg(madsim)]
 pub mod observe;
+#[cfg(madsim)]
+pub mod subscriber;
 #[cfg(madsim)]
 pub mod workload;

@@ -1,6 +1,6 @@
 //! t50: swarm testing. Each seed draws a fault plan (crashes, power loss, pauses, partitions,
 //! one-way and two-way link cuts, deposed leaders, membership changes, packet loss, latency),
-//! runs writers and readers (range, last and aggregate reads) against a cluster of 3 nodes
+//! runs writers, readers (range, last and aggregate reads) and a subscriber against a cluster of 3 nodes
 //! (up to 5 as nodes are added) while the faults happen, heals, and runs every checker. A failure prints the seed, the plan
 //! and the fault log; `MADSIM_TEST_SEED=<seed>` replays it exactly.
 #![cfg(madsim)]
@@ -8,10 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hotlake_sim_tests::checkers::{self, convergence, durability, liveness, model, read_after_ack};
+use hotlake_sim_tests::checkers::{self, convergence, delivery, durability, liveness, model, read_after_ack};
 use hotlake_sim_tests::faults::{self, FaultPlan};
 use hotlake_sim_tests::harness::SimCluster;
 use hotlake_sim_tests::observe;
+use hotlake_sim_tests::subscriber::Subscriber;
 use hotlake_sim_tests::workload::{aggregates_of, Outcome, Targets, Workload, DEVICES};
 
 /// Simulated seconds of faults per seed.
@@ -34,6 +35,13 @@ async fn t50_swarm_keeps_every_checker_green() {
         .unwrap();
     let workload = Arc::new(Workload::new());
     let targets: Targets = Arc::new(Mutex::new(addrs));
+    // The subscriber starts before the first write, so every write is after its start.
+    let subscriber = Arc::new(Subscriber::new());
+    let (s, t) = (subscriber.clone(), targets.clone());
+    let subscribing = client.spawn(async move { s.run(t).await });
+    while !subscriber.seen.lock().unwrap().started {
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
     let (w, t) = (workload.clone(), targets.clone());
     let running = client.spawn(async move { w.run(t, 3, 2).await });
     faults::run(&mut cluster, &plan, Duration::from_secs(FAULT_SECONDS), &targets).await;
@@ -41,6 +49,7 @@ async fn t50_swarm_keeps_every_checker_green() {
     running.await.unwrap();
     let history = workload.history.clone();
     let every_node = cluster.addrs();
+    let sub = subscriber.clone();
     client
         .spawn(async move {
             // Drains and moves finish and the cluster settles before anything is compared.
@@ -80,7 +89,19 @@ async fn t50_swarm_keeps_every_checker_green() {
                 let answer = aggregates_of(&a[(d as usize) % a.len()], d).await.expect("aggregate query");
                 model::check_aggregate(d, &state[&d], answer).unwrap_or_else(|e| panic!("model: {e}"));
             }
+            let deadline = madsim::time::Instant::now() + Duration::from_secs(60);
+            while !delivery::caught_up(&history.lock().unwrap(), &sub.seen.lock().unwrap())
+                && madsim::time::Instant::now() < deadline
+            {
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            sub.stop();
+            let h = history.lock().unwrap();
+            let seen = sub.seen.lock().unwrap();
+            println!("subscriber: {} points in {} streams", seen.points.len(), seen.streams);
+            delivery::check(&h, &seen).unwrap_or_else(|e| panic!("delivery: {e}"));
         })
         .await
         .unwrap();
+    subscribing.await.unwrap();
 }

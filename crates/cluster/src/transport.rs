@@ -37,6 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::map::{ClusterMap, NodeInfo};
 use super::meta::{MetaSnapshot, MetaTypeConfig};
 use hotlake_engine::batch::{ApplyOutcome, ShardWrite};
+use hotlake_engine::feed::FeedFilter;
 use hotlake_engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
 use hotlake_proto::errors::ErrorKind;
 use hotlake_query::exec::ShardResult;
@@ -112,6 +113,17 @@ pub enum PeerCall {
         /// The shard.
         shard: ShardId,
     },
+    /// Change-feed entries of one shard replica after a cursor.
+    FeedRead {
+        /// The shard.
+        shard: ShardId,
+        /// The last index already seen (`None`: only report where the feed is now).
+        after: Option<u64>,
+        /// What to select.
+        filter: FeedFilter,
+        /// Stop once the selected entries hold this many points.
+        max_points: u64,
+    },
 }
 
 /// A reply to a [`PeerCall`].
@@ -140,6 +152,13 @@ pub enum PeerReply {
     },
     /// Result of `Group`.
     Group(GroupReport),
+    /// Result of `FeedRead`: the selected entries by log index, and the cursor to go on from.
+    Feed {
+        /// Entries with their log index.
+        entries: Vec<(u64, ShardWrite)>,
+        /// Every entry up to this index has been considered.
+        through: u64,
+    },
 }
 
 /// The Raft view of one shard group, as reported by its leader.
@@ -243,7 +262,8 @@ impl From<&Error> for WireError {
             | Error::Storage(m)
             | Error::Unauthenticated(m)
             | Error::PermissionDenied(m)
-            | Error::NotFound(m) => {
+            | Error::NotFound(m)
+            | Error::CursorExpired(m) => {
                 w.message = m.clone();
             }
             Error::PartialWrite { rejected, .. } => w.details = rejected.clone(),
@@ -272,6 +292,7 @@ impl WireError {
             ErrorKind::Unauthenticated => Error::Unauthenticated(self.message),
             ErrorKind::PermissionDenied => Error::PermissionDenied(self.message),
             ErrorKind::NotFound => Error::NotFound(self.message),
+            ErrorKind::CursorExpired => Error::CursorExpired(self.message),
             _ => Error::Internal(format!("on a peer: {}", self.message)),
         }
     }
@@ -745,7 +766,7 @@ mod tests {
         let engine: Engine = Arc::new(MemEngine::new());
         let shard = Arc::new(ShardData::open(engine, ShardId(3), ShardOptions::default()).unwrap());
         for i in 1..=20u64 {
-            shard.apply(EntryId { term: 1, leader: 1, index: i }, &write(i as i64)).unwrap();
+            shard.apply(EntryId { term: 1, leader: 1, index: i }, write(i as i64)).unwrap();
             if i % 5 == 0 {
                 let cut = shard.freeze();
                 shard.flush(cut).unwrap();

@@ -14,6 +14,7 @@ pub mod applied;
 pub mod batch;
 pub mod codec;
 pub mod digest;
+pub mod feed;
 pub mod index;
 pub mod memtable;
 #[cfg(test)]

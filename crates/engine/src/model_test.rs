@@ -128,7 +128,7 @@ proptest! {
                 Op::Write(s, rows) => {
                     let Some(cmd) = to_command(s, &rows) else { continue };
                     log.push(cmd.clone());
-                    let outcome = shard.apply(log_id(log.len() as u64), &cmd).unwrap();
+                    let outcome = shard.apply(log_id(log.len() as u64), cmd).unwrap();
                     prop_assert!(outcome.rejected.is_empty());
                     for (t, a, b) in rows {
                         if let Some(v) = a { model.insert((s, t, "a"), FieldValue::I64(v)); }
@@ -144,11 +144,36 @@ proptest! {
                     shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
                     let from = shard.read().applied.map(|l| l.index).unwrap_or(0) as usize;
                     for (i, cmd) in log.iter().enumerate().skip(from) {
-                        shard.apply(log_id(i as u64 + 1), cmd).unwrap();
+                        shard.apply(log_id(i as u64 + 1), cmd.clone()).unwrap();
                     }
                 }
             }
             check(&shard, &model);
+            check_feed(&shard, &log);
         }
     }
+}
+
+/// The feed holds every logged write at its index, across flushes and restarts, and a read
+/// from any cursor continues exactly after it.
+fn check_feed(shard: &ShardData, log: &[ShardCommand]) {
+    let expected: Vec<(u64, &ShardWrite)> = log
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            ShardCommand::Write(w) => Some((i as u64 + 1, w)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(_, first)) = expected.first() else { return };
+    let all = crate::feed::FeedFilter { tenant: first.tenant.clone(), ..Default::default() };
+    let read = shard.read_feed(0, &all, usize::MAX).unwrap();
+    assert_eq!(read.through, log.len() as u64);
+    let got: Vec<(u64, &ShardWrite)> = read.entries.iter().map(|e| (e.index, &*e.write)).collect();
+    assert_eq!(got, expected);
+    let middle = expected.len() as u64 / 2;
+    let rest = shard.read_feed(middle, &all, usize::MAX).unwrap();
+    assert!(rest.entries.iter().map(|e| e.index).eq(expected.iter().map(|e| e.0).filter(|&i| i > middle)));
+    let one = shard.read_feed(0, &all, 1).unwrap();
+    assert_eq!((one.entries.len(), one.through), (1, expected[0].0), "a read stops at its limit");
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::applied::{EntryId, MembershipRecord};
 use super::batch::{shown, ApplyOutcome, SeriesWrite, ShardCommand, ShardWrite};
 use super::codec::{self, Block};
+use super::feed::{self, FeedEntry, FeedError, FeedFilter, FeedRead, FeedRetention, StoredFeed};
 use super::index::{LastValue, SeriesIndex, SeriesRecord};
 use super::memtable::{FieldId, Memtable};
 use hotlake_storage::{keys, Durability, Engine, ShardId, Space, StorageError, WriteBatch};
@@ -35,11 +36,17 @@ pub struct ShardOptions {
     pub block_window_ns: i64,
     /// Numeric codec for new blocks.
     pub codec: codec::NumericCodec,
+    /// How much of the change feed is kept.
+    pub feed: FeedRetention,
 }
 
 impl Default for ShardOptions {
     fn default() -> Self {
-        ShardOptions { block_window_ns: 6 * 3600 * 1_000_000_000, codec: codec::DEFAULT_NUMERIC_CODEC }
+        ShardOptions {
+            block_window_ns: 6 * 3600 * 1_000_000_000,
+            codec: codec::DEFAULT_NUMERIC_CODEC,
+            feed: FeedRetention::default(),
+        }
     }
 }
 
@@ -76,6 +83,8 @@ pub struct FlushedState {
 struct Frozen {
     seq: u64,
     memtable: Arc<RwLock<Memtable>>,
+    feed: Arc<Vec<FeedEntry>>,
+    feed_bytes: usize,
 }
 
 /// Mutable state of a shard, behind one lock.
@@ -87,6 +96,9 @@ pub struct ShardInner {
     /// Series index.
     pub index: SeriesIndex,
     active: Arc<RwLock<Memtable>>,
+    /// Feed entries applied into the active memtable, and their bytes.
+    active_feed: Vec<FeedEntry>,
+    active_feed_bytes: usize,
     frozen: Vec<Frozen>,
     /// What the last completed flush persisted.
     pub flushed: FlushedState,
@@ -95,10 +107,15 @@ pub struct ShardInner {
 }
 
 impl ShardInner {
-    /// Bytes buffered in memtables (active and frozen).
+    /// Bytes buffered in memtables (active and frozen), with the feed entries beside them.
     pub fn memtable_bytes(&self) -> usize {
-        let active = self.active.read().unwrap_or_else(|p| p.into_inner()).bytes();
-        active + self.frozen.iter().map(|f| f.memtable.read().unwrap_or_else(|p| p.into_inner()).bytes()).sum::<usize>()
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner()).bytes() + self.active_feed_bytes;
+        active
+            + self
+                .frozen
+                .iter()
+                .map(|f| f.memtable.read().unwrap_or_else(|p| p.into_inner()).bytes() + f.feed_bytes)
+                .sum::<usize>()
     }
 
     /// Retention cutoff of a tenant (points before it are gone).
@@ -115,10 +132,53 @@ pub struct ReadView {
     pub memtables: Vec<Arc<RwLock<Memtable>>>,
 }
 
+/// What the feed gets of one series of an applied write.
+enum Fed {
+    Whole,
+    Part(SeriesWrite),
+    Nothing,
+}
+
+impl Fed {
+    /// What was accepted of `s` (already trimmed if `dropped_rows`), given the field id each
+    /// column got (`None`: refused).
+    fn of(s: &SeriesWrite, dropped_rows: usize, field_ids: &[Option<FieldId>]) -> Fed {
+        if dropped_rows == 0 && field_ids.iter().all(Option::is_some) {
+            return Fed::Whole;
+        }
+        Fed::Part(SeriesWrite {
+            key: s.key.clone(),
+            device: s.device.clone(),
+            timestamps: s.timestamps.clone(),
+            columns: s.columns.iter().zip(field_ids).filter(|(_, f)| f.is_some()).map(|(c, _)| c.clone()).collect(),
+        })
+    }
+
+    /// The accepted part of `w`, one `Fed` per series (`None` when nothing was); the write
+    /// itself, without a copy, when all of it was.
+    fn accepted(w: ShardWrite, fed: Vec<Fed>) -> Option<ShardWrite> {
+        if fed.iter().all(|f| matches!(f, Fed::Whole)) {
+            return Some(w);
+        }
+        let series: Vec<SeriesWrite> = w
+            .series
+            .into_iter()
+            .zip(fed)
+            .filter_map(|(s, f)| match f {
+                Fed::Whole => Some(s),
+                Fed::Part(part) => Some(part),
+                Fed::Nothing => None,
+            })
+            .collect();
+        (!series.is_empty()).then_some(ShardWrite { tenant: w.tenant, series })
+    }
+}
+
 /// A memtable cut for flushing, taken in apply order.
 pub struct FlushCut {
     seq: u64,
     memtable: Arc<RwLock<Memtable>>,
+    feed: Arc<Vec<FeedEntry>>,
     state: FlushedState,
     /// The shard's install generation when the cut was taken.
     generation: u64,
@@ -177,7 +237,9 @@ impl ShardSnapshot {
                 let mut out = Vec::new();
                 for (space, index_space) in [(Space::Data(shard.id), false), (Space::Index(shard.id), true)] {
                     shard.engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
-                        out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
+                        if !(index_space && keys::is_feed_key(k)) {
+                            out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
+                        }
                         true
                     })?;
                 }
@@ -222,6 +284,9 @@ pub struct ShardData {
     /// would put back an older flushed state and blocks whose keys may collide with the new
     /// content's.
     generation: AtomicU64,
+    /// The stored part of the change feed. Taken after `flush_lock`, never before it, and
+    /// never while waiting for `inner`.
+    stored_feed: Mutex<StoredFeed>,
 }
 
 fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
@@ -275,11 +340,14 @@ impl ShardData {
                 format!("{} series records, flushed state says {}", index.next_id(), flushed.next_series_id),
             ));
         }
+        let stored_feed = StoredFeed::load(&engine, Space::Index(id))?;
         let inner = ShardInner {
             applied: flushed.applied,
             membership: flushed.membership.clone(),
             index,
             active: Arc::new(RwLock::new(Memtable::new())),
+            active_feed: Vec::new(),
+            active_feed_bytes: 0,
             frozen: Vec::new(),
             next_flush_seq: flushed.flush_seq + 1,
             retention: flushed.retention.clone(),
@@ -292,6 +360,7 @@ impl ShardData {
             inner: RwLock::new(inner),
             flush_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
+            stored_feed: Mutex::new(stored_feed),
         })
     }
 
@@ -324,14 +393,22 @@ impl ShardData {
         }
     }
 
-    /// Applies one committed command. Deterministic: every replica gets the same outcome.
-    pub fn apply(&self, log_id: EntryId, cmd: &ShardCommand) -> Result<ApplyOutcome, StorageError> {
+    /// Applies one committed command. Deterministic: every replica gets the same outcome and
+    /// the same feed entry.
+    pub fn apply(&self, log_id: EntryId, cmd: ShardCommand) -> Result<ApplyOutcome, StorageError> {
         let mut inner = self.write();
         assert_applied_rises(inner.applied, log_id);
         let outcome = match cmd {
-            ShardCommand::Write(w) => Self::apply_write(&mut inner, w),
+            ShardCommand::Write(w) => {
+                let (outcome, accepted) = Self::apply_write(&mut inner, w);
+                if let Some(write) = accepted {
+                    inner.active_feed_bytes += feed::approx_bytes(&write);
+                    inner.active_feed.push(FeedEntry { index: log_id.index, write: Arc::new(write) });
+                }
+                outcome
+            }
             ShardCommand::Retain { tenant, before_ns } => {
-                self.apply_retain(&mut inner, tenant, *before_ns)?;
+                self.apply_retain(&mut inner, &tenant, before_ns)?;
                 ApplyOutcome::default()
             }
         };
@@ -339,15 +416,21 @@ impl ShardData {
         Ok(outcome)
     }
 
-    fn apply_write(inner: &mut ShardInner, w: &ShardWrite) -> ApplyOutcome {
+    /// Applies a write; returns the outcome and what was accepted of the write, for the feed
+    /// (`None` when nothing was).
+    fn apply_write(inner: &mut ShardInner, w: ShardWrite) -> (ApplyOutcome, Option<ShardWrite>) {
         let mut outcome = ApplyOutcome::default();
         let cutoff = inner.retention_cutoff(&w.tenant);
         let active = inner.active.clone();
         let mut memtable = active.write().unwrap_or_else(|p| p.into_inner());
+        // What the feed gets of each series: all of it, a part (some points or fields were
+        // not accepted), or nothing.
+        let mut fed: Vec<Fed> = Vec::with_capacity(w.series.len());
         for s in &w.series {
             // Total apply: a malformed series is rejected the same way on every replica.
             if let Err(why) = s.check() {
                 outcome.rejected.push(format!("series {}: {why}; none of its points were applied", shown(&s.key)));
+                fed.push(Fed::Nothing);
                 continue;
             }
             let dropped_rows = s.timestamps.iter().filter(|&&t| t < cutoff).count();
@@ -363,6 +446,7 @@ impl ShardData {
                 s
             };
             if s.timestamps.is_empty() {
+                fed.push(Fed::Nothing);
                 continue;
             }
             let sid = inner.index.get_or_create(&w.tenant, &s.key, &s.device);
@@ -405,8 +489,10 @@ impl ShardData {
             }
             outcome.values += memtable.insert(sid, s, &field_ids);
             outcome.points += s.timestamps.len() as u64;
+            fed.push(Fed::of(s, dropped_rows, &field_ids));
         }
-        outcome
+        drop(memtable);
+        (outcome, Fed::accepted(w, fed))
     }
 
     fn apply_retain(&self, inner: &mut ShardInner, tenant: &str, before_ns: TimestampNs) -> Result<(), StorageError> {
@@ -446,6 +532,66 @@ impl ShardData {
         Ok(())
     }
 
+    /// The feed entries after log index `after` that `filter` selects, until their points
+    /// reach `max_points` (at least one entry when there is one). `through` in the answer is
+    /// the cursor to continue from: the last entry returned when the read stopped early, else
+    /// the applied index.
+    pub fn read_feed(&self, after: u64, filter: &FeedFilter, max_points: usize) -> Result<FeedRead, FeedError> {
+        let (in_memory, applied) = {
+            let inner = self.read();
+            let in_memory: Vec<FeedEntry> = inner
+                .frozen
+                .iter()
+                .flat_map(|f| f.feed.iter())
+                .chain(&inner.active_feed)
+                .filter(|e| e.index > after)
+                .cloned()
+                .collect();
+            (in_memory, inner.applied.map_or(0, |a| a.index))
+        };
+        // Entries leave memory only after their flush is written, and trimming raises the start
+        // before it deletes: checking the start on both sides of the stored read means a range
+        // read as empty was empty.
+        let held_from = || {
+            let start = self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()).start;
+            match after.checked_add(1) {
+                Some(next) if next < start => Err(FeedError::Trimmed { oldest_cursor: start - 1 }),
+                _ => Ok(()),
+            }
+        };
+        held_from()?;
+        let stored_until = in_memory.first().map_or(applied.max(after).saturating_add(1), |e| e.index);
+        let mut entries = Vec::new();
+        let (last_read, mut points) = feed::read_stored(
+            &self.engine,
+            Space::Index(self.id),
+            after.saturating_add(1),
+            stored_until,
+            filter,
+            max_points,
+            &mut entries,
+        )?;
+        held_from()?;
+        if points >= max_points {
+            return Ok(FeedRead { entries, through: last_read.unwrap_or(after) });
+        }
+        for e in in_memory {
+            if let Some(selected) = filter.select(&e.write) {
+                points += feed::points_of(&selected);
+                entries.push(FeedEntry { index: e.index, write: Arc::new(selected) });
+                if points >= max_points {
+                    return Ok(FeedRead { entries, through: e.index });
+                }
+            }
+        }
+        Ok(FeedRead { entries, through: applied.max(after) })
+    }
+
+    /// Bytes of feed entries stored on this replica.
+    pub fn feed_stored_bytes(&self) -> u64 {
+        self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()).bytes()
+    }
+
     /// Takes a consistent read view.
     pub fn read_view(&self) -> ReadView {
         let inner = self.read();
@@ -461,7 +607,9 @@ impl ShardData {
         let seq = inner.next_flush_seq;
         inner.next_flush_seq += 1;
         let memtable = std::mem::replace(&mut inner.active, Arc::new(RwLock::new(Memtable::new())));
-        inner.frozen.push(Frozen { seq, memtable: memtable.clone() });
+        let feed = Arc::new(std::mem::take(&mut inner.active_feed));
+        let feed_bytes = std::mem::take(&mut inner.active_feed_bytes);
+        inner.frozen.push(Frozen { seq, memtable: memtable.clone(), feed: feed.clone(), feed_bytes });
         let state = FlushedState {
             applied: inner.applied,
             membership: inner.membership.clone(),
@@ -469,7 +617,7 @@ impl ShardData {
             next_series_id: inner.index.next_id(),
             retention: inner.retention.clone(),
         };
-        FlushCut { seq, memtable, state, generation: self.generation.load(Ordering::Acquire) }
+        FlushCut { seq, memtable, feed, state, generation: self.generation.load(Ordering::Acquire) }
     }
 
     /// Writes a frozen memtable as blocks, atomically with its flushed state, then forgets it.
@@ -524,12 +672,22 @@ impl ShardData {
             self.engine.sync()?;
         }
         batch.put(Space::Index(self.id), keys::FLUSHED_STATE.to_vec(), state_bytes);
+        let feed_entries = feed::encode(&cut.feed);
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             if self.generation.load(Ordering::Acquire) != cut.generation {
                 // A snapshot was installed since the cut: its content supersedes this flush.
                 return Ok(self.read().flushed.clone());
             }
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()).persist(
+                Space::Index(self.id),
+                feed_entries,
+                now_ms,
+                &self.options.feed,
+                &mut batch,
+            );
             self.engine.write(batch, Durability::Buffered)?;
         }
         let mut inner = self.write();
@@ -540,18 +698,25 @@ impl ShardData {
         Ok(cut.state)
     }
 
-    /// Replaces the whole shard content with a snapshot's pairs.
+    /// Replaces the whole shard content with a snapshot's pairs. The feed restarts after the
+    /// snapshot's last entry: the entries before it are not in the snapshot.
     pub fn install(&self, pairs: Vec<SnapshotPair>) -> Result<FlushedState, StorageError> {
+        let applied = flushed_state_of(&pairs)?.applied.map_or(0, |a| a.index);
         let mut batch = WriteBatch::new();
         for space in [Space::Data(self.id), Space::Index(self.id)] {
             batch.delete_range(space, Vec::new(), vec![0xff; 32]);
         }
         for p in pairs {
             let space = if p.index_space { Space::Index(self.id) } else { Space::Data(self.id) };
-            batch.put(space, p.key, p.value);
+            if !(p.index_space && keys::is_feed_key(&p.key)) {
+                batch.put(space, p.key, p.value);
+            }
         }
+        let restarted = StoredFeed::restart_after(applied);
+        batch.put(Space::Index(self.id), keys::FEED_START.to_vec(), restarted.start.to_be_bytes().to_vec());
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            *self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
             self.engine.write(batch, Durability::Sync)?;
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -721,7 +886,7 @@ mod tests {
         let mut nul = bad;
         nul.key = "m,device_id=n\0ul".into();
         w.series.extend([short, absent_past_end, nul]);
-        let outcome = shard.apply(EntryId { term: 1, leader: 1, index: 1 }, &ShardCommand::Write(w)).unwrap();
+        let outcome = shard.apply(EntryId { term: 1, leader: 1, index: 1 }, ShardCommand::Write(w)).unwrap();
         assert_eq!(outcome.points, 2, "the good series is applied");
         assert_eq!(outcome.rejected.len(), 3, "{:?}", outcome.rejected);
         assert!(
@@ -743,16 +908,16 @@ mod tests {
         let options = ShardOptions { block_window_ns: 2 * HOUR, ..ShardOptions::default() };
         let shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
         let id = |index| EntryId { term: 1, leader: 1, index };
-        shard.apply(id(1), &write("a", "d", &[0, 1, 2, 3])).unwrap();
-        shard.apply(id(2), &write("b", "d", &[0, 1, 2, 3])).unwrap();
+        shard.apply(id(1), write("a", "d", &[0, 1, 2, 3])).unwrap();
+        shard.apply(id(2), write("b", "d", &[0, 1, 2, 3])).unwrap();
         let cut = shard.freeze();
         shard.flush(cut).unwrap();
-        shard.apply(id(3), &write("a", "d", &[1, 4, 5])).unwrap();
+        shard.apply(id(3), write("a", "d", &[1, 4, 5])).unwrap();
         // 3 h rounds down to the 2 h window boundary: hours 0 and 1 go.
-        shard.apply(id(4), &ShardCommand::Retain { tenant: "a".into(), before_ns: 3 * HOUR }).unwrap();
+        shard.apply(id(4), ShardCommand::Retain { tenant: "a".into(), before_ns: 3 * HOUR }).unwrap();
         assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5]);
         assert_eq!(points(&shard, "b", "d"), vec![0, 1, 2, 3]);
-        let outcome = shard.apply(id(5), &write("a", "d", &[1, 6])).unwrap();
+        let outcome = shard.apply(id(5), write("a", "d", &[1, 6])).unwrap();
         assert_eq!(outcome.points, 1);
         assert!(outcome.rejected[0].contains("older than the tenant's retention"), "{:?}", outcome.rejected);
         let cut = shard.freeze();
@@ -761,5 +926,55 @@ mod tests {
         let shard = ShardData::open(engine, ShardId(0), options).unwrap();
         assert_eq!(points(&shard, "a", "d"), vec![2, 3, 4, 5, 6]);
         assert_eq!(shard.read().retention_cutoff("a"), 2 * HOUR);
+    }
+
+    /// The feed keeps what apply accepted, trims its oldest flushes past its byte budget (a
+    /// cursor below them is refused, never answered with less), and restarts after a snapshot
+    /// install, whose pairs carry no feed.
+    #[test]
+    fn the_feed_keeps_accepted_writes_trims_by_bytes_and_restarts_after_an_install() {
+        use crate::feed::{FeedError, FeedFilter, FeedRetention};
+        let engine: Engine = Arc::new(MemEngine::new());
+        let options = ShardOptions { feed: FeedRetention { age_ms: u64::MAX, bytes_max: 400 }, ..Default::default() };
+        let shard = ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap();
+        let id = |index| EntryId { term: 1, leader: 1, index };
+        let a = FeedFilter { tenant: "a".into(), ..Default::default() };
+        let ShardCommand::Write(mut mixed) = write("a", "good", &[1]) else { unreachable!() };
+        let ShardCommand::Write(bad) = write("a", "bad", &[1, 2]) else { unreachable!() };
+        let mut bad = bad.series[0].clone();
+        bad.columns[0].values = Values::F64(vec![1.0]);
+        mixed.series.push(bad);
+        shard.apply(id(1), ShardCommand::Write(mixed)).unwrap();
+        shard.apply(id(2), write("b", "other", &[1])).unwrap();
+        let read = shard.read_feed(0, &a, usize::MAX).unwrap();
+        assert_eq!(read.through, 2);
+        assert_eq!(read.entries.len(), 1);
+        assert_eq!(read.entries[0].write.series.len(), 1, "the rejected series is not in the feed");
+        for i in 3..=12 {
+            shard.apply(id(i), write("a", "d", &[i as i64])).unwrap();
+            let cut = shard.freeze();
+            shard.flush(cut).unwrap();
+        }
+        let start = shard.stored_feed.lock().unwrap().start;
+        assert!(start > 1 && shard.feed_stored_bytes() <= 400, "start {start}, {} bytes", shard.feed_stored_bytes());
+        match shard.read_feed(0, &a, usize::MAX) {
+            Err(FeedError::Trimmed { oldest_cursor }) => assert_eq!(oldest_cursor, start - 1),
+            other => panic!("a trimmed cursor was answered: {other:?}"),
+        }
+        let rest = shard.read_feed(start - 1, &a, usize::MAX).unwrap();
+        assert!(rest.entries.iter().map(|e| e.index).eq(start..=12));
+        let pairs =
+            ShardSnapshot::of_shard(Arc::new(ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap()))
+                .materialize()
+                .unwrap();
+        assert!(pairs.iter().all(|p| !(p.index_space && keys::is_feed_key(&p.key))), "a snapshot carries no feed");
+        let other: Engine = Arc::new(MemEngine::new());
+        let replica = ShardData::open(other.clone(), ShardId(0), options.clone()).unwrap();
+        replica.install(pairs).unwrap();
+        assert!(matches!(replica.read_feed(11, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor: 12 })));
+        replica.apply(id(13), write("a", "d", &[13])).unwrap();
+        let reopened = ShardData::open(other, ShardId(0), options).unwrap();
+        assert!(matches!(reopened.read_feed(11, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor: 12 })));
+        assert_eq!(replica.read_feed(12, &a, usize::MAX).unwrap().entries[0].index, 13);
     }
 }

@@ -336,7 +336,7 @@ mod tests {
     fn last_only_queries_read_newest_first_and_stop_at_the_first_match() {
         let options = ShardOptions { block_window_ns: HOUR, ..ShardOptions::default() };
         let shard = ShardData::open(Arc::new(MemEngine::new()), ShardId(0), options).unwrap();
-        shard.apply(EntryId { term: 1, leader: 1, index: 1 }, &write(40, &[3, 30])).unwrap();
+        shard.apply(EntryId { term: 1, leader: 1, index: 1 }, write(40, &[3, 30])).unwrap();
         let cut = shard.freeze();
         shard.flush(cut).unwrap();
         let gt = |field: &str, value: f64| FieldFilter { field: field.into(), op: CmpOp::Gt, value };

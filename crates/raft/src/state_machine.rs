@@ -106,7 +106,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         out.push(ApplyOutcome::default());
                         continue;
                     }
-                    let outcome = self.shard.apply(entry_id(entry.log_id), &cmd).map_err(write_err)?;
+                    let outcome = self.shard.apply(entry_id(entry.log_id), cmd).map_err(write_err)?;
                     self.observer.points_applied(outcome.points);
                     out.push(outcome);
                 }

@@ -6,7 +6,10 @@
 //!               [0x01] index:u64                                       (log entries)
 //! data space:   series:u32  window_start:i64*  flush_seq:u64            (blocks)   * sign-flipped
 //! index space:  [0x00] "flushed"                                       (flushed state)
+//!               [0x00] "feed_start"                                    (first feed index held)
 //!               [0x01] series:u32                                      (series record)
+//!               [0x02] index:u64                                       (feed entry)
+//!               [0x03] flushed_at_ms:u64 last_index:u64                (feed flush mark)
 //! meta space:   "node_id" | "shard_count" | ...
 //! ```
 
@@ -90,6 +93,50 @@ pub fn series_record(series: u32) -> [u8; 5] {
 /// Range of all series records: `[from, to)`.
 pub fn series_records_range() -> (Vec<u8>, Vec<u8>) {
     (vec![0x01], vec![0x02])
+}
+
+/// Key of the record naming the first log index this replica's feed holds in full.
+pub const FEED_START: &[u8] = b"\x00feed_start";
+
+/// Prefix byte of feed entries in the index space.
+pub const FEED_ENTRY: u8 = 0x02;
+/// Prefix byte of feed flush marks in the index space.
+pub const FEED_MARK: u8 = 0x03;
+
+/// Key of the feed entry of log index `index`.
+pub fn feed_entry(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = FEED_ENTRY;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Decodes a feed entry key back to its log index; `None` for any other key.
+pub fn feed_entry_index(key: &[u8]) -> Option<u64> {
+    (key.len() == 9 && key[0] == FEED_ENTRY).then(|| u64::from_be_bytes(key[1..].try_into().expect("8 bytes")))
+}
+
+/// Key of a feed flush mark: one flush wrote the entries up to `last_index` at `flushed_at_ms`.
+pub fn feed_mark(flushed_at_ms: u64, last_index: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = FEED_MARK;
+    k[1..9].copy_from_slice(&flushed_at_ms.to_be_bytes());
+    k[9..].copy_from_slice(&last_index.to_be_bytes());
+    k
+}
+
+/// Decodes a feed flush mark key into (flushed at, last index).
+pub fn parse_feed_mark(key: &[u8]) -> Option<(u64, u64)> {
+    if key.len() != 17 || key[0] != FEED_MARK {
+        return None;
+    }
+    Some((u64::from_be_bytes(key[1..9].try_into().ok()?), u64::from_be_bytes(key[9..].try_into().ok()?)))
+}
+
+/// True for the index-space keys that belong to the feed (entries, marks, start), which are
+/// this replica's own history and travel in no snapshot.
+pub fn is_feed_key(key: &[u8]) -> bool {
+    key == FEED_START || matches!(key.first(), Some(&FEED_ENTRY) | Some(&FEED_MARK))
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub enum Error {
     /// What the request names does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A subscription cursor older than the feed kept (the message names the oldest served).
+    #[error("cursor expired: {0}")]
+    CursorExpired(String),
 }
 
 impl Error {
@@ -94,6 +97,7 @@ impl Error {
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::CursorExpired(_) => ErrorKind::CursorExpired,
         }
     }
 

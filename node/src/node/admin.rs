@@ -78,6 +78,12 @@ impl Node {
             }
             PeerCall::Map => Ok(PeerReply::Map((*self.map()).clone())),
             PeerCall::Status => Ok(PeerReply::Status(self.status())),
+            PeerCall::FeedRead { shard, after, filter, max_points } => {
+                let max_points = max_points.min(u64::from(self.config.feed.read_points_max)) as usize;
+                let read = self.feed_read_here(shard, after, &filter, max_points).await?;
+                let entries = read.entries.into_iter().map(|e| (e.index, Arc::unwrap_or_clone(e.write))).collect();
+                Ok(PeerReply::Feed { entries, through: read.through })
+            }
             PeerCall::Digest { shard } => {
                 let (digest, applied) = self.shard_digest(shard).await?;
                 Ok(PeerReply::Digest { digest, applied })

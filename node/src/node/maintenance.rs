@@ -77,6 +77,9 @@ impl Node {
         let total: usize = sizes.iter().map(|(b, _)| b).sum();
         self.metrics.memtable_bytes.store(total as u64, Ordering::Relaxed);
         self.metrics.series.store(sizes.iter().map(|(_, g)| g.data.read().index.len() as u64).sum(), Ordering::Relaxed);
+        self.metrics
+            .feed_stored_bytes
+            .store(sizes.iter().map(|(_, g)| g.data.feed_stored_bytes()).sum(), Ordering::Relaxed);
         let mut due: HashSet<ShardId> = HashSet::new();
         let max_age = Duration::from_millis(s.memtable_age_ms_max);
         for (bytes, g) in &sizes {

@@ -7,6 +7,7 @@
 //!                                                        └─no──► forward to the leader (peer Call)
 //!  coordinator  query ──plan shards──► per shard: leader: ensure_linearizable ──► run_on_shard ──► merge
 //!  replicas     open/drop shard groups, propose, linearizable reads, digests
+//!  feed         subscribe(filter, cursor) ──► per shard: read_feed here (else the leader) ──► channel
 //!  maintenance  flush scheduler, retention, the background tasks
 //!  admin        cluster, node and shard operations; calls from other nodes
 //!  access       tokens verified against the map; tenant and token operations
@@ -19,12 +20,14 @@ mod access;
 mod admin;
 mod control;
 mod coordinator;
+mod feed;
 mod maintenance;
 mod replicas;
 mod router;
 
 pub use access::NewToken;
 pub use admin::{ClusterStatus, MemberStatus};
+pub use feed::{Cursor, Delivery, Start};
 pub use router::WritePermit;
 
 use std::collections::{BTreeMap, HashMap};
@@ -146,6 +149,10 @@ pub struct Node {
     /// Bytes of write requests being processed (`limits.write_inflight_bytes_max`).
     write_admission: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
+    /// What shard state machines report applies to: metrics, and subscriptions waiting.
+    applied_signal: Arc<feed::AppliedSignal>,
+    /// Subscriptions open here.
+    subscribers: feed::Subscribers,
     pub(crate) stopping: AtomicBool,
     /// Set once this node has seen itself in the map; a node removed after that does not join
     /// again on its own (it was drained on purpose).
@@ -271,6 +278,8 @@ impl Node {
             write_admission: Arc::new(tokio::sync::Semaphore::new(
                 (config_write_inflight_bytes_max as usize).min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            applied_signal: Arc::new(feed::AppliedSignal::new(metrics.clone())),
+            subscribers: Default::default(),
             metrics,
             stopping: AtomicBool::new(false),
             was_member: AtomicBool::new(false),

@@ -7,6 +7,7 @@
 use super::{Node, ShardGroup};
 use hotlake_cluster::transport::PeerNetwork;
 use hotlake_engine::batch::{ApplyOutcome, ShardCommand};
+use hotlake_engine::feed::FeedRetention;
 use hotlake_engine::shard::{ShardData, ShardOptions};
 use hotlake_raft::log_store::LogStore;
 use hotlake_raft::state_machine::StateMachine;
@@ -38,14 +39,20 @@ impl Node {
 
     async fn open_group_now(&self, shard: ShardId) -> anyhow::Result<Arc<ShardGroup>> {
         use anyhow::Context;
-        let options =
-            ShardOptions { block_window_ns: self.settings().block_window_ms as i64 * 1_000_000, ..Default::default() };
+        let options = ShardOptions {
+            block_window_ns: self.settings().block_window_ms as i64 * 1_000_000,
+            feed: FeedRetention {
+                age_ms: self.config.feed.retention_s.saturating_mul(1000),
+                bytes_max: self.config.feed.shard_bytes_max,
+            },
+            ..Default::default()
+        };
         let data = Arc::new(
             ShardData::open(self.engine.clone(), shard, options).with_context(|| format!("open shard {shard}"))?,
         );
         let log_store = LogStore::new(self.engine.clone(), Space::Log(shard))
             .with_payload_bytes_max(self.config.cluster.raft_append_bytes_max as usize);
-        let sm = StateMachine::new(data.clone(), self.metrics.clone());
+        let sm = StateMachine::new(data.clone(), self.applied_signal.clone());
         let raft = ShardRaft::new(
             self.config.node_id,
             self.shard_raft_config.clone(),

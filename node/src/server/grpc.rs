@@ -11,15 +11,16 @@ use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{principal_of_call, require};
-use crate::node::{WriteRouting, WriteSummary};
+use crate::node::{Cursor, Delivery, Start, WriteRouting, WriteSummary};
 use crate::service::{Ingest, Service};
 use hotlake_cluster::access::{Action, Principal};
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
+use hotlake_engine::feed::FeedFilter;
 use hotlake_query::filter::{CmpOp, FieldFilter};
 use hotlake_query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
 use hotlake_storage::ShardId;
 use hotlake_types::error::Error;
-use hotlake_types::model::{series_key, FieldValue};
+use hotlake_types::model::{parse_series_key, series_key, FieldValue};
 
 /// The gRPC service over a node.
 pub struct GrpcService<S> {
@@ -65,6 +66,7 @@ pub fn to_status(e: Error) -> Status {
         Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
         Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
         Error::NotFound(_) => tonic::Code::NotFound,
+        Error::CursorExpired(_) => tonic::Code::OutOfRange,
     };
     let mut message = e.to_string();
     if let Error::InvalidArgument { details, .. } = &e {
@@ -342,6 +344,36 @@ pub fn value_to_proto(v: Option<FieldValue>) -> pb::Value {
     }
 }
 
+/// A feed entry's points as `Write` takes them.
+fn write_to_proto(w: &ShardWrite) -> Vec<pb::SeriesPoints> {
+    w.series
+        .iter()
+        .map(|s| {
+            let (measurement, tags) = parse_series_key(&s.key);
+            pb::SeriesPoints {
+                measurement,
+                tags: tags_to_proto(tags),
+                timestamps_ns: s.timestamps.clone(),
+                fields: s
+                    .columns
+                    .iter()
+                    .map(|c| pb::FieldColumn {
+                        name: c.field.clone(),
+                        absent_rows: c.absent_rows.clone(),
+                        values: Some(match &c.values {
+                            Values::F64(v) => pb::field_column::Values::F64(pb::DoubleValues { values: v.clone() }),
+                            Values::I64(v) => pb::field_column::Values::I64(pb::Int64Values { values: v.clone() }),
+                            Values::U64(v) => pb::field_column::Values::U64(pb::UInt64Values { values: v.clone() }),
+                            Values::Bool(v) => pb::field_column::Values::Bool(pb::BoolValues { values: v.clone() }),
+                            Values::Str(v) => pb::field_column::Values::String(pb::StringValues { values: v.clone() }),
+                        }),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn tags_to_proto(tags: Vec<(String, String)>) -> Vec<pb::Tag> {
     tags.into_iter().map(|(key, value)| pb::Tag { key, value }).collect()
 }
@@ -446,6 +478,45 @@ impl<S: Service> Hotlake for GrpcService<S> {
                 })
                 .collect(),
         }))
+    }
+
+    type SubscribeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        self.authorize(&principal, Action::Read, &r.tenant)?;
+        let start = match r.start.as_str() {
+            "" | "now" => Start::Now,
+            cursor => Start::After(cursor.parse::<Cursor>().map_err(|e| to_status(Error::invalid(e)))?),
+        };
+        let filter = FeedFilter {
+            tenant: r.tenant,
+            measurement: (!r.measurement.is_empty()).then_some(r.measurement),
+            tags: r.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            fields: r.fields,
+        };
+        let rx = self.node.clone().subscribe(filter, start).await.map_err(to_status)?;
+        let messages = futures::stream::unfold(rx, |mut rx| async move {
+            let message = match rx.recv().await? {
+                Ok(Delivery::Entry { shard, entry, cursor }) => Ok(pb::SubscribeResponse {
+                    cursor: cursor.to_string(),
+                    shard: shard.0,
+                    index: entry.index,
+                    series: write_to_proto(&entry.write),
+                }),
+                Ok(Delivery::Progress(cursor)) => {
+                    Ok(pb::SubscribeResponse { cursor: cursor.to_string(), ..Default::default() })
+                }
+                Err(e) => Err(to_status(e)),
+            };
+            Some((message, rx))
+        });
+        Ok(Response::new(Box::pin(messages)))
     }
 
     /// Needs no token: load balancers and probes ask it, and it names no tenant or data.

@@ -6,6 +6,7 @@
 //! | `POST /api/v2/write?bucket=&org=&precision=` | InfluxDB 2.x write |
 //! | `POST /api/v1/query` | JSON query (see `server::json`) |
 //! | `POST /api/v1/last` | latest values per device |
+//! | `GET /api/v1/subscribe` | a subscription as Server-Sent Events (see `server::sse`) |
 //! | `GET /health` | 200 when every shard has a leader, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/v1/cluster` | cluster map and every member's status |
@@ -24,7 +25,7 @@
 //!
 //! On a cluster with authentication on, every route but `/health` (and `cluster/init` before a
 //! cluster exists) needs a token (`server::auth` lists the forms it may take): writes need
-//! `write` on their tenant, queries and `last` need `read` on it, and `/metrics` and the
+//! `write` on their tenant, queries, `last` and subscriptions need `read` on it, and `/metrics` and the
 //! cluster and shard routes need `admin:*`. No token, or an unknown one, is answered 401; a
 //! token without the scope, 403.
 
@@ -61,6 +62,7 @@ pub fn to_response(e: Error) -> Response {
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::CursorExpired(_) => StatusCode::GONE,
     };
     let details = match &e {
         Error::InvalidArgument { details, .. } => details.iter().map(|d| json!(d)).collect(),
@@ -103,6 +105,7 @@ pub fn router<S: Service>(node: Arc<S>) -> Router {
         .route("/api/v2/write", post(write_v2::<S>))
         .route("/api/v1/query", post(query::<S>))
         .route("/api/v1/last", post(last::<S>))
+        .route("/api/v1/subscribe", get(super::sse::subscribe::<S>))
         .route("/health", get(health::<S>))
         .route("/api/v1/cluster/init", post(init_cluster::<S>))
         .merge(admin)
@@ -139,7 +142,7 @@ async fn admin_only<S: Service>(
 
 /// The tenant a request names (the default one when it names none), once its principal may
 /// do `action` on it.
-fn authorized_tenant<S: Service>(
+pub(super) fn authorized_tenant<S: Service>(
     node: &S,
     headers: &HeaderMap,
     params: &HashMap<String, String>,

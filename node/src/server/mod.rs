@@ -13,6 +13,8 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod peer;
+#[cfg(not(madsim))]
+mod sse;
 
 use std::future::Future;
 use std::net::SocketAddr;

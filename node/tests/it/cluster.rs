@@ -17,7 +17,7 @@ use crate::support::{client, Addrs, NodeProcess};
 
 const SHARDS: u32 = 8;
 const DEVICES: u64 = 64;
-const LINES_PER_BATCH: u64 = 100;
+pub(crate) const LINES_PER_BATCH: u64 = 100;
 const BASE_TS: i64 = 1_600_000_000_000_000_000;
 
 /// Small memtables so flushes, log purges and snapshot transfers happen within a test.
@@ -128,7 +128,7 @@ impl Cluster {
     }
 
     /// The node leading the most shards.
-    fn busiest_leader(&self) -> u64 {
+    pub(crate) fn busiest_leader(&self) -> u64 {
         let s = self.status().expect("status");
         let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
         for m in s["members"].as_array().unwrap() {
@@ -195,7 +195,7 @@ fn point(n: u64) -> (String, i64, i64) {
 }
 
 /// Writers that send numbered batches to the nodes in turn and record acknowledged ones.
-struct Writers {
+pub(crate) struct Writers {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(u64, u64)>>>,
     failed: Arc<AtomicUsize>,
@@ -203,7 +203,7 @@ struct Writers {
 }
 
 impl Writers {
-    fn start(addrs: Vec<String>, threads: usize) -> Writers {
+    pub(crate) fn start(addrs: Vec<String>, threads: usize) -> Writers {
         Self::start_from(addrs, threads, 0)
     }
 
@@ -251,7 +251,7 @@ impl Writers {
     }
 
     /// Waits until `more` further batches are acknowledged.
-    fn wait_for_more(&self, more: usize, timeout: Duration) {
+    pub(crate) fn wait_for_more(&self, more: usize, timeout: Duration) {
         let target = self.acked_batches() + more;
         let deadline = Instant::now() + timeout;
         while self.acked_batches() < target {
@@ -260,7 +260,7 @@ impl Writers {
         }
     }
 
-    fn finish(self) -> (Vec<(u64, u64)>, usize) {
+    pub(crate) fn finish(self) -> (Vec<(u64, u64)>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
             h.join().unwrap();

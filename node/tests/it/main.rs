@@ -10,5 +10,6 @@ mod grpc_api;
 mod hostile;
 mod http_api;
 mod netns;
+mod subscribe;
 mod support;
 mod tls;

@@ -8,8 +8,10 @@
 //! | `read_after_ack` | a read that started after a write was acknowledged sees it |
 //! | `convergence` | all replicas of a shard reach the same applied index and the same digest |
 //! | `liveness` | once faults stop, writes and reads succeed within a bound of simulated time |
+//! | `delivery` | a subscriber gets each shard's entries once and in order, every acknowledged point, nothing refused |
 
 pub mod convergence;
+pub mod delivery;
 pub mod durability;
 pub mod liveness;
 pub mod model;

@@ -59,7 +59,7 @@ impl State {
     fn apply(&mut self, cmd: &ShardCommand) -> bool {
         let index = self.next_index;
         self.next_index += 1;
-        let _ = self.shard().apply(EntryId { term: 1, leader: 1, index }, cmd);
+        let _ = self.shard().apply(EntryId { term: 1, leader: 1, index }, cmd.clone());
         true
     }
 }

@@ -24,6 +24,7 @@ use hotlake_tsbs::{TsbsConfig, TsbsGenerator};
 
 mod compare;
 mod devices;
+mod fanout;
 mod token;
 
 /// Load generators for Hotlake.
@@ -127,6 +128,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Subscriptions under load: points/s delivered to 1, 4 and 16 subscribers of the whole
+    /// stream, the delay from a write's acknowledgement to its delivery (p50/p99), and ingest
+    /// with one subscriber that reads nothing against ingest alone, then its catch-up rate.
+    ///
+    /// Example: hotlake-bench fanout --http 127.0.0.1:7181 --grpc 127.0.0.1:7101 --subscribers 1,4,16
+    Fanout(fanout::FanoutArgs),
     /// Watch replicas move onto a node that just joined and print how long each shard's move
     /// took (placement change → the new replica is a voter).
     ///
@@ -232,6 +239,21 @@ fn post_all(
     writers: usize,
     rate: f64,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let (secs, acks) = post_all_timed(client, bodies, urls, writers, rate)?;
+    Ok((secs, acks.into_iter().map(|(_, _, latency)| latency).collect()))
+}
+
+/// One acknowledged batch: its index, when the acknowledgement came, and its latency.
+type Acked = (usize, Instant, Duration);
+
+/// [`post_all`], answering every batch's [`Acked`].
+fn post_all_timed(
+    client: &reqwest::blocking::Client,
+    bodies: Arc<Vec<String>>,
+    urls: Arc<Vec<String>>,
+    writers: usize,
+    rate: f64,
+) -> anyhow::Result<(f64, Vec<Acked>)> {
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(bodies.len())));
     let started = Instant::now();
@@ -257,7 +279,7 @@ fn post_all(
                     if !status.is_success() {
                         anyhow::bail!("batch {i} failed with {status}: {}", resp.text().unwrap_or_default());
                     }
-                    latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed());
+                    latencies.lock().unwrap_or_else(|p| p.into_inner()).push((i, Instant::now(), t.elapsed()));
                 }
             })
         })
@@ -507,6 +529,7 @@ fn main() -> anyhow::Result<()> {
             ingest(&http, rate, &db, writers, batch_lines, batches, trucks, seed)
         }
         Command::Devices(args) => devices::run(&args),
+        Command::Fanout(args) => fanout::run(&args),
         Command::Failover { http, pids, db } => failover(&http, &pids, &db),
         Command::Move { http, node, timeout_s } => watch_move(&http, node, timeout_s),
         Command::Client { http, grpc, writers, batch_rows, batches, trucks, seed } => {

@@ -1,9 +1,9 @@
 //! `hotlakectl`: the operator's command line for a Hotlake cluster.
 //!
 //! Built on the client library: the cluster, node and shard commands use the typed
-//! `hotlake.v1.Admin` service, `health` the data service's `Health`; `write`, `query` and `last`
-//! send line protocol and JSON queries to the members' HTTP API, whose addresses come from the
-//! cluster map. The gRPC addresses of one or more members come from `--cluster`, else
+//! `hotlake.v1.Admin` service, `health` the data service's `Health` and `tail` its `Subscribe`;
+//! `write`, `query` and `last` send line protocol and JSON queries to the members' HTTP API,
+//! whose addresses come from the cluster map. The gRPC addresses of one or more members come from `--cluster`, else
 //! `HOTLAKE_CLUSTER`, else the config file (`--config`, `HOTLAKECTL_CONFIG`, or
 //! `~/.config/hotlake/hotlakectl.toml`), else the local cluster of `scripts/run`; the next
 //! address is tried when one cannot be reached. A token comes from `--token`, `HOTLAKE_TOKEN`,
@@ -15,6 +15,7 @@ mod admin;
 mod api;
 mod data;
 mod output;
+mod tail;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,6 +149,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Follow what is written, as it is written: every point matching a filter, from now or
+    /// from a cursor, until Ctrl-C. The last cursor goes to stderr; `--after` resumes there
+    /// with nothing skipped or repeated.
+    ///
+    /// Example: hotlakectl tail readings --db fleet --where device_id=truck_1 --output json
+    Tail(tail::TailArgs),
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -581,6 +588,7 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
             data::print_last(&v, *output, cli.raw_time, out);
             Ok(())
         }
+        Command::Tail(args) => tail::tail(&target.builder().connect().await?, args, cli.raw_time, out).await,
         Command::Cluster(ClusterCommand::Init) => admin::cluster_init(&target.admin()?, out).await,
         Command::Cluster(ClusterCommand::Status { output, wait_ready_s, wait_nodes }) => {
             admin::cluster_status(&target.admin()?, *output, *wait_ready_s, *wait_nodes, out).await

@@ -1,0 +1,205 @@
+//! Subscriptions: a stream of what is written, that reconnects and resumes by itself.
+//!
+//! ```text
+//!  Client::subscribe ──► task: open Subscribe on a member ──messages──► channel ──► Subscription
+//!                          ▲  (start = last cursor seen)     │
+//!                          └── stream ended, failed or silent: next member, after a backoff
+//! ```
+//!
+//! Every message carries the subscription's cursor after it. The task remembers the last one
+//! and opens the next stream with it, so a reconnection neither skips nor repeats anything the
+//! application was given. An error that a retry cannot fix (a cursor older than the feed kept,
+//! a refused token, a bad filter) is the stream's last item.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+use crate::ClientError;
+use hotlake_proto::v1 as pb;
+
+/// A server sends at least one message this often (a progress message when nothing matched);
+/// a stream silent for longer is taken for dead and opened again elsewhere.
+const SILENCE_MAX: Duration = Duration::from_secs(20);
+
+/// Longest pause between reconnection attempts.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Messages buffered between the connection task and the application.
+const BUFFERED_MESSAGES: usize = 64;
+
+/// What to subscribe to, and from where.
+#[derive(Clone, Debug, Default)]
+pub struct SubscribeBuilder {
+    req: pb::SubscribeRequest,
+}
+
+impl SubscribeBuilder {
+    /// Everything written to `tenant` from now on (empty: the default tenant).
+    pub fn new(tenant: &str) -> Self {
+        SubscribeBuilder { req: pb::SubscribeRequest { tenant: tenant.to_string(), ..Default::default() } }
+    }
+
+    /// Only this measurement.
+    pub fn measurement(mut self, measurement: &str) -> Self {
+        self.req.measurement = measurement.to_string();
+        self
+    }
+
+    /// Only series carrying this tag with this value (a filter on the device tag reads one
+    /// shard only).
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.req.tags.push(pb::Tag { key: key.to_string(), value: value.to_string() });
+        self
+    }
+
+    /// Only this field (repeat for several); series with none of the fields are left out.
+    pub fn field(mut self, field: &str) -> Self {
+        self.req.fields.push(field.to_string());
+        self
+    }
+
+    /// Start right after `cursor` (from an earlier [`SubscriptionMessage`]) instead of now.
+    pub fn after(mut self, cursor: &str) -> Self {
+        self.req.start = cursor.to_string();
+        self
+    }
+}
+
+/// One message of a subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionMessage {
+    /// The cursor after this message: give it to [`SubscribeBuilder::after`] to continue
+    /// exactly from here (store it with what you made of the message for exactly-once).
+    pub cursor: String,
+    /// Shard and log index of the write these points come from (0 for a progress message).
+    pub shard: u32,
+    /// See `shard`.
+    pub index: u64,
+    /// The matching points; empty in a progress message (nothing matched for a while).
+    pub series: Vec<pb::SeriesPoints>,
+}
+
+impl SubscriptionMessage {
+    /// Points in the message.
+    pub fn points(&self) -> usize {
+        self.series.iter().map(|s| s.timestamps_ns.len()).sum()
+    }
+}
+
+/// A running subscription: a [`Stream`] of messages. Dropping it ends the subscription.
+pub struct Subscription {
+    rx: mpsc::Receiver<Result<SubscriptionMessage, ClientError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// The next message (`None` once the subscription has ended).
+    pub async fn recv(&mut self) -> Option<Result<SubscriptionMessage, ClientError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<SubscriptionMessage, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    /// Subscribes to what is written: the stream yields every matching write in the order
+    /// each shard applied it, and keeps going across leader changes and node loss (it moves
+    /// to another member and resumes from its last cursor). It ends only with an error no
+    /// retry can fix, or when dropped.
+    pub fn subscribe(&self, what: SubscribeBuilder) -> Subscription {
+        let (tx, rx) = mpsc::channel(BUFFERED_MESSAGES);
+        let client = self.clone();
+        let task = tokio::spawn(async move { client.run_subscription(what.req, tx).await });
+        Subscription { rx, task }
+    }
+
+    async fn run_subscription(
+        &self,
+        mut req: pb::SubscribeRequest,
+        tx: mpsc::Sender<Result<SubscriptionMessage, ClientError>>,
+    ) {
+        // Members are tried in turn; failures in a row set the pause before the next try.
+        let (mut turn, mut failures) = (0usize, 0u32);
+        loop {
+            let view = self.cluster_view();
+            let addrs: Vec<String> = view.nodes.values().map(|n| n.grpc_addr.clone()).collect();
+            let addr = addrs.get(turn % addrs.len().max(1)).cloned().unwrap_or_default();
+            turn += 1;
+            match self.stream_from(&addr, &mut req, &tx).await {
+                Ok(Ended::ReceiverGone) => return,
+                // It worked for a while: reconnect at once.
+                Ok(Ended::Broke) => failures = 0,
+                Err(e) if e.is_retryable() => failures += 1,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+            if failures as usize >= addrs.len().max(1) {
+                // Every member failed in a row: the map may be out of date.
+                let _ = self.refresh_map().await;
+            }
+            if failures > 0 {
+                let pause = Duration::from_millis(50u64 << failures.min(7)).min(RECONNECT_BACKOFF_MAX);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    /// Reads one stream from `addr` until it ends, moving `req.start` along.
+    async fn stream_from(
+        &self,
+        addr: &str,
+        req: &mut pb::SubscribeRequest,
+        tx: &mpsc::Sender<Result<SubscriptionMessage, ClientError>>,
+    ) -> Result<Ended, ClientError> {
+        let mut stub = self.stub(addr)?;
+        let mut stream =
+            stub.subscribe(self.stream_request(req.clone())).await.map_err(ClientError::from)?.into_inner();
+        let mut delivered = false;
+        loop {
+            let next = match tokio::time::timeout(SILENCE_MAX, stream.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(status))) => {
+                    let e = ClientError::from(status);
+                    // A stream that worked and then broke: reconnect from the cursor at once.
+                    return if delivered && e.is_retryable() { Ok(Ended::Broke) } else { Err(e) };
+                }
+                // Ended, or silent for too long: open it again elsewhere.
+                Ok(None) | Err(_) => return Ok(Ended::Broke),
+            };
+            req.start = next.cursor.clone();
+            let message =
+                SubscriptionMessage { cursor: next.cursor, shard: next.shard, index: next.index, series: next.series };
+            if tx.send(Ok(message)).await.is_err() {
+                return Ok(Ended::ReceiverGone);
+            }
+            delivered = true;
+        }
+    }
+}
+
+/// How a stream ended.
+enum Ended {
+    /// It broke after it had worked, ended, or went silent: open another one.
+    Broke,
+    /// The application dropped the subscription.
+    ReceiverGone,
+}

@@ -1,0 +1,347 @@
+//! Subscriptions end to end: the client library's stream and Server-Sent Events on one node
+//! (filters, resuming after a cursor, `Last-Event-ID`, bad cursors), and a 3-node cluster whose
+//! busiest leader is killed three times while two subscribers read, one of them dropping its
+//! stream and resuming from its cursor: each sees every acknowledged write, each shard's entries
+//! once and in log order, and both see the same entries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hotlake_client::proto::field_column::Values;
+use hotlake_client::{SubscribeBuilder, Subscription, SubscriptionMessage};
+
+use crate::cluster::{Cluster, Writers, LINES_PER_BATCH};
+use crate::support::{NodeProcess, TEST_TOKEN};
+
+const T0: i64 = 1_451_606_400_000_000_000;
+
+fn lines(measurement: &str, from: usize, to: usize) -> String {
+    (from..to)
+        .map(|i| format!("{measurement},device_id=truck_{} velocity={i}.5,status={i}i {}\n", i % 4, T0 + i as i64))
+        .collect()
+}
+
+/// The next message that carries points, within `timeout`.
+async fn next_points(sub: &mut Subscription, timeout: Duration) -> SubscriptionMessage {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = tokio::time::timeout_at(deadline, sub.recv()).await.expect("a message in time");
+        let m = m.expect("the subscription goes on").expect("no error");
+        if !m.series.is_empty() {
+            return m;
+        }
+    }
+}
+
+/// Waits for the first message (the start cursor) so that writes after it are seen.
+async fn started(sub: &mut Subscription) -> String {
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.expect("started").unwrap().unwrap();
+    assert!(m.series.is_empty(), "the first message only says where the subscription starts");
+    m.cursor
+}
+
+fn velocities(m: &SubscriptionMessage) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &m.series {
+        for f in &s.fields {
+            if let Some(Values::F64(v)) = &f.values {
+                out.extend(v.values.iter().map(|x| format!("{}:{x}", s.tags[0].value)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_subscription_delivers_matching_writes_in_order_and_resumes_after_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, mut all, mut one) = rt.block_on(async {
+        let client = crate::support::connect([node.grpc.clone()]).await;
+        let mut all = client.subscribe(SubscribeBuilder::new("fleet").measurement("readings"));
+        let mut one = client.subscribe(SubscribeBuilder::new("fleet").tag("device_id", "truck_1").field("status"));
+        started(&mut all).await;
+        started(&mut one).await;
+        (client, all, one)
+    });
+    for batch in 0..4 {
+        let body = lines("readings", batch * 10, batch * 10 + 10) + &lines("other", batch * 10, batch * 10 + 10);
+        assert_eq!(node.write("fleet", &body).status().as_u16(), 204);
+    }
+    rt.block_on(async {
+        let mut seen = Vec::new();
+        let mut messages = Vec::new();
+        while seen.len() < 40 {
+            let m = next_points(&mut all, Duration::from_secs(10)).await;
+            assert!(m.series.iter().all(|s| s.measurement == "readings"), "{m:?}");
+            seen.extend(velocities(&m));
+            messages.push(m);
+        }
+        let expected: BTreeSet<String> = (0..40).map(|i| format!("truck_{}:{i}.5", i % 4)).collect();
+        assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), expected);
+        assert_eq!(seen.len(), 40, "nothing twice");
+
+        // truck_1 only, the status field only.
+        let mut statuses = 0;
+        while statuses < 20 {
+            let m = next_points(&mut one, Duration::from_secs(10)).await;
+            for s in &m.series {
+                assert!(s.tags.iter().any(|t| t.key == "device_id" && t.value == "truck_1"), "{s:?}");
+                assert_eq!(s.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["status"]);
+                statuses += s.timestamps_ns.len();
+            }
+        }
+        assert_eq!(statuses, 20, "5 readings and 5 others per batch for truck_1");
+
+        // From the cursor of the first message on: exactly the entries that followed it (each
+        // shard's in log order; how shards interleave is not defined).
+        let mut resumed =
+            client.subscribe(SubscribeBuilder::new("fleet").measurement("readings").after(&messages[0].cursor));
+        let by_entry = |m: &SubscriptionMessage| (m.shard, m.index, m.series.clone());
+        let mut expected: Vec<_> = messages[1..].iter().map(by_entry).collect();
+        let mut got = Vec::new();
+        for _ in 1..messages.len() {
+            got.push(by_entry(&next_points(&mut resumed, Duration::from_secs(10)).await));
+        }
+        for list in [&got, &expected] {
+            for shard in 0..4 {
+                let indexes: Vec<u64> = list.iter().filter(|e| e.0 == shard).map(|e| e.1).collect();
+                assert!(indexes.windows(2).all(|w| w[0] < w[1]), "s{shard} out of order: {indexes:?}");
+            }
+        }
+        got.sort_by_key(|e| (e.0, e.1));
+        expected.sort_by_key(|e| (e.0, e.1));
+        assert_eq!(got, expected);
+
+        let mut bad = client.subscribe(SubscribeBuilder::new("fleet").after("1.2"));
+        match bad.recv().await {
+            Some(Err(e)) => assert_eq!(e.kind(), Some("invalid_argument"), "{e}"),
+            other => panic!("a cursor of the wrong shard count was accepted: {other:?}"),
+        }
+        let mut wrong = client.subscribe(SubscribeBuilder::new("fleet").after("one.two"));
+        assert!(matches!(wrong.recv().await, Some(Err(_))), "a cursor that is not one was accepted");
+    });
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default)]
+struct Event {
+    event: String,
+    id: String,
+    data: String,
+}
+
+fn next_event(reader: &mut impl BufRead) -> Event {
+    let mut e = Event::default();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the event stream ended");
+        let line = line.trim_end_matches('\n');
+        if line.is_empty() {
+            if !e.event.is_empty() {
+                return e;
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("event: ") {
+            e.event = v.to_string();
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            e.id = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            e.data.push_str(v);
+        }
+    }
+}
+
+#[test]
+fn server_sent_events_carry_the_cursor_and_resume_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    let http = reqwest::blocking::Client::builder().build().unwrap();
+    let open = |last_event_id: Option<&str>| {
+        let mut r = http
+            .get(node.url("/api/v1/subscribe?db=fleet&measurement=readings&tag=device_id=truck_2"))
+            .header("Authorization", format!("Bearer {TEST_TOKEN}"));
+        if let Some(id) = last_event_id {
+            r = r.header("Last-Event-ID", id);
+        }
+        let r = r.send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        BufReader::new(r)
+    };
+    let mut stream = open(None);
+    let first = next_event(&mut stream);
+    assert_eq!(first.event, "progress");
+    assert_eq!(node.write("fleet", &lines("readings", 0, 40)).status().as_u16(), 204);
+    assert_eq!(node.write("fleet", &lines("readings", 40, 80)).status().as_u16(), 204);
+    let a = next_event(&mut stream);
+    let b = next_event(&mut stream);
+    assert_eq!((a.event.as_str(), b.event.as_str()), ("points", "points"));
+    let data: serde_json::Value = serde_json::from_str(&a.data).unwrap();
+    let points = data["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10, "truck_2's points of the first write: {data}");
+    assert_eq!(points[0]["tags"]["device_id"], "truck_2");
+    assert_eq!(points[0]["fields"]["velocity"], 2.5);
+    assert_eq!(points[0]["time"], T0 + 2);
+    drop(stream);
+
+    // What EventSource does after a broken connection: the second event again, nothing else.
+    let mut resumed = open(Some(&a.id));
+    assert_eq!(next_event(&mut resumed).event, "progress");
+    let again = next_event(&mut resumed);
+    assert_eq!((again.id, again.data), (b.id, b.data));
+
+    let anonymous = reqwest::blocking::Client::new().get(node.url("/api/v1/subscribe?db=fleet")).send().unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let bad = http
+        .get(node.url("/api/v1/subscribe?db=fleet&start=x"))
+        .header("Authorization", format!("Bearer {TEST_TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+/// What a subscriber saw: per shard, the entries' log indexes in delivery order, and the point
+/// numbers delivered.
+#[derive(Default)]
+struct Seen {
+    entries: BTreeMap<u32, Vec<u64>>,
+    numbers: Vec<u64>,
+    first_cursor: Option<String>,
+}
+
+impl Seen {
+    fn take(&mut self, m: &SubscriptionMessage) {
+        if self.first_cursor.is_none() {
+            self.first_cursor = Some(m.cursor.clone());
+        }
+        if m.series.is_empty() {
+            return;
+        }
+        self.entries.entry(m.shard).or_default().push(m.index);
+        for s in &m.series {
+            for f in &s.fields {
+                if let Some(Values::I64(v)) = &f.values {
+                    // The writers' value of point n is 7n - 3.
+                    self.numbers.extend(v.values.iter().map(|x| ((x + 3) / 7) as u64));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a subscription into `seen` until `stop`; with `resume_every`, drops the stream after
+/// that many entries and opens a new one after the last cursor, through the seeds turned round.
+fn subscriber(
+    seeds: Vec<String>,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    resume_every: Option<usize>,
+    ready: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut seeds = seeds;
+            let mut cursor: Option<String> = None;
+            let mut ready = Some(ready);
+            while !stop.load(Ordering::Relaxed) {
+                let client = crate::support::connect(&seeds).await;
+                let mut what = SubscribeBuilder::new("cl").measurement("cl");
+                if let Some(c) = &cursor {
+                    what = what.after(c);
+                }
+                let mut sub = client.subscribe(what);
+                let mut entries = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let m = match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+                        Err(_) => continue,
+                        Ok(Some(Ok(m))) => m,
+                        Ok(other) => panic!("the subscription ended: {other:?}"),
+                    };
+                    seen.lock().unwrap().take(&m);
+                    cursor = Some(m.cursor.clone());
+                    if let Some(r) = ready.take() {
+                        r.send(()).unwrap();
+                    }
+                    entries += usize::from(!m.series.is_empty());
+                    if resume_every.is_some_and(|n| entries >= n) {
+                        break;
+                    }
+                }
+                seeds.rotate_left(1);
+            }
+        })
+    })
+}
+
+#[test]
+fn subscribers_see_every_acknowledged_write_once_across_leader_kills() {
+    let mut c = Cluster::start(3);
+    let seeds: Vec<String> = c.nodes.iter().map(|n| n.grpc.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (steady, resuming) = (Arc::new(Mutex::new(Seen::default())), Arc::new(Mutex::new(Seen::default())));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let readers = [
+        subscriber(seeds.clone(), steady.clone(), stop.clone(), None, ready_tx.clone()),
+        subscriber(seeds.iter().rev().cloned().collect(), resuming.clone(), stop.clone(), Some(7), ready_tx),
+    ];
+    for _ in 0..2 {
+        ready.recv_timeout(Duration::from_secs(30)).expect("the subscriptions started");
+    }
+    let http: Vec<String> = c.nodes.iter().map(|n| n.http.clone()).collect();
+    let writers = Writers::start(http, 2);
+    writers.wait_for_more(20, Duration::from_secs(60));
+    for round in 0..3 {
+        let victim = c.busiest_leader();
+        c.node(victim).kill9();
+        writers.wait_for_more(20, Duration::from_secs(60));
+        c.node(victim).restart_no_wait();
+        c.wait_converged(Duration::from_secs(120));
+        writers.wait_for_more(10, Duration::from_secs(60));
+        eprintln!("round {round}: killed node {victim}");
+    }
+    let (acked, failed) = writers.finish();
+    let wanted: BTreeSet<u64> = acked.iter().flat_map(|&(from, to)| from..to).collect();
+    // Batch numbers are taken in turn: beyond the last acknowledged batch are only the failed
+    // ones (which may have been written) and one in flight per writer.
+    let written_below = acked.iter().map(|&(_, to)| to).max().unwrap() + (failed as u64 + 2) * LINES_PER_BATCH;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (name, seen) in [("steady", &steady), ("resuming", &resuming)] {
+        loop {
+            let missing = {
+                let s = seen.lock().unwrap();
+                let have: BTreeSet<u64> = s.numbers.iter().copied().collect();
+                wanted.difference(&have).count()
+            };
+            if missing == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: {missing} acknowledged points never delivered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let (steady, resuming) = (steady.lock().unwrap(), resuming.lock().unwrap());
+    for (name, s) in [("steady", &*steady), ("resuming", &*resuming)] {
+        for (shard, indexes) in &s.entries {
+            assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{name}: s{shard} entries repeated or out of order");
+        }
+        assert!(s.numbers.iter().all(|&n| n < written_below), "{name}: a point nobody wrote");
+    }
+    // Both read the same feed: where they overlap, they saw the same entries.
+    for (shard, later) in &resuming.entries {
+        let earlier = &steady.entries[shard];
+        let from = earlier.iter().position(|i| *i == later[0]).expect("the resuming subscriber's first entry");
+        let until = (from + later.len()).min(earlier.len());
+        assert_eq!(&earlier[from..until], &later[..until - from], "s{shard}: the subscribers disagree");
+    }
+}

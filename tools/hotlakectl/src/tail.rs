@@ -1,0 +1,190 @@
+//! `hotlakectl tail`: follows a subscription and prints each point as it is written.
+//!
+//! Text output is one line per point, `time measurement,tags fields`; JSON output is one
+//! object per point with the cursor after it. On Ctrl-C, at `--count`, or when the stream ends
+//! the last cursor goes to stderr, to resume with `--after`.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+
+use crate::output::rfc3339;
+use crate::Failure;
+use hotlake_client::proto::{field_column::Values, SeriesPoints};
+use hotlake_client::{Client, SubscribeBuilder};
+
+/// How `tail` prints points.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TailFormat {
+    /// `time measurement,tag=value field=value,...`, one point per line.
+    Text,
+    /// One JSON object per line: cursor, shard, index, measurement, tags, time, fields.
+    Json,
+}
+
+/// What `tail` follows, and how it prints.
+#[derive(clap::Args)]
+pub struct TailArgs {
+    /// Measurement (all of the tenant's when absent).
+    measurement: Option<String>,
+    /// Tenant (database).
+    #[arg(long, default_value = "default")]
+    db: String,
+    /// Field to show (repeatable); none shows all.
+    #[arg(long = "field")]
+    fields: Vec<String>,
+    /// Tag filter `key=value` (repeatable; all must hold).
+    #[arg(long = "where")]
+    filters: Vec<String>,
+    /// Start right after this cursor (printed by an earlier `tail`) instead of now.
+    #[arg(long)]
+    after: Option<String>,
+    /// Stop after this many points.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(long, value_enum, default_value = "text")]
+    output: TailFormat,
+}
+
+/// Follows the subscription until Ctrl-C, `count` points, or an error.
+pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl Write) -> Result<(), Failure> {
+    let mut what = SubscribeBuilder::new(&o.db);
+    if let Some(m) = &o.measurement {
+        what = what.measurement(m);
+    }
+    for t in &o.filters {
+        let (k, v) = t.split_once('=').ok_or_else(|| Failure::Usage(format!("--where wants key=value, got {t:?}")))?;
+        what = what.tag(k, v);
+    }
+    for f in &o.fields {
+        what = what.field(f);
+    }
+    if let Some(c) = &o.after {
+        what = what.after(c);
+    }
+    let mut subscription = client.subscribe(what);
+    let mut cursor: Option<String> = None;
+    let mut printed = 0u64;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let result = loop {
+        let message = tokio::select! {
+            m = subscription.recv() => m,
+            _ = &mut interrupted => break Ok(()),
+        };
+        let message = match message {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break Err(Failure::from(e)),
+            None => break Ok(()),
+        };
+        for s in &message.series {
+            for point in points_of(s) {
+                if o.count.is_some_and(|c| printed >= c) {
+                    break;
+                }
+                print_point(o.output, raw_time, &message.cursor, message.shard, message.index, &point, out);
+                printed += 1;
+            }
+        }
+        let _ = out.flush();
+        cursor = Some(message.cursor);
+        if o.count.is_some_and(|c| printed >= c) {
+            break Ok(());
+        }
+    };
+    if let Some(c) = cursor {
+        eprintln!("resume with: --after {c}");
+    }
+    result
+}
+
+/// One point of a series.
+struct Point {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    time: i64,
+    fields: Vec<(String, Value)>,
+}
+
+/// The points of a series, row by row.
+fn points_of(s: &SeriesPoints) -> Vec<Point> {
+    let tags: Vec<(String, String)> = s.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+    let mut points: Vec<Point> = s
+        .timestamps_ns
+        .iter()
+        .map(|&time| Point { measurement: s.measurement.clone(), tags: tags.clone(), time, fields: Vec::new() })
+        .collect();
+    for c in &s.fields {
+        let values: Vec<Value> = match &c.values {
+            Some(Values::F64(v)) => v.values.iter().map(|x| json!(x)).collect(),
+            Some(Values::I64(v)) => v.values.iter().map(|x| json!(x)).collect(),
+            Some(Values::U64(v)) => v.values.iter().map(|x| json!(x)).collect(),
+            Some(Values::Bool(v)) => v.values.iter().map(|x| json!(x)).collect(),
+            Some(Values::String(v)) => v.values.iter().map(|x| json!(x)).collect(),
+            None => Vec::new(),
+        };
+        let mut values = values.into_iter();
+        let mut absent = c.absent_rows.iter().peekable();
+        for (row, p) in points.iter_mut().enumerate() {
+            if absent.peek() == Some(&&(row as u32)) {
+                absent.next();
+                continue;
+            }
+            if let Some(v) = values.next() {
+                p.fields.push((c.name.clone(), v));
+            }
+        }
+    }
+    points
+}
+
+fn print_point(
+    format: TailFormat,
+    raw_time: bool,
+    cursor: &str,
+    shard: u32,
+    index: u64,
+    p: &Point,
+    out: &mut impl Write,
+) {
+    match format {
+        TailFormat::Json => {
+            let tags: Map<String, Value> = p.tags.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let fields: Map<String, Value> = p.fields.iter().cloned().collect();
+            let line = json!({
+                "cursor": cursor, "shard": shard, "index": index, "measurement": p.measurement,
+                "tags": tags, "time": p.time, "fields": fields,
+            });
+            let _ = writeln!(out, "{line}");
+        }
+        TailFormat::Text => {
+            let time = if raw_time { p.time.to_string() } else { rfc3339(p.time) };
+            let tags: String = p.tags.iter().map(|(k, v)| format!(",{k}={v}")).collect();
+            let fields: Vec<String> = p.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "{time} {}{tags} {}", p.measurement, fields.join(","));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotlake_client::proto::{DoubleValues, FieldColumn, Tag};
+
+    #[test]
+    fn absent_rows_leave_their_field_out_of_the_point() {
+        let s = SeriesPoints {
+            measurement: "m".into(),
+            tags: vec![Tag { key: "d".into(), value: "1".into() }],
+            timestamps_ns: vec![10, 20, 30],
+            fields: vec![FieldColumn {
+                name: "v".into(),
+                values: Some(Values::F64(DoubleValues { values: vec![1.5, 3.5] })),
+                absent_rows: vec![1],
+            }],
+        };
+        let p = points_of(&s);
+        assert_eq!(p.iter().map(|p| p.fields.len()).collect::<Vec<_>>(), vec![1, 0, 1]);
+        assert_eq!(p[2].fields[0].1, json!(3.5));
+    }
+}
