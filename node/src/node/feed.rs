@@ -30,6 +30,7 @@ use super::Node;
 use crate::metrics::Metrics;
 use hotlake_cluster::transport::{PeerCall, PeerReply};
 use hotlake_engine::feed::{FeedEntry, FeedError, FeedFilter, FeedRead};
+use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 use hotlake_types::error::{Error, Result};
 
@@ -287,8 +288,10 @@ impl Node {
         }
     }
 
-    /// Reads one shard's feed after `after` (`None`: only where it is now) from the replica
-    /// here if there is one that holds it, else from the shard's leader.
+    /// Reads one shard's feed after `after` (`None`: only where it is now) from any replica
+    /// that holds it: the one here, else the leader, else the other replicas. A replica that
+    /// installed a snapshot holds the feed only from the snapshot on, so a cursor is expired
+    /// only when no replica answering holds it.
     async fn feed_read_anywhere(
         &self,
         shard: ShardId,
@@ -296,27 +299,45 @@ impl Node {
         filter: &FeedFilter,
         max_points: usize,
     ) -> Result<FeedRead> {
+        let me = self.config.node_id;
+        let mut candidates: Vec<NodeId> = Vec::new();
         if self.local_group(shard).is_some() {
-            match self.feed_read_here(shard, after, filter, max_points).await {
-                Err(Error::CursorExpired(_)) | Err(Error::NotLeader { .. }) => {}
-                other => return other,
+            candidates.push(me);
+        }
+        let leader = self.leader_of(shard, &candidates);
+        for n in leader.into_iter().chain(self.map().replicas(shard).iter().copied()) {
+            if !candidates.contains(&n) {
+                candidates.push(n);
             }
         }
-        let me = self.config.node_id;
-        self.route(shard, |target| async move {
-            if target == me {
-                return self.feed_read_here(shard, after, filter, max_points).await;
+        let mut expired = None;
+        let mut failed = None;
+        for target in candidates {
+            let read = if target == me {
+                self.feed_read_here(shard, after, filter, max_points).await
+            } else {
+                let call = PeerCall::FeedRead { shard, after, filter: filter.clone(), max_points: max_points as u64 };
+                match self.call_node(target, &call).await {
+                    Ok(PeerReply::Feed { entries, through }) => Ok(FeedRead {
+                        entries: entries
+                            .into_iter()
+                            .map(|(index, w)| FeedEntry { index, write: Arc::new(w) })
+                            .collect(),
+                        through,
+                    }),
+                    Ok(other) => Err(Error::Internal(format!("unexpected reply to a feed read: {other:?}"))),
+                    Err(e) => Err(e),
+                }
+            };
+            match read {
+                Ok(r) => return Ok(r),
+                Err(e @ Error::CursorExpired(_)) => expired = Some(e),
+                Err(e) => failed = Some(e),
             }
-            let call = PeerCall::FeedRead { shard, after, filter: filter.clone(), max_points: max_points as u64 };
-            match self.call_node(target, &call).await? {
-                PeerReply::Feed { entries, through } => Ok(FeedRead {
-                    entries: entries.into_iter().map(|(index, w)| FeedEntry { index, write: Arc::new(w) }).collect(),
-                    through,
-                }),
-                other => Err(Error::Internal(format!("unexpected reply to a feed read: {other:?}"))),
-            }
-        })
-        .await
+        }
+        // A replica that did not answer may still hold the cursor: only a unanimous answer
+        // expires it.
+        Err(failed.or(expired).unwrap_or_else(|| Error::Unavailable(format!("no replica of {shard} is known"))))
     }
 
     /// Reads this node's replica of `shard` (any role: the feed holds committed entries only).
