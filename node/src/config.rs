@@ -425,4 +425,17 @@ mod tests {
         let c = Config { default_tenant: "x".repeat(20_000), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("tenant name must be 1 to 255 bytes"));
     }
+
+    /// The sample configuration documents real keys with values the node accepts, and its
+    /// feed section says the defaults.
+    #[test]
+    fn the_sample_configuration_parses_and_validates() {
+        let text = include_str!("../../deploy/hotlake.toml");
+        let c: Config = toml::from_str(text).expect("deploy/hotlake.toml parses");
+        c.validate().expect("deploy/hotlake.toml validates");
+        let d = FeedConfig::default();
+        assert_eq!((c.feed.retention_s, c.feed.shard_bytes_max), (d.retention_s, d.shard_bytes_max));
+        let bad: Config = toml::from_str("[feed]\nretention_s = 1\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("feed.retention_s"));
+    }
 }

@@ -6,25 +6,79 @@
 //! turns it into a [`Principal`] (`Admin::authenticate`); the checks here decide what that
 //! principal may do. Which check a route makes is decided by the route, next to its handler.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use base64::Engine as _;
+use tokio::sync::mpsc;
 
 use hotlake_cluster::access::{Action, Principal};
 use hotlake_proto::errors::AUTHORIZATION_KEY;
 use hotlake_types::error::{Error, Result};
 
+use crate::node::Delivery;
 use crate::service::Admin;
+
+/// How often a running subscription's token is checked again.
+const REAUTHORIZE_EVERY: Duration = Duration::from_secs(10);
 
 /// The principal of a gRPC call, from its `authorization` metadata.
 pub(crate) fn principal_of_call<S: Admin>(node: &S, metadata: &tonic::metadata::MetadataMap) -> Result<Principal> {
-    let token = match metadata.get(AUTHORIZATION_KEY) {
-        Some(value) => Some(token_of_authorization(
+    node.authenticate(token_of_call(metadata)?.as_deref())
+}
+
+/// The token of a gRPC call, if it carries one.
+pub(crate) fn token_of_call(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>> {
+    match metadata.get(AUTHORIZATION_KEY) {
+        Some(value) => Ok(Some(token_of_authorization(
             value
                 .to_str()
                 .map_err(|_| Error::Unauthenticated("the authorization metadata is not printable ASCII".into()))?,
-        )?),
-        None => None,
-    };
-    node.authenticate(token.as_deref())
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// A subscription's deliveries, as long as the token that opened it may still read its tenant:
+/// a token revoked (or a scope taken away) ends the stream with the refusal within
+/// [`REAUTHORIZE_EVERY`] (a subscription delivers at least every few seconds, progress included).
+pub(crate) struct Reauthorized<S> {
+    node: Arc<S>,
+    token: Option<String>,
+    tenant: String,
+    rx: mpsc::Receiver<Result<Delivery>>,
+    checked: tokio::time::Instant,
+    ended: bool,
+}
+
+impl<S: Admin> Reauthorized<S> {
+    pub(crate) fn new(
+        node: Arc<S>,
+        token: Option<String>,
+        tenant: String,
+        rx: mpsc::Receiver<Result<Delivery>>,
+    ) -> Self {
+        Reauthorized { node, token, tenant, rx, checked: tokio::time::Instant::now(), ended: false }
+    }
+
+    /// The next delivery; after an error (the last item) or the end, `None`.
+    pub(crate) async fn recv(&mut self) -> Option<Result<Delivery>> {
+        if self.ended {
+            return None;
+        }
+        if self.checked.elapsed() >= REAUTHORIZE_EVERY {
+            self.checked = tokio::time::Instant::now();
+            let allowed =
+                self.node.authenticate(self.token.as_deref()).and_then(|p| require(&p, Action::Read, &self.tenant));
+            if let Err(e) = allowed {
+                self.ended = true;
+                return Some(Err(e));
+            }
+        }
+        let item = self.rx.recv().await;
+        self.ended = !matches!(item, Some(Ok(_)));
+        item
+    }
 }
 
 /// The token in an `Authorization` value.

@@ -10,7 +10,7 @@ use hotlake_proto::v1::hotlake_server::Hotlake;
 use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{principal_of_call, require};
+use super::auth::{principal_of_call, require, token_of_call, Reauthorized};
 use crate::node::{Cursor, Delivery, Start, WriteRouting, WriteSummary};
 use crate::service::{Ingest, Service};
 use hotlake_cluster::access::{Action, Principal};
@@ -487,9 +487,11 @@ impl<S: Service> Hotlake for GrpcService<S> {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let token = token_of_call(request.metadata()).map_err(to_status)?;
+        let principal = self.node.authenticate(token.as_deref()).map_err(to_status)?;
         let r = request.into_inner();
         self.authorize(&principal, Action::Read, &r.tenant)?;
+        let tenant = self.node.tenant(&r.tenant).map_err(to_status)?.to_string();
         let start = match r.start.as_str() {
             "" | "now" => Start::Now,
             cursor => Start::After(cursor.parse::<Cursor>().map_err(|e| to_status(Error::invalid(e)))?),
@@ -501,8 +503,9 @@ impl<S: Service> Hotlake for GrpcService<S> {
             fields: r.fields,
         };
         let rx = self.node.clone().subscribe(filter, start).await.map_err(to_status)?;
-        let messages = futures::stream::unfold(rx, |mut rx| async move {
-            let message = match rx.recv().await? {
+        let deliveries = Reauthorized::new(self.node.clone(), token, tenant, rx);
+        let messages = futures::stream::unfold(deliveries, |mut deliveries| async move {
+            let message = match deliveries.recv().await? {
                 Ok(Delivery::Entry { shard, entry, cursor }) => Ok(pb::SubscribeResponse {
                     cursor: cursor.to_string(),
                     shard: shard.0,
@@ -514,7 +517,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
                 }
                 Err(e) => Err(to_status(e)),
             };
-            Some((message, rx))
+            Some((message, deliveries))
         });
         Ok(Response::new(Box::pin(messages)))
     }

@@ -116,15 +116,19 @@ pub fn router<S: Service>(node: Arc<S>) -> Router {
 /// The principal of a request: its `Authorization` header, else its `p` URL parameter
 /// (InfluxDB 1.x's `u`/`p`).
 fn principal<S: Service>(node: &S, headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Principal, Error> {
-    let token = match headers.get(axum::http::header::AUTHORIZATION) {
-        Some(value) => Some(token_of_authorization(
+    node.authenticate(token_of_request(headers, params)?.as_deref())
+}
+
+/// The token of a request: its `Authorization` header, else its `p` URL parameter.
+pub(super) fn token_of_request(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<Option<String>, Error> {
+    match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(value) => Ok(Some(token_of_authorization(
             value
                 .to_str()
                 .map_err(|_| Error::Unauthenticated("the Authorization header is not printable ASCII".into()))?,
-        )?),
-        None => params.get("p").cloned(),
-    };
-    node.authenticate(token.as_deref())
+        )?)),
+        None => Ok(params.get("p").cloned()),
+    }
 }
 
 /// Lets a request through to the cluster's own routes only with admin on every tenant.

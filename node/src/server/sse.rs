@@ -18,7 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
-use super::http::{authorized_tenant, to_response};
+use super::auth::Reauthorized;
+use super::http::{authorized_tenant, to_response, token_of_request};
 use super::json::value_json;
 use crate::node::{Cursor, Delivery, Start};
 use crate::service::Service;
@@ -83,17 +84,16 @@ pub(super) async fn subscribe<S: Service>(
     let opened = async {
         let (mut filter, start) = parse_request(&params, &headers)?;
         filter.tenant = authorized_tenant(&*node, &headers, &credentials, Action::Read, &filter.tenant)?;
-        node.clone().subscribe(filter, start).await
+        let tenant = filter.tenant.clone();
+        let rx = node.clone().subscribe(filter, start).await?;
+        Ok(Reauthorized::new(node.clone(), token_of_request(&headers, &credentials)?, tenant, rx))
     };
-    let rx = match opened.await {
-        Ok(rx) => rx,
+    let deliveries = match opened.await {
+        Ok(d) => d,
         Err(e) => return to_response(e),
     };
-    let events = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
-        if ended {
-            return None;
-        }
-        let event = match rx.recv().await? {
+    let events = futures::stream::unfold(deliveries, |mut deliveries| async move {
+        let event = match deliveries.recv().await? {
             Ok(Delivery::Entry { shard, entry, cursor }) => Event::default()
                 .event("points")
                 .id(cursor.to_string())
@@ -101,10 +101,10 @@ pub(super) async fn subscribe<S: Service>(
             Ok(Delivery::Progress(cursor)) => Event::default().event("progress").id(cursor.to_string()).data("{}"),
             Err(e) => {
                 let body = json!({ "kind": e.kind(), "message": e.to_string() });
-                return Some((Ok::<_, Infallible>(Event::default().event("error").data(body.to_string())), (rx, true)));
+                Event::default().event("error").data(body.to_string())
             }
         };
-        Some((Ok(event), (rx, false)))
+        Some((Ok::<_, Infallible>(event), deliveries))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }

@@ -1,5 +1,6 @@
 //! Subscriptions end to end: the client library's stream and Server-Sent Events on one node
-//! (filters, resuming after a cursor, `Last-Event-ID`, bad cursors), and a 3-node cluster whose
+//! (filters, resuming after a cursor, `Last-Event-ID`, bad cursors, a token revoked while its
+//! subscription runs), and a 3-node cluster whose
 //! busiest leader is killed three times while two subscribers read, one of them dropping its
 //! stream and resuming from its cursor: each sees every acknowledged write, each shard's entries
 //! once and in log order, and both see the same entries.
@@ -195,6 +196,29 @@ fn server_sent_events_carry_the_cursor_and_resume_from_last_event_id() {
     assert_eq!(next_event(&mut resumed).event, "progress");
     let again = next_event(&mut resumed);
     assert_eq!((again.id, again.data), (b.id, b.data));
+
+    // A token revoked while its subscription runs ends the stream with the refusal.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin = hotlake_client::Client::builder().seeds([node.grpc.clone()]).token(TEST_TOKEN).admin().unwrap();
+    let reader = rt.block_on(admin.create_token("reader", &["read:fleet".into()])).unwrap();
+    let r = http
+        .get(node.url("/api/v1/subscribe?db=fleet"))
+        .header("Authorization", format!("Token {}", reader.secret))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut revoked = BufReader::new(r);
+    assert_eq!(next_event(&mut revoked).event, "progress");
+    rt.block_on(admin.revoke_token(reader.token.as_ref().unwrap().id)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = next_event(&mut revoked);
+        if e.event == "error" {
+            assert!(e.data.contains("unauthenticated"), "{}", e.data);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscription of a revoked token went on");
+    }
 
     let anonymous = reqwest::blocking::Client::new().get(node.url("/api/v1/subscribe?db=fleet")).send().unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
