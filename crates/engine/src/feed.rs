@@ -212,7 +212,7 @@ impl StoredFeed {
 
     /// After a snapshot install at `applied`: nothing held before it.
     pub(crate) fn restart_after(applied: u64) -> Self {
-        StoredFeed { start: applied + 1, ..Default::default() }
+        StoredFeed { start: applied.saturating_add(1), ..Default::default() }
     }
 }
 

@@ -322,6 +322,10 @@ impl ShardData {
                         failure = Some(corrupt(Space::Index(id), format!("series id gap at {sid}")));
                         return false;
                     }
+                    if let Some(first) = index.lookup(&rec.tenant, &rec.key) {
+                        failure = Some(corrupt(Space::Index(id), format!("series {sid} repeats series {first}")));
+                        return false;
+                    }
                     index.restore(sid, rec);
                     true
                 }
@@ -341,6 +345,10 @@ impl ShardData {
             ));
         }
         let stored_feed = StoredFeed::load(&engine, Space::Index(id))?;
+        let next_flush_seq = flushed
+            .flush_seq
+            .checked_add(1)
+            .ok_or_else(|| corrupt(Space::Index(id), "flush sequence at its maximum"))?;
         let inner = ShardInner {
             applied: flushed.applied,
             membership: flushed.membership.clone(),
@@ -349,7 +357,7 @@ impl ShardData {
             active_feed: Vec::new(),
             active_feed_bytes: 0,
             frozen: Vec::new(),
-            next_flush_seq: flushed.flush_seq + 1,
+            next_flush_seq,
             retention: flushed.retention.clone(),
             flushed,
         };

@@ -378,10 +378,9 @@ fn http_addrs(c: &Cluster) -> Vec<String> {
     c.nodes.iter().map(|n| n.http.clone()).collect()
 }
 
-#[test]
-fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
-    let mut c = Cluster::start(3);
-    let writers = Writers::start(http_addrs(&c), 3);
+/// Three rounds, while `writers` write: SIGKILL the node leading the most shards, wait until
+/// writes are acknowledged without it, restart it, wait until the cluster has converged.
+pub(crate) fn kill_busiest_leader_three_times(c: &mut Cluster, writers: &Writers) {
     writers.wait_for_more(20, Duration::from_secs(60));
     for round in 0..3 {
         let victim = c.busiest_leader();
@@ -393,6 +392,13 @@ fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
         writers.wait_for_more(10, Duration::from_secs(60));
         eprintln!("round {round}: killed node {victim}; {} batches acknowledged", writers.acked_batches());
     }
+}
+
+#[test]
+fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
+    let mut c = Cluster::start(3);
+    let writers = Writers::start(http_addrs(&c), 3);
+    kill_busiest_leader_three_times(&mut c, &writers);
     let (acked, failed) = writers.finish();
     eprintln!("{} batches acknowledged, {failed} failed or unknown", acked.len());
     check_replicas_identical(&c, Duration::from_secs(120));

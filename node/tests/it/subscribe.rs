@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hotlake_client::proto::field_column::Values;
 use hotlake_client::{SubscribeBuilder, Subscription, SubscriptionMessage};
 
-use crate::cluster::{Cluster, Writers, LINES_PER_BATCH};
+use crate::cluster::{kill_busiest_leader_three_times, Cluster, Writers, LINES_PER_BATCH};
 use crate::support::{NodeProcess, TEST_TOKEN};
 
 const T0: i64 = 1_451_606_400_000_000_000;
@@ -320,16 +320,7 @@ fn subscribers_see_every_acknowledged_write_once_across_leader_kills() {
     }
     let http: Vec<String> = c.nodes.iter().map(|n| n.http.clone()).collect();
     let writers = Writers::start(http, 2);
-    writers.wait_for_more(20, Duration::from_secs(60));
-    for round in 0..3 {
-        let victim = c.busiest_leader();
-        c.node(victim).kill9();
-        writers.wait_for_more(20, Duration::from_secs(60));
-        c.node(victim).restart_no_wait();
-        c.wait_converged(Duration::from_secs(120));
-        writers.wait_for_more(10, Duration::from_secs(60));
-        eprintln!("round {round}: killed node {victim}");
-    }
+    kill_busiest_leader_three_times(&mut c, &writers);
     let (acked, failed) = writers.finish();
     let wanted: BTreeSet<u64> = acked.iter().flat_map(|&(from, to)| from..to).collect();
     // Batch numbers are taken in turn: beyond the last acknowledged batch are only the failed
