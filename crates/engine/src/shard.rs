@@ -547,14 +547,14 @@ impl ShardData {
     pub fn read_feed(&self, after: u64, filter: &FeedFilter, max_points: usize) -> Result<FeedRead, FeedError> {
         let (in_memory, applied) = {
             let inner = self.read();
-            let in_memory: Vec<FeedEntry> = inner
-                .frozen
-                .iter()
-                .flat_map(|f| f.feed.iter())
-                .chain(&inner.active_feed)
-                .filter(|e| e.index > after)
-                .cloned()
-                .collect();
+            // Each list is in index order: skip what the cursor has seen without looking at it.
+            let after_cursor =
+                |entries: &[FeedEntry]| entries[entries.partition_point(|e| e.index <= after)..].to_vec();
+            let mut in_memory: Vec<FeedEntry> = Vec::new();
+            for f in &inner.frozen {
+                in_memory.extend(after_cursor(&f.feed));
+            }
+            in_memory.extend(after_cursor(&inner.active_feed));
             (in_memory, inner.applied.map_or(0, |a| a.index))
         };
         // Entries leave memory only after their flush is written, and trimming raises the start

@@ -63,6 +63,10 @@ impl FromStr for Cursor {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        // 4096 shards at most, each index at most 20 digits and a dot.
+        if s.len() > 4096 * 21 {
+            return Err(format!("a cursor is at most {} characters, got {}", 4096 * 21, s.len()));
+        }
         s.split('.')
             .map(|p| p.parse::<u64>().map_err(|_| format!("a cursor is log indexes joined by '.', got {:?}", shown(s))))
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -162,6 +166,24 @@ impl Node {
         start: Start,
     ) -> Result<mpsc::Receiver<Result<Delivery>>> {
         filter.tenant = self.tenant(&filter.tenant)?.to_string();
+        let limits = &self.config.limits;
+        let too_long = |s: &String| s.len() as u64 > limits.key_bytes_max;
+        if filter.measurement.as_ref().is_some_and(too_long)
+            || filter.tags.iter().any(|(k, v)| too_long(k) || v.len() as u64 > limits.tag_value_bytes_max)
+            || filter.fields.iter().any(too_long)
+        {
+            return Err(Error::invalid(
+                "a measurement, tag or field name of the filter is longer than the limits allow",
+            ));
+        }
+        if filter.tags.len() as u64 > limits.tags_per_line_max
+            || filter.fields.len() as u64 > limits.fields_per_line_max
+        {
+            return Err(Error::invalid(format!(
+                "a filter names at most {} tags and {} fields",
+                limits.tags_per_line_max, limits.fields_per_line_max
+            )));
+        }
         let ring = self.ring()?;
         let shard_count = ring.shards().count();
         let device_tag = self.settings().device_tag;
@@ -300,34 +322,32 @@ impl Node {
         max_points: usize,
     ) -> Result<FeedRead> {
         let me = self.config.node_id;
-        let mut candidates: Vec<NodeId> = Vec::new();
+        let (mut expired, mut failed) = (None, None);
         if self.local_group(shard).is_some() {
-            candidates.push(me);
-        }
-        let leader = self.leader_of(shard, &candidates);
-        for n in leader.into_iter().chain(self.map().replicas(shard).iter().copied()) {
-            if !candidates.contains(&n) {
-                candidates.push(n);
+            // The common case, read each round for every shard: answered here, nothing else looked up.
+            match self.feed_read_here(shard, after, filter, max_points).await {
+                Ok(r) => return Ok(r),
+                Err(e @ Error::CursorExpired(_)) => expired = Some(e),
+                Err(Error::NotLeader { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
-        let mut expired = None;
-        let mut failed = None;
-        for target in candidates {
-            let read = if target == me {
-                self.feed_read_here(shard, after, filter, max_points).await
-            } else {
-                let call = PeerCall::FeedRead { shard, after, filter: filter.clone(), max_points: max_points as u64 };
-                match self.call_node(target, &call).await {
-                    Ok(PeerReply::Feed { entries, through }) => Ok(FeedRead {
-                        entries: entries
-                            .into_iter()
-                            .map(|(index, w)| FeedEntry { index, write: Arc::new(w) })
-                            .collect(),
-                        through,
-                    }),
-                    Ok(other) => Err(Error::Internal(format!("unexpected reply to a feed read: {other:?}"))),
-                    Err(e) => Err(e),
-                }
+        let mut others: Vec<NodeId> = Vec::new();
+        let leader = self.leader_of(shard, &[me]);
+        for n in leader.into_iter().chain(self.map().replicas(shard).iter().copied()) {
+            if n != me && !others.contains(&n) {
+                others.push(n);
+            }
+        }
+        for target in others {
+            let call = PeerCall::FeedRead { shard, after, filter: filter.clone(), max_points: max_points as u64 };
+            let read = match self.call_node(target, &call).await {
+                Ok(PeerReply::Feed { entries, through }) => Ok(FeedRead {
+                    entries: entries.into_iter().map(|(index, w)| FeedEntry { index, write: Arc::new(w) }).collect(),
+                    through,
+                }),
+                Ok(other) => Err(Error::Internal(format!("unexpected reply to a feed read: {other:?}"))),
+                Err(e) => Err(e),
             };
             match read {
                 Ok(r) => return Ok(r),
@@ -381,5 +401,7 @@ mod tests {
         for bad in ["", "1..2", "1.x", "-1", "1.2."] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?} parsed");
         }
+        let huge = vec!["1"; 50_000].join(".");
+        assert!(huge.parse::<Cursor>().unwrap_err().contains("at most"));
     }
 }

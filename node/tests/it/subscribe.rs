@@ -201,6 +201,15 @@ fn server_sent_events_carry_the_cursor_and_resume_from_last_event_id() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let admin = hotlake_client::Client::builder().seeds([node.grpc.clone()]).token(TEST_TOKEN).admin().unwrap();
     let reader = rt.block_on(admin.create_token("reader", &["read:fleet".into()])).unwrap();
+    let elsewhere = http
+        .get(node.url("/api/v1/subscribe?db=meters"))
+        .header("Authorization", format!("Token {}", reader.secret))
+        .send()
+        .unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 403, "a token of one tenant subscribed to another");
+    let long_tag = format!("/api/v1/subscribe?db=fleet&tag=device_id={}", "x".repeat(5000));
+    let r = http.get(node.url(&long_tag)).header("Authorization", format!("Bearer {TEST_TOKEN}")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a tag value past limits.tag_value_bytes_max");
     let r = http
         .get(node.url("/api/v1/subscribe?db=fleet"))
         .header("Authorization", format!("Token {}", reader.secret))
