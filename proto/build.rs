@@ -20,6 +20,9 @@ const ADMIN_REPLIES: &[&str] = &[
     "Token",
     "CreateTokenResponse",
     "ListTokensResponse",
+    "ConsumerGroup",
+    "ConsumerMember",
+    "ShardPosition",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

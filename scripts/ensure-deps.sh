@@ -11,7 +11,9 @@ hotlake_ensure_deps() {
     local missing=()
     command -v clang >/dev/null 2>&1 || missing+=(clang)
     # RocksDB's bindings are generated with libclang at build time.
-    if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    # libclang itself (libclang.so or libclang-14.so...), not libclang-cpp, which bindgen cannot use.
+    if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+        /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
         missing+=(libclang-dev)
     fi
     command -v c++ >/dev/null 2>&1 || missing+=(g++)

@@ -226,6 +226,28 @@ impl AdminClient {
         Ok(r.await?.map_version)
     }
 
+    /// Moves a consumer group with no member reading to `to`: "now", or a cursor.
+    pub async fn reset_consumer_group(&self, tenant: &str, group: &str, to: &str) -> Result<(), ClientError> {
+        let req = pb::ResetConsumerGroupRequest { tenant: tenant.into(), group: group.into(), to: to.into() };
+        self.call(|mut s, c| {
+            let r = c.request(req.clone());
+            async move { s.reset_consumer_group(r).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a consumer group with no member reading.
+    pub async fn delete_consumer_group(&self, tenant: &str, group: &str) -> Result<(), ClientError> {
+        let req = pb::DeleteConsumerGroupRequest { tenant: tenant.into(), group: group.into() };
+        self.call(|mut s, c| {
+            let r = c.request(req.clone());
+            async move { s.delete_consumer_group(r).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Health of the node at `addr`.
     pub async fn health_at(&self, addr: &str) -> Result<pb::HealthResponse, ClientError> {
         let mut stub = self.conn.data(addr)?;

@@ -180,7 +180,7 @@ impl Client {
         self.inner.conn.data(addr)
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         self.inner.conn.request(message)
     }
 
@@ -355,7 +355,7 @@ impl Client {
     }
 
     /// Runs a read on some member, moving to another on retryable errors, within the budget.
-    async fn read<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub(crate) async fn read<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(HotlakeClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,

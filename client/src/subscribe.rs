@@ -10,6 +10,12 @@
 //! and opens the next stream with it, so a reconnection neither skips nor repeats anything the
 //! application was given. An error that a retry cannot fix (a cursor older than the feed kept,
 //! a refused token, a bad filter) is the stream's last item.
+//!
+//! A member of a consumer group ([`SubscribeBuilder::group`]) instead resumes, on every
+//! (re)connection, after the positions the group committed ([`Subscription::commit`]): what
+//! was delivered but not committed comes again (at-least-once). For exactly-once, store each
+//! message's cursor with what was made of it, and skip a message whose cursor position for
+//! its shard is not past the stored one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -64,8 +70,17 @@ impl SubscribeBuilder {
     }
 
     /// Start right after `cursor` (from an earlier [`SubscriptionMessage`]) instead of now.
+    /// With [`SubscribeBuilder::group`]: where the group starts if it is new.
     pub fn after(mut self, cursor: &str) -> Self {
         self.req.start = cursor.to_string();
+        self
+    }
+
+    /// Read as a member of consumer group `name` (created on first use, starting now or
+    /// [`SubscribeBuilder::after`]): the group's members share the shards, and each resumes
+    /// after the positions committed with [`Subscription::commit`].
+    pub fn group(mut self, name: &str) -> Self {
+        self.req.group = name.to_string();
         self
     }
 }
@@ -82,6 +97,8 @@ pub struct SubscriptionMessage {
     pub index: u64,
     /// The matching points; empty in a progress message (nothing matched for a while).
     pub series: Vec<pb::SeriesPoints>,
+    /// In a consumer group: the member id of the stream that delivered it.
+    pub member: String,
 }
 
 impl SubscriptionMessage {
@@ -95,12 +112,47 @@ impl SubscriptionMessage {
 pub struct Subscription {
     rx: mpsc::Receiver<Result<SubscriptionMessage, ClientError>>,
     task: tokio::task::JoinHandle<()>,
+    client: Client,
+    req: pb::SubscribeRequest,
+    /// The member id of the last message received (consumer groups).
+    member: String,
 }
 
 impl Subscription {
     /// The next message (`None` once the subscription has ended).
     pub async fn recv(&mut self) -> Option<Result<SubscriptionMessage, ClientError>> {
-        self.rx.recv().await
+        let next = self.rx.recv().await;
+        if let Some(Ok(m)) = &next {
+            self.member.clone_from(&m.member);
+        }
+        next
+    }
+
+    /// In a consumer group: commits what the application has processed, up to `cursor` (a
+    /// message's), for the shards this member reads; returns those shards. Retried while the
+    /// group's coordinator is moving; a commit after the member lost a shard leaves that shard's
+    /// position to its new reader.
+    pub async fn commit(&self, cursor: &str) -> Result<Vec<u32>, ClientError> {
+        if self.req.group.is_empty() {
+            return Err(ClientError::Rejected {
+                kind: hotlake_proto::errors::ErrorKind::InvalidArgument.as_str().into(),
+                message: "commit is for subscriptions of a consumer group (SubscribeBuilder::group)".into(),
+            });
+        }
+        let req = pb::CommitConsumerRequest {
+            tenant: self.req.tenant.clone(),
+            group: self.req.group.clone(),
+            member: self.member.clone(),
+            cursor: cursor.to_string(),
+        };
+        let resp = self
+            .client
+            .read(|mut stub| {
+                let r = self.client.request(req.clone());
+                async move { stub.commit_consumer(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(resp.shards)
     }
 }
 
@@ -108,7 +160,12 @@ impl Stream for Subscription {
     type Item = Result<SubscriptionMessage, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        let next = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(m))) = &next {
+            let member = m.member.clone();
+            self.member = member;
+        }
+        next
     }
 }
 
@@ -126,8 +183,22 @@ impl Client {
     pub fn subscribe(&self, what: SubscribeBuilder) -> Subscription {
         let (tx, rx) = mpsc::channel(BUFFERED_MESSAGES);
         let client = self.clone();
+        let req = what.req.clone();
         let task = tokio::spawn(async move { client.run_subscription(what.req, tx).await });
-        Subscription { rx, task }
+        Subscription { rx, task, client: self.clone(), req, member: String::new() }
+    }
+
+    /// A tenant's consumer groups (`group` empty: all of them): committed positions, lag and
+    /// members.
+    pub async fn consumer_groups(&self, tenant: &str, group: &str) -> Result<Vec<pb::ConsumerGroup>, ClientError> {
+        let req = pb::ConsumerGroupsRequest { tenant: tenant.to_string(), group: group.to_string() };
+        let resp = self
+            .read(|mut stub| {
+                let r = self.request(req.clone());
+                async move { stub.consumer_groups(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(resp.groups)
     }
 
     async fn run_subscription(
@@ -186,8 +257,13 @@ impl Client {
                 Ok(None) | Err(_) => return Ok(Ended::Broke),
             };
             req.start = next.cursor.clone();
-            let message =
-                SubscriptionMessage { cursor: next.cursor, shard: next.shard, index: next.index, series: next.series };
+            let message = SubscriptionMessage {
+                cursor: next.cursor,
+                shard: next.shard,
+                index: next.index,
+                series: next.series,
+                member: next.member,
+            };
             if tx.send(Ok(message)).await.is_err() {
                 return Ok(Ended::ReceiverGone);
             }

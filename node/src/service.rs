@@ -27,7 +27,10 @@ use hotlake_types::limits::Limits;
 use hotlake_types::ring::Ring;
 use hotlake_types::NodeId;
 
-use crate::node::{ClusterStatus, Delivery, Health, NewToken, Node, Start, WritePermit, WriteRouting, WriteSummary};
+use crate::node::{
+    ClusterStatus, ConsumerGroupStatus, Cursor, Delivery, Health, NewToken, Node, ResetTo, Start, WritePermit,
+    WriteRouting, WriteSummary,
+};
 use hotlake_engine::feed::FeedFilter;
 use tokio::sync::mpsc;
 
@@ -81,6 +84,32 @@ pub trait Subscriptions: Send + Sync + 'static {
         filter: FeedFilter,
         start: Start,
     ) -> impl Future<Output = Result<mpsc::Receiver<Result<Delivery>>>> + Send;
+    /// Joins a consumer group (created at `start` when new) as a new member: its id, and its
+    /// deliveries, from the shards the group's coordinator gives it.
+    fn subscribe_group(
+        self: Arc<Self>,
+        filter: FeedFilter,
+        group: String,
+        start: Start,
+    ) -> impl Future<Output = Result<(String, mpsc::Receiver<Result<Delivery>>)>> + Send;
+    /// Commits a member's processed cursor; returns the shards whose positions moved.
+    fn commit_consumer(
+        &self,
+        tenant: &str,
+        group: &str,
+        member: &str,
+        cursor: &Cursor,
+    ) -> impl Future<Output = Result<Vec<u32>>> + Send;
+    /// One consumer group of a tenant, or all of them.
+    fn consumer_groups(
+        &self,
+        tenant: &str,
+        group: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ConsumerGroupStatus>>> + Send;
+    /// Moves a consumer group with no member reading.
+    fn reset_consumer(&self, tenant: &str, group: &str, to: ResetTo) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a consumer group with no member reading.
+    fn delete_consumer(&self, tenant: &str, group: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Operations: health, metrics, the cluster map and the cluster, node and shard commands.
@@ -186,6 +215,26 @@ impl Queries for Node {
 impl Subscriptions for Node {
     async fn subscribe(self: Arc<Self>, filter: FeedFilter, start: Start) -> Result<mpsc::Receiver<Result<Delivery>>> {
         Node::subscribe(&self, filter, start).await
+    }
+    async fn subscribe_group(
+        self: Arc<Self>,
+        filter: FeedFilter,
+        group: String,
+        start: Start,
+    ) -> Result<(String, mpsc::Receiver<Result<Delivery>>)> {
+        Node::subscribe_group(&self, filter, group, start).await
+    }
+    async fn commit_consumer(&self, tenant: &str, group: &str, member: &str, cursor: &Cursor) -> Result<Vec<u32>> {
+        Node::commit_consumer(self, tenant, group, member, cursor).await
+    }
+    async fn consumer_groups(&self, tenant: &str, group: Option<&str>) -> Result<Vec<ConsumerGroupStatus>> {
+        Node::consumer_groups(self, tenant, group).await
+    }
+    async fn reset_consumer(&self, tenant: &str, group: &str, to: ResetTo) -> Result<()> {
+        Node::reset_consumer(self, tenant, group, to).await
+    }
+    async fn delete_consumer(&self, tenant: &str, group: &str) -> Result<()> {
+        Node::delete_consumer(self, tenant, group).await
     }
 }
 

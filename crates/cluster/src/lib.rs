@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod access;
+pub mod consumers;
 pub mod leaders;
 pub mod map;
 pub mod meta;

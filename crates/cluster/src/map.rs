@@ -229,6 +229,10 @@ pub enum MetaCommand {
         /// Its id.
         id: u64,
     },
+    /// Changes a consumer group's committed positions. Applied by the meta state machine to
+    /// its [`crate::consumers::ConsumerGroups`], beside the map: commits are frequent and change
+    /// nothing that map watchers follow.
+    Consumers(crate::consumers::ConsumerCommand),
 }
 
 impl MetaCommand {
@@ -243,7 +247,8 @@ impl MetaCommand {
             MetaCommand::CreateTenant { .. }
             | MetaCommand::SetTenant { .. }
             | MetaCommand::CreateToken(_)
-            | MetaCommand::RevokeToken { .. } => false,
+            | MetaCommand::RevokeToken { .. }
+            | MetaCommand::Consumers(_) => false,
         }
     }
 }
@@ -444,6 +449,9 @@ impl ClusterMap {
                 if self.tokens.remove(id).is_none() {
                     return Err(format!("no token with id {id}"));
                 }
+            }
+            MetaCommand::Consumers(_) => {
+                return Err("consumer group commands change the consumer groups, not the map".into());
             }
         }
         self.version += 1;

@@ -12,6 +12,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::consumers::{ConsumerGroup, ConsumerGroups};
 use super::map::{ClusterMap, MetaCommand, NodeInfo};
 use hotlake_raft::{read_err, write_err, LogId, NodeId, RaftStorageError, StoredMembership};
 use hotlake_storage::{Durability, Engine, Space, WriteBatch};
@@ -53,6 +54,32 @@ pub struct MetaState {
     pub membership: StoredMembership,
     /// The map.
     pub map: ClusterMap,
+    /// Consumer groups' committed positions.
+    pub consumers: ConsumerGroups,
+}
+
+/// The state as nodes before consumer groups wrote it: read once, then rewritten in the
+/// current form by the next apply.
+#[derive(Deserialize)]
+struct MetaStateBeforeConsumers {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    map: ClusterMap,
+}
+
+/// Decodes a persisted or snapshotted [`MetaState`], in the current form or the one before.
+fn decode_state(bytes: &[u8]) -> bincode::Result<MetaState> {
+    bincode::deserialize::<MetaState>(bytes).or_else(|current| {
+        match bincode::deserialize::<MetaStateBeforeConsumers>(bytes) {
+            Ok(old) => Ok(MetaState {
+                applied: old.applied,
+                membership: old.membership,
+                map: old.map,
+                consumers: ConsumerGroups::default(),
+            }),
+            Err(_) => Err(current),
+        }
+    })
 }
 
 const META_STATE_KEY: &[u8] = b"cluster_state";
@@ -69,7 +96,7 @@ impl MetaStateMachine {
     /// Loads the applied state from `engine` (empty on a new node).
     pub fn open(engine: Engine) -> Result<Self, hotlake_storage::StorageError> {
         let state: MetaState = match engine.get(Space::NodeMeta, META_STATE_KEY)? {
-            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| hotlake_storage::StorageError::Corrupt {
+            Some(bytes) => decode_state(&bytes).map_err(|e| hotlake_storage::StorageError::Corrupt {
                 space: Space::NodeMeta.name(),
                 reason: format!("cluster state: {e}"),
             })?,
@@ -87,6 +114,16 @@ impl MetaStateMachine {
     /// Follows map changes.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ClusterMap>> {
         self.published.subscribe()
+    }
+
+    /// A consumer group's committed positions, as this node has applied them.
+    pub fn consumer_group(&self, tenant: &str, group: &str) -> Option<ConsumerGroup> {
+        self.lock().consumers.get(tenant, group).cloned()
+    }
+
+    /// The consumer groups of a tenant, by name.
+    pub fn consumer_groups(&self, tenant: &str) -> Vec<(String, ConsumerGroup)> {
+        self.lock().consumers.of_tenant(tenant)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MetaState> {
@@ -161,6 +198,12 @@ impl RaftStateMachine<MetaTypeConfig> for MetaStateMachine {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Membership(m) => s.membership = StoredMembership::new(Some(entry.log_id), m),
+                    EntryPayload::Normal(MetaCommand::Consumers(cmd)) => {
+                        let shard_count = s.map.shard_count;
+                        if let Err(reason) = s.consumers.apply(&cmd, shard_count) {
+                            outcome.rejected = Some(reason);
+                        }
+                    }
                     EntryPayload::Normal(cmd) => {
                         let checked = match &cmd {
                             MetaCommand::AddNode(info) => may_vote_again(&s, info),
@@ -196,7 +239,7 @@ impl RaftStateMachine<MetaTypeConfig> for MetaStateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<MetaSnapshot>,
     ) -> Result<(), RaftStorageError> {
-        let state: MetaState = bincode::deserialize(&snapshot.0).map_err(read_err)?;
+        let state: MetaState = decode_state(&snapshot.0).map_err(read_err)?;
         if state.applied != meta.last_log_id {
             return Err(read_err(io::Error::other(format!(
                 "meta snapshot content is at {:?} but its meta says {:?}",
@@ -216,5 +259,28 @@ impl RaftStateMachine<MetaTypeConfig> for MetaStateMachine {
             return Ok(None);
         }
         Ok(Some(Self::snapshot_of(&state)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumers::ConsumerCommand;
+
+    #[test]
+    fn state_written_before_consumer_groups_is_still_read_and_the_current_form_round_trips() {
+        let map = ClusterMap { version: 7, ..Default::default() };
+        // The earlier form: the same fields, without the consumer groups after them.
+        let old = bincode::serialize(&(None::<LogId>, StoredMembership::default(), &map)).unwrap();
+        let state = decode_state(&old).unwrap();
+        assert_eq!(state.map.version, 7);
+        assert_eq!(state.consumers, ConsumerGroups::default());
+
+        let mut state = state;
+        let create = ConsumerCommand::Create { tenant: "t".into(), group: "g".into(), positions: vec![3] };
+        state.consumers.apply(&create, 1).unwrap();
+        let back = decode_state(&bincode::serialize(&state).unwrap()).unwrap();
+        assert_eq!(back.consumers.get("t", "g").unwrap().positions, vec![3]);
+        assert!(decode_state(b"\x01garbage").is_err());
     }
 }

@@ -50,6 +50,11 @@ use hotlake_types::limits::limit_name;
 /// Group id of the meta group on the wire; shard groups use their shard id.
 pub const META_GROUP: u64 = u64::MAX;
 
+/// How often an idle peer connection is pinged, and how long a ping may go unanswered before
+/// the connection is dropped and the next call opens a new one.
+const PEER_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const PEER_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Raft RPC kinds on the wire.
 pub const KIND_APPEND: u32 = 1;
 /// See [`KIND_APPEND`].
@@ -124,6 +129,60 @@ pub enum PeerCall {
         /// Stop once the selected entries hold this many points.
         max_points: u64,
     },
+    /// A consumer-group call, answered by the meta leader.
+    Consumer(ConsumerCall),
+}
+
+/// A call to the coordinator of consumer groups: the meta leader, which keeps who reads which
+/// shard (soft state, rebuilt from heartbeats) and commits positions through the meta group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ConsumerCall {
+    /// A member is alive, or (with `leaving`) gone; the answer is its assignment.
+    Heartbeat {
+        /// The tenant.
+        tenant: String,
+        /// The group.
+        group: String,
+        /// The member's id.
+        member: String,
+        /// The member has stopped.
+        leaving: bool,
+    },
+    /// A member commits what it has processed; positions of shards it is not assigned are
+    /// left out.
+    Commit {
+        /// The tenant.
+        tenant: String,
+        /// The group.
+        group: String,
+        /// The member's id.
+        member: String,
+        /// (shard, last processed index) pairs.
+        positions: Vec<(u32, u64)>,
+    },
+    /// The group's members and the shards each reads.
+    Members {
+        /// The tenant.
+        tenant: String,
+        /// The group.
+        group: String,
+    },
+}
+
+/// The coordinator's answer to a [`ConsumerCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerReply {
+    /// The shards the member reads and their committed positions (same order).
+    Assignment {
+        /// Shards.
+        shards: Vec<u32>,
+        /// Committed position of each.
+        positions: Vec<u64>,
+    },
+    /// The shards whose positions were committed.
+    Committed(Vec<u32>),
+    /// Members and their shards.
+    Members(Vec<(String, Vec<u32>)>),
 }
 
 /// A reply to a [`PeerCall`].
@@ -159,6 +218,8 @@ pub enum PeerReply {
         /// Every entry up to this index has been considered.
         through: u64,
     },
+    /// Result of `Consumer`.
+    Consumer(ConsumerReply),
 }
 
 /// The Raft view of one shard group, as reported by its leader.
@@ -416,7 +477,14 @@ impl Peers {
                 let endpoint = self
                     .endpoint(addr)
                     .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
-                    .connect_timeout(Duration::from_secs(1));
+                    .connect_timeout(Duration::from_secs(1))
+                    // A connection whose packets were dropped (a partition, a peer's host gone)
+                    // otherwise stays "open" until TCP's retransmissions give up, minutes after
+                    // the network heals; pings find it dead and the next call reconnects. The
+                    // timeout is generous so a peer busy for seconds is not cut off.
+                    .http2_keep_alive_interval(PEER_KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(PEER_KEEP_ALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true);
                 let c = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c

@@ -84,6 +84,7 @@ impl Node {
                 let entries = read.entries.into_iter().map(|e| (e.index, Arc::unwrap_or_clone(e.write))).collect();
                 Ok(PeerReply::Feed { entries, through: read.through })
             }
+            PeerCall::Consumer(call) => Ok(PeerReply::Consumer(self.coordinate(call).await?)),
             PeerCall::Digest { shard } => {
                 let (digest, applied) = self.shard_digest(shard).await?;
                 Ok(PeerReply::Digest { digest, applied })

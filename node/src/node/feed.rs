@@ -137,7 +137,7 @@ pub(crate) struct Subscribers {
 }
 
 /// Holds one subscription's place in [`Subscribers`] until dropped.
-struct Seat {
+pub(super) struct Seat {
     node: Arc<Node>,
     tenant: String,
 }
@@ -165,6 +165,24 @@ impl Node {
         mut filter: FeedFilter,
         start: Start,
     ) -> Result<mpsc::Receiver<Result<Delivery>>> {
+        let shards = self.check_filter(&mut filter)?;
+        let seat = self.take_seat(&filter.tenant)?;
+        let resumed = matches!(start, Start::After(_));
+        let cursor = self.start_cursor(start, &shards, &filter).await?;
+        let (tx, rx) = mpsc::channel(self.config.feed.subscriber_buffer_messages as usize);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _seat = seat;
+            if let Err(e) = node.run_subscription(filter, shards, cursor, resumed, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Checks a filter against the request limits and names its tenant (the default one when
+    /// it names none); returns the shards whose feeds it can touch.
+    pub(super) fn check_filter(&self, filter: &mut FeedFilter) -> Result<Vec<ShardId>> {
         filter.tenant = self.tenant(&filter.tenant)?.to_string();
         let limits = &self.config.limits;
         let too_long = |s: &String| s.len() as u64 > limits.key_bytes_max;
@@ -185,16 +203,18 @@ impl Node {
             )));
         }
         let ring = self.ring()?;
-        let shard_count = ring.shards().count();
         let device_tag = self.settings().device_tag;
-        let shards: Vec<ShardId> = match filter.tags.iter().find(|(k, _)| *k == device_tag) {
+        Ok(match filter.tags.iter().find(|(k, _)| *k == device_tag) {
             // The device tag decides the shard: one feed to read.
             Some((_, device)) => vec![ring.shard_of(&filter.tenant, device)],
             None => ring.shards().collect(),
-        };
-        let seat = self.take_seat(&filter.tenant)?;
-        let resumed = matches!(start, Start::After(_));
-        let cursor = match start {
+        })
+    }
+
+    /// The cursor a subscription over `shards` starts from (shards not read stay at 0).
+    pub(super) async fn start_cursor(&self, start: Start, shards: &[ShardId], filter: &FeedFilter) -> Result<Cursor> {
+        let shard_count = self.ring()?.shards().count();
+        match start {
             Start::After(c) => {
                 if c.0.len() != shard_count {
                     return Err(Error::invalid(format!(
@@ -202,28 +222,19 @@ impl Node {
                         c.0.len()
                     )));
                 }
-                c
+                Ok(c)
             }
             Start::Now => {
                 let mut c = Cursor(vec![0; shard_count]);
-                for &shard in &shards {
-                    c.0[shard.0 as usize] = self.feed_read_anywhere(shard, None, &filter, 0).await?.through;
+                for &shard in shards {
+                    c.0[shard.0 as usize] = self.feed_read_anywhere(shard, None, filter, 0).await?.through;
                 }
-                c
+                Ok(c)
             }
-        };
-        let (tx, rx) = mpsc::channel(self.config.feed.subscriber_buffer_messages as usize);
-        let node = self.clone();
-        tokio::spawn(async move {
-            let _seat = seat;
-            if let Err(e) = node.run_subscription(filter, shards, cursor, resumed, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        Ok(rx)
+        }
     }
 
-    fn take_seat(self: &Arc<Self>, tenant: &str) -> Result<Seat> {
+    pub(super) fn take_seat(self: &Arc<Self>, tenant: &str) -> Result<Seat> {
         let limits = &self.config.feed;
         let s = &self.subscribers;
         let mut per = s.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,7 +258,7 @@ impl Node {
     }
 
     /// Reads the shards' feeds from `cursor` on and delivers until the receiver goes away.
-    async fn run_subscription(
+    pub(super) async fn run_subscription(
         &self,
         filter: FeedFilter,
         shards: Vec<ShardId>,
@@ -314,7 +325,7 @@ impl Node {
     /// that holds it: the one here, else the leader, else the other replicas. A replica that
     /// installed a snapshot holds the feed only from the snapshot on, so a cursor is expired
     /// only when no replica answering holds it.
-    async fn feed_read_anywhere(
+    pub(super) async fn feed_read_anywhere(
         &self,
         shard: ShardId,
         after: Option<u64>,

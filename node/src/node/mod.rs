@@ -8,6 +8,7 @@
 //!  coordinator  query ──plan shards──► per shard: leader: ensure_linearizable ──► run_on_shard ──► merge
 //!  replicas     open/drop shard groups, propose, linearizable reads, digests
 //!  feed         subscribe(filter, cursor) ──► per shard: read_feed here (else the leader) ──► channel
+//!  consumers    consumer groups: members share shards, commit positions through the meta group
 //!  maintenance  flush scheduler, retention, the background tasks
 //!  admin        cluster, node and shard operations; calls from other nodes
 //!  access       tokens verified against the map; tenant and token operations
@@ -18,6 +19,7 @@
 
 mod access;
 mod admin;
+mod consumers;
 mod control;
 mod coordinator;
 mod feed;
@@ -27,6 +29,7 @@ mod router;
 
 pub use access::NewToken;
 pub use admin::{ClusterStatus, MemberStatus};
+pub use consumers::{ConsumerGroupStatus, ResetTo};
 pub use feed::{Cursor, Delivery, Start};
 pub use router::WritePermit;
 
@@ -153,6 +156,8 @@ pub struct Node {
     applied_signal: Arc<feed::AppliedSignal>,
     /// Subscriptions open here.
     subscribers: feed::Subscribers,
+    /// Members of consumer groups, while this node leads the meta group.
+    consumer_members: consumers::ConsumerMembers,
     pub(crate) stopping: AtomicBool,
     /// Set once this node has seen itself in the map; a node removed after that does not join
     /// again on its own (it was drained on purpose).
@@ -280,6 +285,7 @@ impl Node {
             )),
             applied_signal: Arc::new(feed::AppliedSignal::new(metrics.clone())),
             subscribers: Default::default(),
+            consumer_members: Default::default(),
             metrics,
             stopping: AtomicBool::new(false),
             was_member: AtomicBool::new(false),

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{principal_of_call, require, require_all};
 use super::grpc::to_status;
-use crate::node::ClusterStatus;
-use crate::service::Admin;
+use crate::node::{ClusterStatus, Cursor, ResetTo};
+use crate::service::{Admin, Ingest, Subscriptions};
 use hotlake_cluster::access::{Action, Principal, Scope, TenantSettings, TokenRecord};
 use hotlake_cluster::map::{NodeInfo, NodeState};
 use hotlake_cluster::transport::{NodeStatus, ReplicaStatus};
@@ -159,7 +159,7 @@ fn map_change(version: u64) -> Response<pb::MapChangeResponse> {
 }
 
 #[tonic::async_trait]
-impl<S: Admin> admin_server::Admin for AdminService<S> {
+impl<S: Admin + Ingest + Subscriptions> admin_server::Admin for AdminService<S> {
     async fn cluster_status(
         &self,
         request: Request<pb::ClusterStatusRequest>,
@@ -318,6 +318,38 @@ impl<S: Admin> admin_server::Admin for AdminService<S> {
         let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
         let id = request.into_inner().id;
         self.node.revoke_token(&principal, id).await.map(map_change).map_err(to_status)
+    }
+
+    async fn reset_consumer_group(
+        &self,
+        request: Request<pb::ResetConsumerGroupRequest>,
+    ) -> Result<Response<pb::ConsumerGroupChangeResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        let tenant = self.node.tenant(&r.tenant).map_err(to_status)?.to_string();
+        require(&principal, Action::Admin, &tenant).map_err(to_status)?;
+        let to = match r.to.as_str() {
+            "now" => ResetTo::Now,
+            cursor => ResetTo::After(
+                cursor
+                    .parse::<Cursor>()
+                    .map_err(|e| to_status(Error::invalid(format!("`to` is \"now\" or a cursor: {e}"))))?,
+            ),
+        };
+        self.node.reset_consumer(&tenant, &r.group, to).await.map_err(to_status)?;
+        Ok(Response::new(pb::ConsumerGroupChangeResponse {}))
+    }
+
+    async fn delete_consumer_group(
+        &self,
+        request: Request<pb::DeleteConsumerGroupRequest>,
+    ) -> Result<Response<pb::ConsumerGroupChangeResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        let tenant = self.node.tenant(&r.tenant).map_err(to_status)?.to_string();
+        require(&principal, Action::Admin, &tenant).map_err(to_status)?;
+        self.node.delete_consumer(&tenant, &r.group).await.map_err(to_status)?;
+        Ok(Response::new(pb::ConsumerGroupChangeResponse {}))
     }
 }
 

@@ -502,24 +502,57 @@ impl<S: Service> Hotlake for GrpcService<S> {
             tags: r.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             fields: r.fields,
         };
-        let rx = self.node.clone().subscribe(filter, start).await.map_err(to_status)?;
+        let (member, rx) = if r.group.is_empty() {
+            (String::new(), self.node.clone().subscribe(filter, start).await.map_err(to_status)?)
+        } else {
+            self.node.clone().subscribe_group(filter, r.group, start).await.map_err(to_status)?
+        };
         let deliveries = Reauthorized::new(self.node.clone(), token, tenant, rx);
-        let messages = futures::stream::unfold(deliveries, |mut deliveries| async move {
+        let messages = futures::stream::unfold((deliveries, member), |(mut deliveries, member)| async move {
             let message = match deliveries.recv().await? {
                 Ok(Delivery::Entry { shard, entry, cursor }) => Ok(pb::SubscribeResponse {
                     cursor: cursor.to_string(),
                     shard: shard.0,
                     index: entry.index,
                     series: write_to_proto(&entry.write),
+                    member: member.clone(),
                 }),
-                Ok(Delivery::Progress(cursor)) => {
-                    Ok(pb::SubscribeResponse { cursor: cursor.to_string(), ..Default::default() })
-                }
+                Ok(Delivery::Progress(cursor)) => Ok(pb::SubscribeResponse {
+                    cursor: cursor.to_string(),
+                    member: member.clone(),
+                    ..Default::default()
+                }),
                 Err(e) => Err(to_status(e)),
             };
-            Some((message, deliveries))
+            Some((message, (deliveries, member)))
         });
         Ok(Response::new(Box::pin(messages)))
+    }
+
+    async fn commit_consumer(
+        &self,
+        request: Request<pb::CommitConsumerRequest>,
+    ) -> Result<Response<pb::CommitConsumerResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        self.authorize(&principal, Action::Read, &r.tenant)?;
+        let cursor = r.cursor.parse::<Cursor>().map_err(|e| to_status(Error::invalid(e)))?;
+        let shards = self.node.commit_consumer(&r.tenant, &r.group, &r.member, &cursor).await.map_err(to_status)?;
+        Ok(Response::new(pb::CommitConsumerResponse { shards }))
+    }
+
+    async fn consumer_groups(
+        &self,
+        request: Request<pb::ConsumerGroupsRequest>,
+    ) -> Result<Response<pb::ConsumerGroupsResponse>, Status> {
+        let principal = principal_of_call(&*self.node, request.metadata()).map_err(to_status)?;
+        let r = request.into_inner();
+        self.authorize(&principal, Action::Read, &r.tenant)?;
+        let one = (!r.group.is_empty()).then_some(r.group.as_str());
+        let groups = self.node.consumer_groups(&r.tenant, one).await.map_err(to_status)?;
+        Ok(Response::new(pb::ConsumerGroupsResponse {
+            groups: groups.into_iter().map(consumer_group_to_proto).collect(),
+        }))
     }
 
     /// Needs no token: load balancers and probes ask it, and it names no tenant or data.
@@ -571,5 +604,27 @@ impl<S: Service> Hotlake for GrpcService<S> {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// A consumer group's state as the wire carries it.
+fn consumer_group_to_proto(g: crate::node::ConsumerGroupStatus) -> pb::ConsumerGroup {
+    pb::ConsumerGroup {
+        lag_entries: g.lag_entries(),
+        cursor: g.positions.to_string(),
+        commits: g.commits,
+        members: g.members.into_iter().map(|(member, shards)| pb::ConsumerMember { member, shards }).collect(),
+        shards: g
+            .positions
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, p)| pb::ShardPosition {
+                shard: i as u32,
+                position: *p,
+                applied: g.applied.get(i).copied().unwrap_or(0),
+            })
+            .collect(),
+        group: g.group,
     }
 }

@@ -7,6 +7,7 @@
 //! | `POST /api/v1/query` | JSON query (see `server::json`) |
 //! | `POST /api/v1/last` | latest values per device |
 //! | `GET /api/v1/subscribe` | a subscription as Server-Sent Events (see `server::sse`) |
+//! | `POST /api/v1/consumers/{group}/commit?db=` | commit a consumer group member's cursor: `{"member", "cursor"}` |
 //! | `GET /health` | 200 when every shard has a leader, 503 otherwise |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /api/v1/cluster` | cluster map and every member's status |
@@ -106,6 +107,7 @@ pub fn router<S: Service>(node: Arc<S>) -> Router {
         .route("/api/v1/query", post(query::<S>))
         .route("/api/v1/last", post(last::<S>))
         .route("/api/v1/subscribe", get(super::sse::subscribe::<S>))
+        .route("/api/v1/consumers/{group}/commit", post(super::sse::commit::<S>))
         .route("/health", get(health::<S>))
         .route("/api/v1/cluster/init", post(init_cluster::<S>))
         .merge(admin)

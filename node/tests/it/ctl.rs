@@ -319,3 +319,65 @@ fn typed_admin_refuses_bad_changes_and_changes_nothing(grpc: &[String]) {
         assert_eq!((digest.shard, digest.node), (0, leader));
     });
 }
+
+/// `tail --group` in a child process until `count` points, with writes one point each.
+fn tail_group(ctl: &Ctl, node: &crate::support::NodeProcess, count: usize, first: usize) -> Vec<Value> {
+    let mut child = Command::new(hotlakectl())
+        .args(["--cluster", &ctl.cluster, "tail", "readings", "--db", "fleet", "--group", "ops"])
+        .args(["--output", "json", "--count", &count.to_string()])
+        .env("HOTLAKE_TOKEN", crate::support::TEST_TOKEN)
+        .env("HOME", "/nonexistent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written once the member reads (the group starts now when it is new).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let groups = ctl.run(&["consumer", "list", "--db", "fleet", "--output", "json"]);
+        if groups.code == 0 && groups.json()[0]["members"].as_array().is_some_and(|m| m.len() == 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tail never joined: {}", groups.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in first..first + count {
+        let line = format!("readings,device_id=d{i} v={i}i {}\n", 1_700_000_000_000_000_000i64 + i as i64);
+        assert_eq!(node.write("fleet", &line).status().as_u16(), 204);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "tail --count {count} did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn tail_as_a_group_member_commits_what_it_printed_and_consumer_commands_show_and_move_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::support::NodeProcess::start(dir.path(), &["--shard-count", "4"]);
+    let ctl = Ctl { cluster: node.grpc.clone() };
+    let values = |points: &[Value]| {
+        let mut v: Vec<i64> = points.iter().map(|p| p["fields"]["v"].as_i64().unwrap()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(values(&tail_group(&ctl, &node, 3, 0)), vec![0, 1, 2]);
+    // The next member resumes after what the first printed and committed.
+    assert_eq!(values(&tail_group(&ctl, &node, 2, 3)), vec![3, 4]);
+    let show = ctl.run(&["consumer", "show", "ops", "--db", "fleet", "--output", "json"]).ok().json();
+    assert!(show[0]["commits"].as_u64().unwrap() >= 2, "{show}");
+    assert_eq!(show[0]["shards"].as_array().unwrap().len(), 4, "{show}");
+    let table = ctl.run(&["consumer", "show", "ops", "--db", "fleet"]).ok().stdout;
+    assert!(table.contains("COMMITTED") && table.contains("cursor: "), "{table}");
+    ctl.run(&["consumer", "reset", "ops", "--db", "fleet", "--to", "now"]).ok();
+    let bad = ctl.run(&["consumer", "reset", "ops", "--db", "fleet", "--to", "soon"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    ctl.run(&["consumer", "delete", "ops", "--db", "fleet"]).ok();
+    let gone = ctl.run(&["consumer", "show", "ops", "--db", "fleet"]);
+    assert_eq!(gone.code, 1, "{}", gone.stderr);
+    assert!(gone.stderr.contains("no consumer group"), "{}", gone.stderr);
+}

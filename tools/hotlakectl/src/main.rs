@@ -13,6 +13,7 @@
 mod access;
 mod admin;
 mod api;
+mod consumer;
 mod data;
 mod output;
 mod tail;
@@ -170,6 +171,10 @@ enum Command {
     /// Tokens: who may read, write and administer which tenants.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Consumer groups: named subscriptions whose members share the shards and commit what
+    /// they processed (`tail --group` is one such member).
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
     /// Show the placement changes still needed to balance replicas, and follow them until done.
     /// Placement is continuous (the cluster makes these moves by itself, a few shards at a
     /// time); this command shows and waits.
@@ -426,6 +431,58 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ConsumerCommand {
+    /// The tenant's consumer groups: members, lag (log entries applied but not committed) and
+    /// commits.
+    ///
+    /// Example: hotlakectl consumer list --db fleet
+    List {
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One group shard by shard: committed position, applied index, lag, and the member
+    /// reading it; then the committed cursor.
+    ///
+    /// Example: hotlakectl consumer show alerts --db fleet
+    Show {
+        /// The group.
+        group: String,
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Move a group with no member reading: to `now` (skip what was not processed) or right
+    /// after a cursor (to process again from there). Needs admin on the tenant.
+    ///
+    /// Example: hotlakectl consumer reset alerts --db fleet --to now
+    Reset {
+        /// The group.
+        group: String,
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+        /// `now`, or a cursor (from `tail`, or `consumer show`).
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete a group with no member reading, and its positions. Needs admin on the tenant.
+    ///
+    /// Example: hotlakectl consumer delete alerts --db fleet
+    Delete {
+        /// The group.
+        group: String,
+        /// Tenant (database).
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
+}
+
 /// Why a command failed; each maps to an exit code.
 pub enum Failure {
     Rejected(String),
@@ -619,6 +676,7 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
         }
         Command::Tenant(cmd) => run_tenant(cmd, &target.admin()?, out).await,
         Command::Token(cmd) => run_token(cmd, &target.admin()?, cli.raw_time, out).await,
+        Command::Consumer(cmd) => run_consumer(cmd, target, out).await,
         Command::Rebalance { dry_run, watch_s, output } => {
             admin::rebalance(&target.admin()?, *dry_run, *watch_s, *output, out).await
         }
@@ -647,6 +705,19 @@ async fn run_token(
         TokenCommand::Create { name, scopes, output } => access::token_create(admin, name, scopes, *output, out).await,
         TokenCommand::List { output } => access::token_list(admin, *output, raw_time, out).await,
         TokenCommand::Revoke { id } => access::token_revoke(admin, *id, out).await,
+    }
+}
+
+async fn run_consumer(cmd: &ConsumerCommand, target: &Target, out: &mut impl Write) -> Result<(), Failure> {
+    match cmd {
+        ConsumerCommand::List { db, output } => {
+            consumer::show(&target.builder().connect().await?, db, None, *output, out).await
+        }
+        ConsumerCommand::Show { group, db, output } => {
+            consumer::show(&target.builder().connect().await?, db, Some(group), *output, out).await
+        }
+        ConsumerCommand::Reset { group, db, to } => consumer::reset(&target.admin()?, db, group, to, out).await,
+        ConsumerCommand::Delete { group, db } => consumer::delete(&target.admin()?, db, group, out).await,
     }
 }
 

@@ -3,6 +3,10 @@
 //! Text output is one line per point, `time measurement,tags fields`; JSON output is one
 //! object per point with the cursor after it. On Ctrl-C, at `--count`, or when the stream ends
 //! the last cursor goes to stderr, to resume with `--after`.
+//!
+//! With `--group`, `tail` is a member of a consumer group: it reads the shards the group gives
+//! it and commits what it has printed (after each message, at most once a second, and on the
+//! way out), so the next member of the group resumes right after.
 
 use std::io::Write;
 
@@ -11,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::output::rfc3339;
 use crate::Failure;
 use hotlake_client::proto::{field_column::Values, SeriesPoints};
-use hotlake_client::{Client, SubscribeBuilder};
+use hotlake_client::{Client, SubscribeBuilder, Subscription};
 
 /// How `tail` prints points.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -42,6 +46,10 @@ pub struct TailArgs {
     /// Stop after this many points.
     #[arg(long)]
     count: Option<u64>,
+    /// Read as a member of this consumer group (created on first use, starting now or at
+    /// `--after`), committing what is printed.
+    #[arg(long)]
+    group: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     output: TailFormat,
 }
@@ -62,8 +70,13 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
     if let Some(c) = &o.after {
         what = what.after(c);
     }
+    if let Some(g) = &o.group {
+        what = what.group(g);
+    }
     let mut subscription = client.subscribe(what);
     let mut cursor: Option<String> = None;
+    let mut committed: Option<String> = None;
+    let mut last_commit = std::time::Instant::now();
     let mut printed = 0u64;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -77,9 +90,11 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
             Some(Err(e)) => break Err(Failure::from(e)),
             None => break Ok(()),
         };
+        let mut whole = true;
         for s in &message.series {
             for point in points_of(s) {
                 if o.count.is_some_and(|c| printed >= c) {
+                    whole = false;
                     break;
                 }
                 print_point(o.output, raw_time, &message.cursor, message.shard, message.index, &point, out);
@@ -87,15 +102,40 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
             }
         }
         let _ = out.flush();
-        cursor = Some(message.cursor);
+        // A message cut short by --count is not passed: resuming (or the group's next member)
+        // gets it again, whole.
+        if whole {
+            cursor = Some(message.cursor);
+        }
+        if o.group.is_some() && last_commit.elapsed() >= COMMIT_EVERY {
+            commit(&subscription, &cursor, &mut committed).await;
+            last_commit = std::time::Instant::now();
+        }
         if o.count.is_some_and(|c| printed >= c) {
             break Ok(());
         }
     };
-    if let Some(c) = cursor {
+    if o.group.is_some() {
+        commit(&subscription, &cursor, &mut committed).await;
+    } else if let Some(c) = cursor {
         eprintln!("resume with: --after {c}");
     }
     result
+}
+
+/// A group member commits what it printed at most this often (and once more on the way out).
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Commits `cursor` unless it is what was committed last; a failure is reported, not fatal
+/// (the group then delivers those points again).
+async fn commit(subscription: &Subscription, cursor: &Option<String>, committed: &mut Option<String>) {
+    let Some(c) = cursor.as_ref().filter(|c| committed.as_ref() != Some(*c)) else {
+        return;
+    };
+    match subscription.commit(c).await {
+        Ok(_) => *committed = Some(c.clone()),
+        Err(e) => eprintln!("warning: commit failed ({e}); the group will deliver these points again"),
+    }
 }
 
 /// One point of a series.
