@@ -76,6 +76,15 @@ impl SubscribeBuilder {
         self
     }
 
+    /// Start with the stored points from `time` on (RFC 3339, or nanoseconds since the epoch),
+    /// then what is written after them, with no gap and no duplicate between the two. The
+    /// history comes as messages with [`SubscriptionMessage::history`] set; should the stream
+    /// break before the live part began, the history is asked for again (and delivered again).
+    pub fn history_from(mut self, time: &str) -> Self {
+        self.req.start = format!("history:{time}");
+        self
+    }
+
     /// Read as a member of consumer group `name` (created on first use, starting now or
     /// [`SubscribeBuilder::after`]): the group's members share the shards, and each resumes
     /// after the positions committed with [`Subscription::commit`].
@@ -99,6 +108,8 @@ pub struct SubscriptionMessage {
     pub series: Vec<pb::SeriesPoints>,
     /// In a consumer group: the member id of the stream that delivered it.
     pub member: String,
+    /// Stored points of a [`SubscribeBuilder::history_from`] start, not a live write.
+    pub history: bool,
 }
 
 impl SubscriptionMessage {
@@ -256,13 +267,17 @@ impl Client {
                 // Ended, or silent for too long: open it again elsewhere.
                 Ok(None) | Err(_) => return Ok(Ended::Broke),
             };
-            req.start = next.cursor.clone();
+            if !next.history {
+                // Until the live part begins, a reconnection asks for the history again.
+                req.start = next.cursor.clone();
+            }
             let message = SubscriptionMessage {
                 cursor: next.cursor,
                 shard: next.shard,
                 index: next.index,
                 series: next.series,
                 member: next.member,
+                history: next.history,
             };
             if tx.send(Ok(message)).await.is_err() {
                 return Ok(Ended::ReceiverGone);

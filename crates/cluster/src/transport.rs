@@ -131,6 +131,17 @@ pub enum PeerCall {
     },
     /// A consumer-group call, answered by the meta leader.
     Consumer(ConsumerCall),
+    /// The stored points a filter selects on one shard replica, from a time on.
+    History {
+        /// The shard.
+        shard: ShardId,
+        /// What to select.
+        filter: FeedFilter,
+        /// The earliest timestamp.
+        from_ns: i64,
+        /// Refuse (`limit_exceeded`) rather than answer with more points.
+        max_points: u64,
+    },
 }
 
 /// A call to the coordinator of consumer groups: the meta leader, which keeps who reads which
@@ -220,6 +231,13 @@ pub enum PeerReply {
     },
     /// Result of `Consumer`.
     Consumer(ConsumerReply),
+    /// Result of `History`: the points as of log index `index`.
+    History {
+        /// The replica's applied index the points are as of.
+        index: u64,
+        /// The points (`None`: none match).
+        write: Option<ShardWrite>,
+    },
 }
 
 /// The Raft view of one shard group, as reported by its leader.

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod codec;
 pub mod digest;
 pub mod feed;
+pub mod history;
 pub mod index;
 pub mod memtable;
 #[cfg(test)]

@@ -150,6 +150,7 @@ proptest! {
             }
             check(&shard, &model);
             check_feed(&shard, &log);
+            check_history(&shard, &model, log.len() as u64);
         }
     }
 }
@@ -176,4 +177,36 @@ fn check_feed(shard: &ShardData, log: &[ShardCommand]) {
     assert!(rest.entries.iter().map(|e| e.index).eq(expected.iter().map(|e| e.0).filter(|&i| i > middle)));
     let one = shard.read_feed(0, &all, 1).unwrap();
     assert_eq!((one.entries.len(), one.through), (1, expected[0].0), "a read stops at its limit");
+}
+
+/// A history read from the middle of the range holds exactly the model's points there, as of
+/// the last applied index, and one that would hold more than its limit is refused.
+fn check_history(shard: &ShardData, model: &Model, applied: u64) {
+    let from_s = 20;
+    let all = crate::feed::FeedFilter { tenant: "t".into(), ..Default::default() };
+    let h = shard.read_history(&all, from_s * 1_000_000_000, usize::MAX).unwrap();
+    assert_eq!(h.index, applied);
+    let mut got: Vec<(u8, i64, &str, FieldValue)> = Vec::new();
+    for s in h.write.iter().flat_map(|w| &w.series) {
+        let series: u8 = s.device[1..].parse().unwrap();
+        for c in &s.columns {
+            let name: &'static str = if c.field == "a" { "a" } else { "b" };
+            let mut vi = 0;
+            for (row, t) in s.timestamps.iter().enumerate() {
+                if !c.absent_rows.contains(&(row as u32)) {
+                    got.push((series, t / 1_000_000_000, name, c.values.get(vi)));
+                    vi += 1;
+                }
+            }
+        }
+    }
+    got.sort_by(|x, y| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2)));
+    let expected: Vec<(u8, i64, &str, FieldValue)> =
+        model.iter().filter(|((_, t, _), _)| *t >= from_s).map(|((s, t, f), v)| (*s, *t, *f, v.clone())).collect();
+    assert_eq!(got, expected, "history from {from_s} s");
+    let rows = expected.iter().map(|e| (e.0, e.1)).collect::<std::collections::BTreeSet<_>>().len();
+    if rows > 1 {
+        let refused = shard.read_history(&all, from_s * 1_000_000_000, rows - 1);
+        assert!(matches!(refused, Err(crate::history::HistoryError::TooLarge { .. })), "a history over its limit");
+    }
 }

@@ -80,6 +80,35 @@ pub fn read_series_parts(
     if start >= end {
         return Ok(Vec::new());
     }
+    let mut ordered = flushed_parts(shard, view.flush_seq_max, series, start, end, fields)?;
+    {
+        let inner = shard.read();
+        let field_ids: Option<Vec<FieldId>> =
+            fields.map(|f| f.iter().filter_map(|n| inner.index.find_field(n)).collect());
+        let name_of = |f: FieldId| inner.index.field_name(f).to_string();
+        for m in &view.memtables {
+            let m = m.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(buf) = m.series(series) {
+                let b = buf.to_block(start, end, field_ids.as_deref(), &name_of);
+                if !b.timestamps.is_empty() {
+                    ordered.push(b);
+                }
+            }
+        }
+    }
+    Ok(merge_parts(ordered))
+}
+
+/// One series' flushed blocks in `[start, end)` with a flush sequence up to `flush_seq_max`,
+/// clipped, oldest flush first (so that merging lets later flushes win on duplicates).
+pub fn flushed_parts(
+    shard: &ShardData,
+    flush_seq_max: u64,
+    series: u32,
+    start: TimestampNs,
+    end: TimestampNs,
+    fields: Option<&[String]>,
+) -> Result<Vec<Block>, StorageError> {
     let window = shard.options().block_window_ns;
     let mut sources: Vec<(u64, Block)> = Vec::new();
     let from = keys::block_from(series, window_start(start, window));
@@ -92,7 +121,7 @@ pub fn read_series_parts(
                 Some(StorageError::Corrupt { space: Space::Data(shard.id).name(), reason: "bad block key".into() });
             return false;
         };
-        if seq > view.flush_seq_max {
+        if seq > flush_seq_max {
             return true;
         }
         let decoded = match &names {
@@ -120,23 +149,7 @@ pub fn read_series_parts(
     // correctness because windows do not overlap in time. Sort by sequence so that later
     // flushes win on duplicates.
     sources.sort_by_key(|(seq, _)| *seq);
-    let mut ordered: Vec<Block> = sources.into_iter().map(|(_, b)| b).collect();
-    {
-        let inner = shard.read();
-        let field_ids: Option<Vec<FieldId>> =
-            fields.map(|f| f.iter().filter_map(|n| inner.index.find_field(n)).collect());
-        let name_of = |f: FieldId| inner.index.field_name(f).to_string();
-        for m in &view.memtables {
-            let m = m.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(buf) = m.series(series) {
-                let b = buf.to_block(start, end, field_ids.as_deref(), &name_of);
-                if !b.timestamps.is_empty() {
-                    ordered.push(b);
-                }
-            }
-        }
-    }
-    Ok(merge_parts(ordered))
+    Ok(sources.into_iter().map(|(_, b)| b).collect())
 }
 
 /// Merges blocks given oldest first: the result is sorted by time with, per (timestamp,

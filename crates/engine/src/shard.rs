@@ -118,6 +118,13 @@ impl ShardInner {
                 .sum::<usize>()
     }
 
+    /// A read view of this state: the memtables and the flush cut as they are now.
+    pub(crate) fn view(&self) -> ReadView {
+        let mut memtables: Vec<_> = self.frozen.iter().map(|f| f.memtable.clone()).collect();
+        memtables.push(self.active.clone());
+        ReadView { flush_seq_max: self.flushed.flush_seq, memtables }
+    }
+
     /// Retention cutoff of a tenant (points before it are gone).
     pub fn retention_cutoff(&self, tenant: &str) -> TimestampNs {
         self.retention.get(tenant).copied().unwrap_or(TimestampNs::MIN)
@@ -602,10 +609,7 @@ impl ShardData {
 
     /// Takes a consistent read view.
     pub fn read_view(&self) -> ReadView {
-        let inner = self.read();
-        let mut memtables: Vec<_> = inner.frozen.iter().map(|f| f.memtable.clone()).collect();
-        memtables.push(inner.active.clone());
-        ReadView { flush_seq_max: inner.flushed.flush_seq, memtables }
+        self.read().view()
     }
 
     /// Freezes the active memtable for flushing. Called in apply order, so the cut is exactly

@@ -85,6 +85,11 @@ impl Node {
                 Ok(PeerReply::Feed { entries, through: read.through })
             }
             PeerCall::Consumer(call) => Ok(PeerReply::Consumer(self.coordinate(call).await?)),
+            PeerCall::History { shard, filter, from_ns, max_points } => {
+                let max_points = max_points.min(self.config.limits.query_rows_max) as usize;
+                let (index, write) = self.history_here(shard, &filter, from_ns, max_points).await?;
+                Ok(PeerReply::History { index, write })
+            }
             PeerCall::Digest { shard } => {
                 let (digest, applied) = self.shard_digest(shard).await?;
                 Ok(PeerReply::Digest { digest, applied })

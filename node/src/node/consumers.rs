@@ -272,7 +272,8 @@ impl Node {
                     }
                 } => match delivery {
                     Some(Ok(d)) => {
-                        let (Delivery::Entry { cursor: c, .. } | Delivery::Progress(c)) = &d;
+                        let (Delivery::Entry { cursor: c, .. } | Delivery::History { cursor: c, .. } | Delivery::Progress(c)) =
+                            &d;
                         cursor.0.clone_from(&c.0);
                         if tx.send(Ok(d)).await.is_err() {
                             break;

@@ -29,10 +29,13 @@ use tokio::sync::{mpsc, watch};
 use super::Node;
 use crate::metrics::Metrics;
 use hotlake_cluster::transport::{PeerCall, PeerReply};
+use hotlake_engine::batch::ShardWrite;
 use hotlake_engine::feed::{FeedEntry, FeedError, FeedFilter, FeedRead};
+use hotlake_engine::history::HistoryError;
 use hotlake_raft::NodeId;
 use hotlake_storage::ShardId;
 use hotlake_types::error::{Error, Result};
+use hotlake_types::model::TimestampNs;
 
 /// How long a subscription with nothing to read waits before it looks again at shards led
 /// elsewhere (shards with a replica here wake it up as soon as they apply).
@@ -85,6 +88,9 @@ pub enum Start {
     Now,
     /// Right after a cursor from an earlier delivery.
     After(Cursor),
+    /// The stored points from this time on, each shard's as of one log index, then what each
+    /// shard applies after that index: no gap and no duplicate between the two.
+    History(TimestampNs),
 }
 
 /// What a subscription delivers.
@@ -97,6 +103,18 @@ pub enum Delivery {
         /// The entry (already narrowed to the filter).
         entry: FeedEntry,
         /// The subscription's cursor after this entry.
+        cursor: Arc<Cursor>,
+    },
+    /// Stored points of one shard as of log index `index` (a `History` start delivers these
+    /// first; the progress message after the last of them starts the live part).
+    History {
+        /// The shard.
+        shard: ShardId,
+        /// The log index the points are as of.
+        index: u64,
+        /// The points, narrowed to the filter.
+        write: Arc<ShardWrite>,
+        /// Where the live part starts: resuming from it skips the rest of the history.
         cursor: Arc<Cursor>,
     },
     /// Where the subscription starts (the first message), or, later, nothing matched for a
@@ -168,11 +186,21 @@ impl Node {
         let shards = self.check_filter(&mut filter)?;
         let seat = self.take_seat(&filter.tenant)?;
         let resumed = matches!(start, Start::After(_));
-        let cursor = self.start_cursor(start, &shards, &filter).await?;
+        let (cursor, history) = match start {
+            Start::History(from_ns) => self.history(&shards, &filter, from_ns).await?,
+            start => (self.start_cursor(start, &shards, &filter).await?, Vec::new()),
+        };
         let (tx, rx) = mpsc::channel(self.config.feed.subscriber_buffer_messages as usize);
         let node = self.clone();
         tokio::spawn(async move {
             let _seat = seat;
+            let live_from = Arc::new(cursor.clone());
+            for (shard, index, write) in history {
+                let delivery = Delivery::History { shard, index, write: Arc::new(write), cursor: live_from.clone() };
+                if tx.send(Ok(delivery)).await.is_err() {
+                    return;
+                }
+            }
             if let Err(e) = node.run_subscription(filter, shards, cursor, resumed, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
@@ -231,7 +259,98 @@ impl Node {
                 }
                 Ok(c)
             }
+            Start::History(_) => Err(Error::invalid("this start is `now` or a cursor; a history is not a position")),
         }
+    }
+
+    /// The stored points of `shards` from `from_ns` on, each as of a log index, and the cursor
+    /// of those indexes. All of it together holds at most `limits.query_rows_max` points, as
+    /// a query would.
+    async fn history(
+        &self,
+        shards: &[ShardId],
+        filter: &FeedFilter,
+        from_ns: TimestampNs,
+    ) -> Result<(Cursor, Vec<(ShardId, u64, ShardWrite)>)> {
+        let limit = self.config.limits.query_rows_max as usize;
+        let mut budget = limit;
+        let mut cursor = Cursor(vec![0; self.ring()?.shards().count()]);
+        let mut parts = Vec::new();
+        for &shard in shards {
+            let (index, write) = match self.history_read_anywhere(shard, filter, from_ns, budget).await {
+                Err(Error::LimitExceeded { .. }) => {
+                    return Err(Error::LimitExceeded {
+                        limit: "limits.query_rows_max",
+                        message: format!(
+                            "the history holds more than {limit} points; start it later or narrow the filter"
+                        ),
+                    })
+                }
+                other => other?,
+            };
+            cursor.0[shard.0 as usize] = index;
+            if let Some(w) = write {
+                budget = budget.saturating_sub(hotlake_engine::feed::points_of(&w));
+                parts.push((shard, index, w));
+            }
+        }
+        Ok((cursor, parts))
+    }
+
+    /// One shard's history from the replica here, else the leader, else another replica: any
+    /// replica's history is exact as of its own applied index, and the feed after that index
+    /// is the same everywhere.
+    async fn history_read_anywhere(
+        &self,
+        shard: ShardId,
+        filter: &FeedFilter,
+        from_ns: TimestampNs,
+        max_points: usize,
+    ) -> Result<(u64, Option<ShardWrite>)> {
+        let me = self.config.node_id;
+        if self.local_group(shard).is_some() {
+            return self.history_here(shard, filter, from_ns, max_points).await;
+        }
+        let mut others: Vec<NodeId> = Vec::new();
+        for n in self.leader_of(shard, &[me]).into_iter().chain(self.map().replicas(shard).iter().copied()) {
+            if n != me && !others.contains(&n) {
+                others.push(n);
+            }
+        }
+        let mut failed = None;
+        for target in others {
+            let call = PeerCall::History { shard, filter: filter.clone(), from_ns, max_points: max_points as u64 };
+            match self.call_node(target, &call).await {
+                Ok(PeerReply::History { index, write }) => return Ok((index, write)),
+                Ok(other) => failed = Some(Error::Internal(format!("unexpected reply to a history read: {other:?}"))),
+                Err(e @ Error::LimitExceeded { .. }) => return Err(e),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| Error::Unavailable(format!("no replica of {shard} is known"))))
+    }
+
+    /// Reads this node's replica of `shard` for a history.
+    pub(crate) async fn history_here(
+        &self,
+        shard: ShardId,
+        filter: &FeedFilter,
+        from_ns: TimestampNs,
+        max_points: usize,
+    ) -> Result<(u64, Option<ShardWrite>)> {
+        let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
+        let filter = filter.clone();
+        let h = hotlake_raft::runtime::spawn_blocking(move || group.data.read_history(&filter, from_ns, max_points))
+            .await
+            .map_err(|e| Error::Internal(format!("history read on {shard}: {e}")))?
+            .map_err(|e| match e {
+                HistoryError::TooLarge { limit } => Error::LimitExceeded {
+                    limit: "limits.query_rows_max",
+                    message: format!("the history of {shard} holds more than {limit} points"),
+                },
+                HistoryError::Storage(e) => e.into(),
+            })?;
+        Ok((h.index, h.write))
     }
 
     pub(super) fn take_seat(self: &Arc<Self>, tenant: &str) -> Result<Seat> {

@@ -492,10 +492,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
         let r = request.into_inner();
         self.authorize(&principal, Action::Read, &r.tenant)?;
         let tenant = self.node.tenant(&r.tenant).map_err(to_status)?.to_string();
-        let start = match r.start.as_str() {
-            "" | "now" => Start::Now,
-            cursor => Start::After(cursor.parse::<Cursor>().map_err(|e| to_status(Error::invalid(e)))?),
-        };
+        let start = parse_start(&r.start).map_err(to_status)?;
         let filter = FeedFilter {
             tenant: r.tenant,
             measurement: (!r.measurement.is_empty()).then_some(r.measurement),
@@ -516,6 +513,15 @@ impl<S: Service> Hotlake for GrpcService<S> {
                     index: entry.index,
                     series: write_to_proto(&entry.write),
                     member: member.clone(),
+                    history: false,
+                }),
+                Ok(Delivery::History { shard, index, write, cursor }) => Ok(pb::SubscribeResponse {
+                    cursor: cursor.to_string(),
+                    shard: shard.0,
+                    index,
+                    series: write_to_proto(&write),
+                    member: member.clone(),
+                    history: true,
                 }),
                 Ok(Delivery::Progress(cursor)) => Ok(pb::SubscribeResponse {
                     cursor: cursor.to_string(),
@@ -626,5 +632,23 @@ fn consumer_group_to_proto(g: crate::node::ConsumerGroupStatus) -> pb::ConsumerG
             })
             .collect(),
         group: g.group,
+    }
+}
+
+/// A subscription's start as requests write it: empty or `now`; `history:TIME` with TIME in
+/// RFC 3339 or nanoseconds since the epoch; or a cursor.
+pub(super) fn parse_start(text: &str) -> Result<Start, Error> {
+    match text {
+        "" | "now" => Ok(Start::Now),
+        _ => match text.strip_prefix("history:") {
+            Some(time) => {
+                let ns = match time.parse::<i64>() {
+                    Ok(ns) => ns,
+                    Err(_) => super::json::parse_rfc3339(time).map_err(Error::invalid)?,
+                };
+                Ok(Start::History(ns))
+            }
+            None => text.parse::<Cursor>().map(Start::After).map_err(Error::invalid),
+        },
     }
 }

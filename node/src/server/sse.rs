@@ -2,9 +2,12 @@
 //!
 //! `GET /api/v1/subscribe?db=&measurement=&tag=key=value&field=&start=` answers a stream of
 //! events: `points` (one feed entry's matching points, as JSON), `progress` (nothing matched
-//! for a while) and a final `error`. Every event's `id` is the subscription's cursor after it,
-//! so a client that reconnects with `Last-Event-ID` (what `EventSource` does by itself), or
-//! with `start=<cursor>`, resumes exactly after the last event it saw. The token may come in
+//! for a while) and a final `error`. With `start=history:TIME` the stored points from TIME on
+//! come first as `history` events (one per shard, without an id, so that a reconnection asks
+//! for the history again), then the live part from the `progress` event that follows them.
+//! Every other event's `id` is the subscription's cursor after it, so a client that
+//! reconnects with `Last-Event-ID` (what `EventSource` does by itself), or with
+//! `start=<cursor>`, resumes exactly after the last event it saw. The token may come in
 //! the `p` URL parameter, as `EventSource` cannot set headers.
 //!
 //! With `group=NAME` the stream is a member of that consumer group: every event's data carries
@@ -58,8 +61,7 @@ fn parse_request(params: &[(String, String)], headers: &HeaderMap) -> Result<Req
             }
             "field" => filter.fields.push(value.clone()),
             "group" => group = Some(value.clone()),
-            "start" if value == "now" => start = Start::Now,
-            "start" => start = Start::After(value.parse::<Cursor>().map_err(Error::invalid)?),
+            "start" => start = super::grpc::parse_start(value)?,
             "p" | "u" => {}
             other => return Err(Error::invalid(format!("unknown parameter {other:?}"))),
         }
@@ -121,6 +123,11 @@ pub(super) async fn subscribe<S: Service>(
                     .event("points")
                     .id(cursor.to_string())
                     .data(points_json(shard.0, entry.index, &entry.write, &member).to_string()),
+                // No id: a reconnecting `EventSource` asks for the whole history again rather
+                // than skip what it had not received of it.
+                Ok(Delivery::History { shard, index, write, .. }) => {
+                    Event::default().event("history").data(points_json(shard.0, index, &write, &member).to_string())
+                }
                 Ok(Delivery::Progress(cursor)) => {
                     Event::default().event("progress").id(cursor.to_string()).data(&progress)
                 }

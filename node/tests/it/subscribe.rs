@@ -566,3 +566,69 @@ fn a_consumer_group_of_two_members_processes_every_acknowledged_write_across_lea
         assert!(!seen.lock().unwrap().numbers.is_empty(), "member {name} was given nothing");
     }
 }
+
+#[test]
+fn a_history_start_delivers_the_stored_points_then_what_follows_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small-history.toml");
+    std::fs::write(&config, "[limits]\nquery_rows_max = 15\n").unwrap();
+    let node = NodeProcess::start(dir.path(), &["--shard-count", "4", "--config", config.to_str().unwrap()]);
+    assert_eq!(node.write("fleet", &lines("readings", 0, 20)).status().as_u16(), 204);
+    assert_eq!(node.write("fleet", &lines("other", 0, 20)).status().as_u16(), 204);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, mut sub) = rt.block_on(async {
+        let client = crate::support::connect([node.grpc.clone()]).await;
+        let what = SubscribeBuilder::new("fleet").measurement("readings").history_from(&(T0 + 10).to_string());
+        let mut sub = client.subscribe(what);
+        // The history, shard by shard, then the progress message that starts the live part.
+        let mut history = Vec::new();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.unwrap().unwrap().unwrap();
+            if !m.history {
+                assert!(m.series.is_empty(), "the live part starts with a progress message");
+                break;
+            }
+            assert!(m.series.iter().all(|s| s.measurement == "readings"), "{m:?}");
+            history.extend(statuses(&m));
+        }
+        history.sort_unstable();
+        assert_eq!(history, (10..20).collect::<Vec<i64>>(), "the stored points from the start time");
+        (client, sub)
+    });
+    assert_eq!(node.write("fleet", &lines("readings", 20, 25)).status().as_u16(), 204);
+    rt.block_on(async {
+        let mut live = Vec::new();
+        while live.len() < 5 {
+            let m = next_points(&mut sub, Duration::from_secs(10)).await;
+            assert!(!m.history);
+            live.extend(statuses(&m));
+        }
+        live.sort_unstable();
+        assert_eq!(live, (20..25).collect::<Vec<i64>>(), "what followed the history");
+        // More history than a query may read is refused, with the limit named.
+        let mut too_much = client.subscribe(SubscribeBuilder::new("fleet").history_from("1970-01-01T00:00:00Z"));
+        let e = tokio::time::timeout(Duration::from_secs(10), too_much.recv()).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(e.kind(), Some("limit_exceeded"), "{e}");
+        assert!(e.to_string().contains("query_rows_max"), "{e}");
+    });
+    // Over Server-Sent Events: `history` events carry no id, the `progress` after them does.
+    let r = reqwest::blocking::Client::new()
+        .get(node.url(&format!("/api/v1/subscribe?db=fleet&measurement=readings&start=history:{}", T0 + 15)))
+        .header("Authorization", format!("Bearer {TEST_TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut stream = BufReader::new(r);
+    let mut points = 0;
+    loop {
+        let e = next_event(&mut stream);
+        if e.event == "progress" {
+            assert!(!e.id.is_empty(), "the live part's first event carries the cursor");
+            break;
+        }
+        assert_eq!((e.event.as_str(), e.id.as_str()), ("history", ""), "{e:?}");
+        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+        points += data["points"].as_array().unwrap().len();
+    }
+    assert_eq!(points, 10, "points 15 to 24");
+}

@@ -62,6 +62,8 @@ struct Progress {
     last_print: Instant,
     total_bytes: Option<u64>,
     tty: bool,
+    /// A bar is on the terminal's current line (no newline after it yet).
+    open_line: bool,
 }
 
 impl Progress {
@@ -87,11 +89,22 @@ impl Progress {
         let line = format!("{bar}{points} points, {rate:.0} points/s{eta}");
         if self.tty {
             eprint!("\r{line}   ");
+            self.open_line = true;
             if last {
-                eprintln!();
+                self.end_line();
             }
         } else {
             eprintln!("{line}");
+        }
+    }
+}
+
+impl Progress {
+    /// Ends the bar's line, so that whatever is printed next (the summary, an error, a
+    /// rejected line) starts on a line of its own.
+    fn end_line(&mut self) {
+        if std::mem::take(&mut self.open_line) {
+            eprintln!();
         }
     }
 }
@@ -103,9 +116,23 @@ struct Sender<'a> {
     turn: usize,
     points: u64,
     rejected: u64,
+    /// Reasons for rejected lines not printed yet (printed between progress lines).
+    rejections: Vec<String>,
 }
 
 impl Sender<'_> {
+    /// Prints the reasons for rejected lines gathered since the last call, each on a line of
+    /// its own below the progress bar.
+    fn report_rejections(&mut self, progress: &mut Progress) {
+        if self.rejections.is_empty() {
+            return;
+        }
+        progress.end_line();
+        for r in self.rejections.drain(..) {
+            eprintln!("{r}");
+        }
+    }
+
     /// Sends one batch of `lines` lines; a batch that meets an unavailable node is retried on
     /// the next one, with a growing pause.
     async fn send(&mut self, body: String, lines: usize) -> Result<(), Failure> {
@@ -125,7 +152,11 @@ impl Sender<'_> {
                     let v: Value = r.json().await.unwrap_or(Value::Null);
                     self.rejected += v["error"]["lines_rejected"].as_u64().unwrap_or(0);
                     for d in v["error"]["details"].as_array().into_iter().flatten().take(5) {
-                        eprintln!("\nrejected line {} of a batch: {}", d["line"], d["reason"].as_str().unwrap_or(""));
+                        self.rejections.push(format!(
+                            "rejected line {} of a batch: {}",
+                            d["line"],
+                            d["reason"].as_str().unwrap_or("")
+                        ));
                     }
                     break;
                 }
@@ -163,8 +194,33 @@ pub async fn write(api: &Api, o: &WriteOptions<'_>, out: &mut impl Write) -> Res
         last_print: Instant::now(),
         total_bytes,
         tty: std::io::stderr().is_terminal(),
+        open_line: false,
     };
-    let mut sender = Sender { api, options: o, turn: 0, points: 0, rejected: 0 };
+    let mut sender = Sender { api, options: o, turn: 0, points: 0, rejected: 0, rejections: Vec::new() };
+    let sent = send_all(&mut sender, &mut progress, reader, o.batch_lines).await;
+    progress.end_line();
+    sender.report_rejections(&mut progress);
+    sent?;
+    let _ = writeln!(
+        out,
+        "{} points sent, {} rejected, {:.1} s",
+        sender.points,
+        sender.rejected,
+        progress.started.elapsed().as_secs_f64()
+    );
+    if sender.rejected > 0 {
+        return Err(Failure::Rejected(format!("{} lines were rejected", sender.rejected)));
+    }
+    Ok(())
+}
+
+/// Reads `reader` to its end and sends it in batches of `batch_lines` lines, showing progress.
+async fn send_all(
+    sender: &mut Sender<'_>,
+    progress: &mut Progress,
+    reader: Box<dyn Read>,
+    batch_lines: usize,
+) -> Result<(), Failure> {
     let (mut batch, mut lines, mut bytes_read) = (String::new(), 0usize, 0u64);
     let mut input = std::io::BufReader::new(reader);
     let mut line = String::new();
@@ -183,23 +239,15 @@ pub async fn write(api: &Api, o: &WriteOptions<'_>, out: &mut impl Write) -> Res
             batch.push('\n');
         }
         lines += 1;
-        if lines >= o.batch_lines {
+        if lines >= batch_lines {
             sender.send(std::mem::take(&mut batch), std::mem::take(&mut lines)).await?;
+            sender.report_rejections(progress);
             progress.show(sender.points, bytes_read, false);
         }
     }
     sender.send(batch, lines).await?;
+    sender.report_rejections(progress);
     progress.show(sender.points, bytes_read, true);
-    let _ = writeln!(
-        out,
-        "{} points sent, {} rejected, {:.1} s",
-        sender.points,
-        sender.rejected,
-        progress.started.elapsed().as_secs_f64()
-    );
-    if sender.rejected > 0 {
-        return Err(Failure::Rejected(format!("{} lines were rejected", sender.rejected)));
-    }
     Ok(())
 }
 

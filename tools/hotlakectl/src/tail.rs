@@ -43,6 +43,10 @@ pub struct TailArgs {
     /// Start right after this cursor (printed by an earlier `tail`) instead of now.
     #[arg(long)]
     after: Option<String>,
+    /// Start with the points stored from this time on (RFC 3339 or nanoseconds), then follow
+    /// what is written after them.
+    #[arg(long, conflicts_with_all = ["after", "group"])]
+    history_from: Option<String>,
     /// Stop after this many points.
     #[arg(long)]
     count: Option<u64>,
@@ -69,6 +73,9 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
     }
     if let Some(c) = &o.after {
         what = what.after(c);
+    }
+    if let Some(t) = &o.history_from {
+        what = what.history_from(t);
     }
     if let Some(g) = &o.group {
         what = what.group(g);
@@ -103,8 +110,8 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
         }
         let _ = out.flush();
         // A message cut short by --count is not passed: resuming (or the group's next member)
-        // gets it again, whole.
-        if whole {
+        // gets it again, whole. A history message's cursor would skip the rest of the history.
+        if whole && !message.history {
             cursor = Some(message.cursor);
         }
         if o.group.is_some() && last_commit.elapsed() >= COMMIT_EVERY {
