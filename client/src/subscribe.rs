@@ -85,6 +85,14 @@ impl SubscribeBuilder {
         self
     }
 
+    /// Start with the latest value of each field of each series the filter selects (as
+    /// `Client::last` answers), then what is written after them; delivered as history, as
+    /// with [`SubscribeBuilder::history_from`].
+    pub fn latest(mut self) -> Self {
+        self.req.start = "last".into();
+        self
+    }
+
     /// Read as a member of consumer group `name` (created on first use, starting now or
     /// [`SubscribeBuilder::after`]): the group's members share the shards, and each resumes
     /// after the positions committed with [`Subscription::commit`].

@@ -131,14 +131,15 @@ pub enum PeerCall {
     },
     /// A consumer-group call, answered by the meta leader.
     Consumer(ConsumerCall),
-    /// The stored points a filter selects on one shard replica, from a time on.
+    /// The stored points a filter selects on one shard replica: from a time on, or the latest
+    /// value of each field.
     History {
         /// The shard.
         shard: ShardId,
         /// What to select.
         filter: FeedFilter,
-        /// The earliest timestamp.
-        from_ns: i64,
+        /// The earliest timestamp (`None`: the latest value of each field).
+        since: Option<i64>,
         /// Refuse (`limit_exceeded`) rather than answer with more points.
         max_points: u64,
     },

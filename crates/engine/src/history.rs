@@ -1,6 +1,6 @@
-//! History reads: the stored points a feed filter selects, exactly as of one applied log
-//! index, so that a subscription can deliver them and then the feed from the next index on
-//! with no gap and no duplicate.
+//! History reads: the stored points a feed filter selects (from a time on, or the latest
+//! value of each field), exactly as of one applied log index, so that a subscription can
+//! deliver them and then the feed from the next index on with no gap and no duplicate.
 //!
 //! Why the cut is exact: apply holds the shard's state lock for a whole entry, and the
 //! memtable parts are copied under that lock, at the index read with them; flushed blocks are
@@ -10,12 +10,13 @@
 
 use hotlake_types::model::{parse_series_key, TimestampNs};
 
-use crate::batch::{ColumnWrite, SeriesWrite, ShardWrite};
+use crate::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use crate::codec::Block;
 use crate::feed::FeedFilter;
+use crate::index::LastValue;
 use crate::memtable::FieldId;
 use crate::read::{flushed_parts, merge};
-use crate::shard::ShardData;
+use crate::shard::{ShardData, ShardInner};
 use hotlake_storage::StorageError;
 
 /// The stored points of a history read.
@@ -63,25 +64,12 @@ impl ShardData {
             let inner = self.read();
             let index = inner.applied.map_or(0, |a| a.index);
             let view = inner.view();
-            let ids: Vec<u32> = match &filter.measurement {
-                Some(m) => inner.index.measurement_series(&filter.tenant, m).to_vec(),
-                None => {
-                    (0..inner.index.len() as u32).filter(|id| *inner.index.get(*id).tenant == *filter.tenant).collect()
-                }
-            };
-            let field_ids: Option<Vec<FieldId>> = (!filter.fields.is_empty())
-                .then(|| filter.fields.iter().filter_map(|n| inner.index.find_field(n)).collect());
+            let field_ids = field_ids(&inner, filter);
             let name_of = |f: FieldId| inner.index.field_name(f).to_string();
             let mut selected = Vec::new();
             let mut points = 0usize;
-            for id in ids {
+            for id in selected_series(&inner, filter) {
                 let info = inner.index.get(id);
-                if !filter.tags.is_empty() {
-                    let (_, tags) = parse_series_key(&info.key);
-                    if !filter.tags.iter().all(|wanted| tags.contains(wanted)) {
-                        continue;
-                    }
-                }
                 let mut in_memory = Vec::new();
                 for m in &view.memtables {
                     let m = m.read().unwrap_or_else(|p| p.into_inner());
@@ -118,6 +106,78 @@ impl ShardData {
         let write = (!series.is_empty()).then(|| ShardWrite { tenant: filter.tenant.clone(), series });
         Ok(History { index, write })
     }
+}
+
+impl ShardData {
+    /// The latest value of each field of the series `filter` selects (the fields it names, all
+    /// when it names none), as of the applied index returned: what `Last` answers, as a
+    /// write with one row per distinct timestamp of a series' latest values.
+    pub fn read_latest(&self, filter: &FeedFilter, max_points: usize) -> Result<History, HistoryError> {
+        let inner = self.read();
+        let index = inner.applied.map_or(0, |a| a.index);
+        let field_ids = field_ids(&inner, filter);
+        let mut series = Vec::new();
+        let mut points = 0usize;
+        for id in selected_series(&inner, filter) {
+            let info = inner.index.get(id);
+            let mut latest: Vec<&LastValue> =
+                info.last.iter().filter(|l| field_ids.as_ref().is_none_or(|f| f.contains(&l.field))).collect();
+            if latest.is_empty() {
+                continue;
+            }
+            latest.sort_by_key(|l| l.timestamp_ns);
+            let mut timestamps: Vec<TimestampNs> = latest.iter().map(|l| l.timestamp_ns).collect();
+            timestamps.dedup();
+            points += timestamps.len();
+            if points > max_points {
+                return Err(HistoryError::TooLarge { limit: max_points });
+            }
+            // One column per field, present only in the row of its own latest timestamp.
+            let columns = latest
+                .iter()
+                .map(|l| {
+                    let row = timestamps.binary_search(&l.timestamp_ns).expect("a timestamp of the rows") as u32;
+                    let mut values = Values::empty(l.value.field_type());
+                    values.push(l.value.clone());
+                    ColumnWrite {
+                        field: inner.index.field_name(l.field).to_string(),
+                        absent_rows: (0..timestamps.len() as u32).filter(|r| *r != row).collect(),
+                        values,
+                    }
+                })
+                .collect();
+            series.push(SeriesWrite {
+                key: info.key.to_string(),
+                device: info.device.to_string(),
+                timestamps,
+                columns,
+            });
+        }
+        let write = (!series.is_empty()).then(|| ShardWrite { tenant: filter.tenant.clone(), series });
+        Ok(History { index, write })
+    }
+}
+
+/// The series of the filter's tenant that carry its measurement and every one of its tags.
+fn selected_series(inner: &ShardInner, filter: &FeedFilter) -> Vec<u32> {
+    let ids: Vec<u32> = match &filter.measurement {
+        Some(m) => inner.index.measurement_series(&filter.tenant, m).to_vec(),
+        None => (0..inner.index.len() as u32).filter(|id| *inner.index.get(*id).tenant == *filter.tenant).collect(),
+    };
+    if filter.tags.is_empty() {
+        return ids;
+    }
+    ids.into_iter()
+        .filter(|id| {
+            let (_, tags) = parse_series_key(&inner.index.get(*id).key);
+            filter.tags.iter().all(|wanted| tags.contains(wanted))
+        })
+        .collect()
+}
+
+/// The ids of the fields the filter names (`None`: it names none, so every field).
+fn field_ids(inner: &ShardInner, filter: &FeedFilter) -> Option<Vec<FieldId>> {
+    (!filter.fields.is_empty()).then(|| filter.fields.iter().filter_map(|n| inner.index.find_field(n)).collect())
 }
 
 /// A merged block as the rows of a write.

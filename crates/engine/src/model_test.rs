@@ -204,6 +204,25 @@ fn check_history(shard: &ShardData, model: &Model, applied: u64) {
     let expected: Vec<(u8, i64, &str, FieldValue)> =
         model.iter().filter(|((_, t, _), _)| *t >= from_s).map(|((s, t, f), v)| (*s, *t, *f, v.clone())).collect();
     assert_eq!(got, expected, "history from {from_s} s");
+    // The latest value of each field per series, as `Last` answers.
+    let latest = shard.read_latest(&all, usize::MAX).unwrap();
+    assert_eq!(latest.index, applied);
+    let mut got: Vec<(u8, &str, i64, FieldValue)> = Vec::new();
+    for s in latest.write.iter().flat_map(|w| &w.series) {
+        let series: u8 = s.device[1..].parse().unwrap();
+        for c in &s.columns {
+            let row = (0..s.timestamps.len() as u32).find(|r| !c.absent_rows.contains(r)).unwrap();
+            let name: &'static str = if c.field == "a" { "a" } else { "b" };
+            got.push((series, name, s.timestamps[row as usize] / 1_000_000_000, c.values.get(0)));
+        }
+    }
+    got.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    let mut newest: BTreeMap<(u8, &str), (i64, FieldValue)> = BTreeMap::new();
+    for ((s, t, f), v) in model {
+        newest.insert((*s, *f), (*t, v.clone()));
+    }
+    let want: Vec<(u8, &str, i64, FieldValue)> = newest.into_iter().map(|((s, f), (t, v))| (s, f, t, v)).collect();
+    assert_eq!(got, want, "latest values");
     let rows = expected.iter().map(|e| (e.0, e.1)).collect::<std::collections::BTreeSet<_>>().len();
     if rows > 1 {
         let refused = shard.read_history(&all, from_s * 1_000_000_000, rows - 1);

@@ -85,9 +85,9 @@ impl Node {
                 Ok(PeerReply::Feed { entries, through: read.through })
             }
             PeerCall::Consumer(call) => Ok(PeerReply::Consumer(self.coordinate(call).await?)),
-            PeerCall::History { shard, filter, from_ns, max_points } => {
+            PeerCall::History { shard, filter, since, max_points } => {
                 let max_points = max_points.min(self.config.limits.query_rows_max) as usize;
-                let (index, write) = self.history_here(shard, &filter, from_ns, max_points).await?;
+                let (index, write) = self.history_here(shard, &filter, since, max_points).await?;
                 Ok(PeerReply::History { index, write })
             }
             PeerCall::Digest { shard } => {

@@ -91,6 +91,9 @@ pub enum Start {
     /// The stored points from this time on, each shard's as of one log index, then what each
     /// shard applies after that index: no gap and no duplicate between the two.
     History(TimestampNs),
+    /// The latest value of each field of each series the filter selects, each shard's as of
+    /// one log index, then what each shard applies after that index.
+    Last,
 }
 
 /// What a subscription delivers.
@@ -187,7 +190,8 @@ impl Node {
         let seat = self.take_seat(&filter.tenant)?;
         let resumed = matches!(start, Start::After(_));
         let (cursor, history) = match start {
-            Start::History(from_ns) => self.history(&shards, &filter, from_ns).await?,
+            Start::History(from_ns) => self.history(&shards, &filter, Some(from_ns)).await?,
+            Start::Last => self.history(&shards, &filter, None).await?,
             start => (self.start_cursor(start, &shards, &filter).await?, Vec::new()),
         };
         let (tx, rx) = mpsc::channel(self.config.feed.subscriber_buffer_messages as usize);
@@ -259,25 +263,27 @@ impl Node {
                 }
                 Ok(c)
             }
-            Start::History(_) => Err(Error::invalid("this start is `now` or a cursor; a history is not a position")),
+            Start::History(_) | Start::Last => {
+                Err(Error::invalid("this start is `now` or a cursor; a history is not a position"))
+            }
         }
     }
 
-    /// The stored points of `shards` from `from_ns` on, each as of a log index, and the cursor
-    /// of those indexes. All of it together holds at most `limits.query_rows_max` points, as
-    /// a query would.
+    /// The stored points of `shards` from `since` on (`None`: the latest value of each field),
+    /// each as of a log index, and the cursor of those indexes. All of it together holds at
+    /// most `limits.query_rows_max` points, as a query would.
     async fn history(
         &self,
         shards: &[ShardId],
         filter: &FeedFilter,
-        from_ns: TimestampNs,
+        since: Option<TimestampNs>,
     ) -> Result<(Cursor, Vec<(ShardId, u64, ShardWrite)>)> {
         let limit = self.config.limits.query_rows_max as usize;
         let mut budget = limit;
         let mut cursor = Cursor(vec![0; self.ring()?.shards().count()]);
         let mut parts = Vec::new();
         for &shard in shards {
-            let (index, write) = match self.history_read_anywhere(shard, filter, from_ns, budget).await {
+            let (index, write) = match self.history_read_anywhere(shard, filter, since, budget).await {
                 Err(Error::LimitExceeded { .. }) => {
                     return Err(Error::LimitExceeded {
                         limit: "limits.query_rows_max",
@@ -304,12 +310,12 @@ impl Node {
         &self,
         shard: ShardId,
         filter: &FeedFilter,
-        from_ns: TimestampNs,
+        since: Option<TimestampNs>,
         max_points: usize,
     ) -> Result<(u64, Option<ShardWrite>)> {
         let me = self.config.node_id;
         if self.local_group(shard).is_some() {
-            return self.history_here(shard, filter, from_ns, max_points).await;
+            return self.history_here(shard, filter, since, max_points).await;
         }
         let mut others: Vec<NodeId> = Vec::new();
         for n in self.leader_of(shard, &[me]).into_iter().chain(self.map().replicas(shard).iter().copied()) {
@@ -319,7 +325,7 @@ impl Node {
         }
         let mut failed = None;
         for target in others {
-            let call = PeerCall::History { shard, filter: filter.clone(), from_ns, max_points: max_points as u64 };
+            let call = PeerCall::History { shard, filter: filter.clone(), since, max_points: max_points as u64 };
             match self.call_node(target, &call).await {
                 Ok(PeerReply::History { index, write }) => return Ok((index, write)),
                 Ok(other) => failed = Some(Error::Internal(format!("unexpected reply to a history read: {other:?}"))),
@@ -335,21 +341,24 @@ impl Node {
         &self,
         shard: ShardId,
         filter: &FeedFilter,
-        from_ns: TimestampNs,
+        since: Option<TimestampNs>,
         max_points: usize,
     ) -> Result<(u64, Option<ShardWrite>)> {
         let group = self.local_group(shard).ok_or(Error::NotLeader { shard, leader: None })?;
         let filter = filter.clone();
-        let h = hotlake_raft::runtime::spawn_blocking(move || group.data.read_history(&filter, from_ns, max_points))
-            .await
-            .map_err(|e| Error::Internal(format!("history read on {shard}: {e}")))?
-            .map_err(|e| match e {
-                HistoryError::TooLarge { limit } => Error::LimitExceeded {
-                    limit: "limits.query_rows_max",
-                    message: format!("the history of {shard} holds more than {limit} points"),
-                },
-                HistoryError::Storage(e) => e.into(),
-            })?;
+        let h = hotlake_raft::runtime::spawn_blocking(move || match since {
+            Some(from_ns) => group.data.read_history(&filter, from_ns, max_points),
+            None => group.data.read_latest(&filter, max_points),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("history read on {shard}: {e}")))?
+        .map_err(|e| match e {
+            HistoryError::TooLarge { limit } => Error::LimitExceeded {
+                limit: "limits.query_rows_max",
+                message: format!("the history of {shard} holds more than {limit} points"),
+            },
+            HistoryError::Storage(e) => e.into(),
+        })?;
         Ok((h.index, h.write))
     }
 

@@ -635,11 +635,12 @@ fn consumer_group_to_proto(g: crate::node::ConsumerGroupStatus) -> pb::ConsumerG
     }
 }
 
-/// A subscription's start as requests write it: empty or `now`; `history:TIME` with TIME in
-/// RFC 3339 or nanoseconds since the epoch; or a cursor.
+/// A subscription's start as requests write it: empty or `now`; `last`; `history:TIME` with
+/// TIME in RFC 3339 or nanoseconds since the epoch; or a cursor.
 pub(super) fn parse_start(text: &str) -> Result<Start, Error> {
     match text {
         "" | "now" => Ok(Start::Now),
+        "last" => Ok(Start::Last),
         _ => match text.strip_prefix("history:") {
             Some(time) => {
                 let ns = match time.parse::<i64>() {

@@ -2,7 +2,8 @@
 //!
 //! `GET /api/v1/subscribe?db=&measurement=&tag=key=value&field=&start=` answers a stream of
 //! events: `points` (one feed entry's matching points, as JSON), `progress` (nothing matched
-//! for a while) and a final `error`. With `start=history:TIME` the stored points from TIME on
+//! for a while) and a final `error`. With `start=history:TIME` (or `start=last`, the latest
+//! value of each field) the stored points from TIME on
 //! come first as `history` events (one per shard, without an id, so that a reconnection asks
 //! for the history again), then the live part from the `progress` event that follows them.
 //! Every other event's `id` is the subscription's cursor after it, so a client that

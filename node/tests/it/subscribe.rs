@@ -568,7 +568,7 @@ fn a_consumer_group_of_two_members_processes_every_acknowledged_write_across_lea
 }
 
 #[test]
-fn a_history_start_delivers_the_stored_points_then_what_follows_without_gap_or_duplicate() {
+fn history_and_last_starts_deliver_the_stored_points_then_what_follows_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("small-history.toml");
     std::fs::write(&config, "[limits]\nquery_rows_max = 15\n").unwrap();
@@ -605,6 +605,14 @@ fn a_history_start_delivers_the_stored_points_then_what_follows_without_gap_or_d
         }
         live.sort_unstable();
         assert_eq!(live, (20..25).collect::<Vec<i64>>(), "what followed the history");
+        // `last`: the latest values of the series selected, then the live part.
+        let what = SubscribeBuilder::new("fleet").measurement("readings").tag("device_id", "truck_1").latest();
+        let mut latest = client.subscribe(what);
+        let m = tokio::time::timeout(Duration::from_secs(10), latest.recv()).await.unwrap().unwrap().unwrap();
+        assert!(m.history, "{m:?}");
+        assert_eq!((statuses(&m), velocities(&m)), (vec![21], vec!["truck_1:21.5".to_string()]));
+        let m = tokio::time::timeout(Duration::from_secs(10), latest.recv()).await.unwrap().unwrap().unwrap();
+        assert!(!m.history && m.series.is_empty(), "the live part starts after the latest values: {m:?}");
         // More history than a query may read is refused, with the limit named.
         let mut too_much = client.subscribe(SubscribeBuilder::new("fleet").history_from("1970-01-01T00:00:00Z"));
         let e = tokio::time::timeout(Duration::from_secs(10), too_much.recv()).await.unwrap().unwrap().unwrap_err();

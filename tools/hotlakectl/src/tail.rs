@@ -47,6 +47,10 @@ pub struct TailArgs {
     /// what is written after them.
     #[arg(long, conflicts_with_all = ["after", "group"])]
     history_from: Option<String>,
+    /// Start with the latest value of each field of each series (as `last` shows), then follow
+    /// what is written after them.
+    #[arg(long, conflicts_with_all = ["after", "group", "history_from"])]
+    latest: bool,
     /// Stop after this many points.
     #[arg(long)]
     count: Option<u64>,
@@ -76,6 +80,9 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
     }
     if let Some(t) = &o.history_from {
         what = what.history_from(t);
+    }
+    if o.latest {
+        what = what.latest();
     }
     if let Some(g) = &o.group {
         what = what.group(g);
