@@ -246,7 +246,9 @@ impl Admin for Node {
         Node::health(self)
     }
     fn metrics_text(&self) -> String {
-        self.metrics().render()
+        let mut text = self.metrics().render();
+        text.push_str(&self.consumer_lag_metrics());
+        text
     }
     fn map(&self) -> Arc<ClusterMap> {
         Node::map(self)

@@ -1,6 +1,9 @@
 //! A subscriber for the swarm: follows every write of the workload's measurement through
 //! `Subscribe`, moving to another node whenever its stream breaks or goes silent and resuming
 //! from the last cursor it was given, as the client library does.
+//!
+//! A member of a consumer group instead resumes, on every stream, after the positions the
+//! group committed; it commits the cursor of what it was given about once a second.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +17,9 @@ use crate::workload::Targets;
 
 /// A stream silent for longer is taken for dead (the node sends progress every 5 s).
 const SILENCE_MAX: Duration = Duration::from_secs(12);
+
+/// How often a group member commits what it was given.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// What the subscriber was given.
 #[derive(Default, Debug)]
@@ -33,12 +39,19 @@ pub struct Subscriber {
     /// What it was given.
     pub seen: Arc<Mutex<Deliveries>>,
     stop: Arc<AtomicBool>,
+    /// The consumer group it is a member of, if any.
+    group: Option<String>,
 }
 
 impl Subscriber {
     /// A subscriber that has seen nothing.
     pub fn new() -> Subscriber {
-        Subscriber { seen: Default::default(), stop: Arc::new(AtomicBool::new(false)) }
+        Subscriber { seen: Default::default(), stop: Arc::new(AtomicBool::new(false)), group: None }
+    }
+
+    /// A member of consumer group `group` that has seen nothing.
+    pub fn member(group: &str) -> Subscriber {
+        Subscriber { group: Some(group.to_string()), ..Subscriber::new() }
     }
 
     /// Tells it to finish.
@@ -71,9 +84,13 @@ impl Subscriber {
         let req = pb::SubscribeRequest {
             tenant: "sim".into(),
             measurement: "m".into(),
-            start: cursor.clone(),
+            // A member resumes after its group's commits; "now" only places a new group.
+            start: if self.group.is_some() { "now".into() } else { cursor.clone() },
+            group: self.group.clone().unwrap_or_default(),
             ..Default::default()
         };
+        let mut committer = c.clone();
+        let mut committed_at = madsim::time::Instant::now();
         let mut stream = tokio::time::timeout(SILENCE_MAX, c.subscribe(req))
             .await
             .map_err(|_| "no answer".to_string())?
@@ -92,6 +109,20 @@ impl Subscriber {
                 Ok(Ok(Some(m))) => m,
             };
             self.take(&m);
+            if let Some(group) = self.group.as_ref().filter(|_| committed_at.elapsed() >= COMMIT_EVERY) {
+                committed_at = madsim::time::Instant::now();
+                let commit = pb::CommitConsumerRequest {
+                    tenant: "sim".into(),
+                    group: group.clone(),
+                    member: m.member.clone(),
+                    cursor: m.cursor.clone(),
+                };
+                // A commit that fails (the coordinator moved, the member was dealt other
+                // shards) only means more is delivered again.
+                if let Err(e) = tokio::time::timeout(SILENCE_MAX, committer.commit_consumer(commit)).await {
+                    tracing::debug!(error = %e, "commit timed out");
+                }
+            }
             *cursor = m.cursor;
         }
         Ok(())

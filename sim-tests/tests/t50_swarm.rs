@@ -1,6 +1,7 @@
 //! t50: swarm testing. Each seed draws a fault plan (crashes, power loss, pauses, partitions,
 //! one-way and two-way link cuts, deposed leaders, membership changes, packet loss, latency),
-//! runs writers, readers (range, last and aggregate reads) and a subscriber against a cluster of 3 nodes
+//! runs writers, readers (range, last and aggregate reads), a subscriber and a consumer group of
+//! two members against a cluster of 3 nodes
 //! (up to 5 as nodes are added) while the faults happen, heals, and runs every checker. A failure prints the seed, the plan
 //! and the fault log; `MADSIM_TEST_SEED=<seed>` replays it exactly.
 #![cfg(madsim)]
@@ -13,7 +14,7 @@ use hotlake_sim_tests::faults::{self, FaultPlan};
 use hotlake_sim_tests::harness::SimCluster;
 use hotlake_sim_tests::observe;
 use hotlake_sim_tests::subscriber::Subscriber;
-use hotlake_sim_tests::workload::{aggregates_of, Outcome, Targets, Workload, DEVICES};
+use hotlake_sim_tests::workload::{aggregates_of, History, Outcome, Targets, Workload, DEVICES};
 
 /// Simulated seconds of faults per seed.
 const FAULT_SECONDS: u64 = 20;
@@ -35,11 +36,18 @@ async fn t50_swarm_keeps_every_checker_green() {
         .unwrap();
     let workload = Arc::new(Workload::new());
     let targets: Targets = Arc::new(Mutex::new(addrs));
-    // The subscriber starts before the first write, so every write is after its start.
+    // The subscriber and the group's members start before the first write, so every write is
+    // after their start.
     let subscriber = Arc::new(Subscriber::new());
     let (s, t) = (subscriber.clone(), targets.clone());
     let subscribing = client.spawn(async move { s.run(t).await });
-    while !subscriber.seen.lock().unwrap().started {
+    let members = [Arc::new(Subscriber::member("swarm")), Arc::new(Subscriber::member("swarm"))];
+    let mut reading = Vec::new();
+    for m in &members {
+        let (m, t) = (m.clone(), targets.clone());
+        reading.push(client.spawn(async move { m.run(t).await }));
+    }
+    while !subscriber.seen.lock().unwrap().started || !members.iter().all(|m| m.seen.lock().unwrap().started) {
         madsim::time::sleep(Duration::from_millis(50)).await;
     }
     let (w, t) = (workload.clone(), targets.clone());
@@ -50,6 +58,7 @@ async fn t50_swarm_keeps_every_checker_green() {
     let history = workload.history.clone();
     let every_node = cluster.addrs();
     let sub = subscriber.clone();
+    let group = members.clone();
     client
         .spawn(async move {
             // Drains and moves finish and the cluster settles before anything is compared.
@@ -89,19 +98,46 @@ async fn t50_swarm_keeps_every_checker_green() {
                 let answer = aggregates_of(&a[(d as usize) % a.len()], d).await.expect("aggregate query");
                 model::check_aggregate(d, &state[&d], answer).unwrap_or_else(|e| panic!("model: {e}"));
             }
-            let deadline = madsim::time::Instant::now() + Duration::from_secs(60);
-            while !delivery::caught_up(&history.lock().unwrap(), &sub.seen.lock().unwrap())
-                && madsim::time::Instant::now() < deadline
-            {
-                madsim::time::sleep(Duration::from_millis(200)).await;
-            }
-            sub.stop();
-            let h = history.lock().unwrap();
-            let seen = sub.seen.lock().unwrap();
-            println!("subscriber: {} points in {} streams", seen.points.len(), seen.streams);
-            delivery::check(&h, &seen).unwrap_or_else(|e| panic!("delivery: {e}"));
+            check_subscriptions(&history, &sub, &group).await;
         })
         .await
         .unwrap();
     subscribing.await.unwrap();
+    for r in reading {
+        r.await.unwrap();
+    }
+}
+
+/// Waits until the subscriber and the group's members have been given every acknowledged
+/// batch (or a minute has passed), stops them, and checks what each was given.
+async fn check_subscriptions(history: &Mutex<History>, sub: &Subscriber, group: &[Arc<Subscriber>]) {
+    let deadline = madsim::time::Instant::now() + Duration::from_secs(60);
+    let group_caught_up = || {
+        let seen: Vec<_> = group.iter().map(|m| m.seen.lock().unwrap()).collect();
+        let union = delivery::union_of(&seen.iter().map(|s| &**s).collect::<Vec<_>>());
+        delivery::caught_up(&history.lock().unwrap(), &union)
+    };
+    while !(delivery::caught_up(&history.lock().unwrap(), &sub.seen.lock().unwrap()) && group_caught_up())
+        && madsim::time::Instant::now() < deadline
+    {
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+    sub.stop();
+    for m in group {
+        m.stop();
+    }
+    let h = history.lock().unwrap();
+    let seen = sub.seen.lock().unwrap();
+    println!("subscriber: {} points in {} streams", seen.points.len(), seen.streams);
+    delivery::check(&h, &seen).unwrap_or_else(|e| panic!("delivery: {e}"));
+    let given: Vec<_> = group.iter().map(|m| m.seen.lock().unwrap()).collect();
+    let given: Vec<&_> = given.iter().map(|g| &**g).collect();
+    println!(
+        "group: {} and {} points in {} and {} streams",
+        given[0].points.len(),
+        given[1].points.len(),
+        given[0].streams,
+        given[1].streams
+    );
+    delivery::check_group(&h, &given).unwrap_or_else(|e| panic!("group delivery: {e}"));
 }

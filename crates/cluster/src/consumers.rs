@@ -98,6 +98,11 @@ impl ConsumerGroups {
         self.groups.get(tenant).map(|g| g.iter().map(|(n, g)| (n.clone(), g.clone())).collect()).unwrap_or_default()
     }
 
+    /// Every group: (tenant, name, group).
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str, &ConsumerGroup)> {
+        self.groups.iter().flat_map(|(t, g)| g.iter().map(move |(n, g)| (t.as_str(), n.as_str(), g)))
+    }
+
     fn count(&self) -> usize {
         self.groups.values().map(BTreeMap::len).sum()
     }

@@ -126,6 +126,11 @@ impl MetaStateMachine {
         self.lock().consumers.of_tenant(tenant)
     }
 
+    /// Every consumer group: (tenant, name, positions per shard).
+    pub fn all_consumer_groups(&self) -> Vec<(String, String, Vec<u64>)> {
+        self.lock().consumers.all().map(|(t, n, g)| (t.to_string(), n.to_string(), g.positions.clone())).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MetaState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

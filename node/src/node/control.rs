@@ -309,6 +309,19 @@ async fn report(node: &Node) {
     }
 }
 
+/// Each shard's applied index as its leader last reported it to this meta leader (0: not
+/// reported yet).
+pub(super) fn reported_applied(node: &Node, shard_count: usize) -> Vec<u64> {
+    let d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());
+    let mut applied = vec![0; shard_count];
+    for (shard, (r, _)) in &d.reports {
+        if let Some(slot) = applied.get_mut(shard.0 as usize) {
+            *slot = r.applied;
+        }
+    }
+    applied
+}
+
 pub(super) fn record_report(node: &Node, r: NodeReport) {
     let now = Instant::now();
     let mut d = node.meta_duties.lock().unwrap_or_else(|p| p.into_inner());

@@ -445,6 +445,21 @@ fn consumer_group_members_share_the_shards_and_a_new_member_resumes_after_the_co
     for batch in 4..6 {
         assert_eq!(node.write("fleet", &lines("readings", batch * 10, batch * 10 + 10)).status().as_u16(), 204);
     }
+    // The meta leader (this node) reports the group's lag: at least the two writes since the
+    // commits, once the shards' applied indexes have been reported to it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = crate::support::client().get(node.url("/metrics")).send().unwrap().text().unwrap();
+        let lag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hotlake_consumer_lag_entries{tenant=\"fleet\",group=\"dash\"} "))
+            .map(|v| v.parse::<u64>().unwrap());
+        if lag.is_some_and(|l| l >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lag reported for the group: {lag:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let admin = rt.block_on(async {
         // A new member resumes after the commits: exactly what the others did not process.
         let mut c = client.subscribe(group());
