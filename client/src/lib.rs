@@ -85,7 +85,9 @@ pub use client::{Client, ClientBuilder, EndpointHook, WriteSummary};
 pub use cluster::{ClusterView, NodeView, ShardView};
 pub use error::ClientError;
 pub use hotlake_proto::v1 as proto;
-pub use query::{Aggregate, Cmp, Fill, Group, LastBuilder, LastRow, QueryBuilder, QueryResult, Row, Value};
+pub use query::{
+    Aggregate, Cmp, Fill, FilterValue, Group, LastBuilder, LastRow, QueryBuilder, QueryResult, Row, Value,
+};
 pub use retry::RetryPolicy;
 pub use subscribe::{SubscribeBuilder, Subscription, SubscriptionMessage};
 pub use writer::{BatchConfig, BatchStats, BatchWriter, WhenFull};

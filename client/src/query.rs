@@ -8,6 +8,70 @@ use hotlake_proto::v1 as pb;
 pub use pb::field_filter::Op as Cmp;
 pub use pb::{Aggregate, Fill};
 
+/// The operand of a field filter: a number, a boolean or a string; its type decides what the
+/// filter applies to (a number compares with numbers and with booleans as 0/1, a boolean tests
+/// booleans, a string tests strings).
+#[derive(Clone, Debug, PartialEq)]
+pub enum FilterValue {
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string (also a prefix or a regular expression).
+    Text(String),
+}
+
+impl From<f64> for FilterValue {
+    fn from(v: f64) -> Self {
+        FilterValue::Number(v)
+    }
+}
+
+impl From<i64> for FilterValue {
+    fn from(v: i64) -> Self {
+        FilterValue::Number(v as f64)
+    }
+}
+
+impl From<bool> for FilterValue {
+    fn from(v: bool) -> Self {
+        FilterValue::Bool(v)
+    }
+}
+
+impl From<&str> for FilterValue {
+    fn from(v: &str) -> Self {
+        FilterValue::Text(v.to_string())
+    }
+}
+
+impl From<String> for FilterValue {
+    fn from(v: String) -> Self {
+        FilterValue::Text(v)
+    }
+}
+
+/// A field filter as the wire carries it.
+pub(crate) fn field_filter(field: &str, cmp: Cmp, value: FilterValue) -> pb::FieldFilter {
+    use pb::field_filter::Operand;
+    let operand = match value {
+        FilterValue::Number(x) => Operand::Value(x),
+        FilterValue::Bool(b) => Operand::BoolValue(b),
+        FilterValue::Text(s) => Operand::StringValue(s),
+    };
+    pb::FieldFilter { field: field.into(), op: cmp as i32, operand: Some(operand), values: Vec::new() }
+}
+
+/// A field filter that passes strings equal to one of `values`.
+pub(crate) fn field_filter_in<S: Into<String>>(field: &str, values: impl IntoIterator<Item = S>) -> pb::FieldFilter {
+    pb::FieldFilter {
+        field: field.into(),
+        op: Cmp::In as i32,
+        operand: None,
+        values: values.into_iter().map(Into::into).collect(),
+    }
+}
+
 /// One value of a result.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -212,11 +276,19 @@ impl QueryBuilder {
         self
     }
 
-    /// Only rows whose field `field` holds a number that compares with `value` as `cmp` says
-    /// (`.filter("velocity", Cmp::Gt, 1.0)`: moving trucks only). Rows without the field do
-    /// not count. Several filters must all hold.
-    pub fn filter(mut self, field: &str, cmp: Cmp, value: f64) -> Self {
-        self.req.filters.push(pb::FieldFilter { field: field.into(), op: cmp as i32, value });
+    /// Only rows whose field `field` passes `cmp` with `value`: `.filter("velocity", Cmp::Gt,
+    /// 1.0)` (moving trucks only), `.filter("error", Cmp::Eq, "E_DECODER")`, `.filter("reboot",
+    /// Cmp::Eq, true)`, `.filter("error", Cmp::Prefix, "E_")`, `.filter("error", Cmp::Regex,
+    /// "^E_(DE|TU)")`. Rows without the field, or with a value of another type, do not count.
+    /// Several filters must all hold.
+    pub fn filter(mut self, field: &str, cmp: Cmp, value: impl Into<FilterValue>) -> Self {
+        self.req.filters.push(field_filter(field, cmp, value.into()));
+        self
+    }
+
+    /// Only rows whose string field `field` equals one of `values`.
+    pub fn filter_in<S: Into<String>>(mut self, field: &str, values: impl IntoIterator<Item = S>) -> Self {
+        self.req.filters.push(field_filter_in(field, values));
         self
     }
 

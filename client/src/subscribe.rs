@@ -25,6 +25,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::client::Client;
+use crate::query::{field_filter, field_filter_in, Cmp, FilterValue};
 use crate::ClientError;
 use hotlake_proto::v1 as pb;
 
@@ -66,6 +67,21 @@ impl SubscribeBuilder {
     /// Only this field (repeat for several); series with none of the fields are left out.
     pub fn field(mut self, field: &str) -> Self {
         self.req.fields.push(field.to_string());
+        self
+    }
+
+    /// Only the rows whose field `field` passes `cmp` with `value`, as
+    /// [`QueryBuilder::filter`](crate::QueryBuilder::filter) says: `.filter("error", Cmp::Eq,
+    /// "E_DECODER")` delivers the decoder errors as they are written. The field need not be
+    /// one of those delivered.
+    pub fn filter(mut self, field: &str, cmp: Cmp, value: impl Into<FilterValue>) -> Self {
+        self.req.filters.push(field_filter(field, cmp, value.into()));
+        self
+    }
+
+    /// Only the rows whose string field `field` equals one of `values`.
+    pub fn filter_in<S: Into<String>>(mut self, field: &str, values: impl IntoIterator<Item = S>) -> Self {
+        self.req.filters.push(field_filter_in(field, values));
         self
     }
 

@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     });
     let filtered = Query {
         fields: vec!["fuel_consumption".into()],
-        filters: vec![FieldFilter { field: "velocity".into(), op: CmpOp::Gt, value: 1.0 }],
+        filters: vec![FieldFilter::number("velocity", CmpOp::Gt, 1.0)],
         aggregates: vec![AggKind::Mean],
         ..q.clone()
     };

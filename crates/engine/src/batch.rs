@@ -58,6 +58,21 @@ pub struct ColumnWrite {
     pub values: Values,
 }
 
+impl ColumnWrite {
+    /// Calls `f(row, value index)` for each row that has a value, in row order.
+    pub fn for_each_present(&self, rows: usize, mut f: impl FnMut(usize, usize)) {
+        let mut absent = self.absent_rows.iter().peekable();
+        let mut vi = 0;
+        for row in 0..rows {
+            if absent.next_if(|&&a| a as usize == row).is_some() {
+                continue;
+            }
+            f(row, vi);
+            vi += 1;
+        }
+    }
+}
+
 /// Points of one series in a batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeriesWrite {
@@ -69,6 +84,38 @@ pub struct SeriesWrite {
     pub timestamps: Vec<TimestampNs>,
     /// The fields.
     pub columns: Vec<ColumnWrite>,
+}
+
+impl SeriesWrite {
+    /// The rows whose `keep` is set, with the same fields (a field left without values is
+    /// dropped).
+    pub fn select_rows(&self, keep: &[bool]) -> SeriesWrite {
+        let mut new_row = vec![u32::MAX; keep.len()];
+        let mut timestamps = Vec::new();
+        for (row, &k) in keep.iter().enumerate() {
+            if k {
+                new_row[row] = timestamps.len() as u32;
+                timestamps.push(self.timestamps[row]);
+            }
+        }
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let mut values = Values::empty(c.values.field_type());
+            let mut kept = vec![false; timestamps.len()];
+            c.for_each_present(self.timestamps.len(), |row, vi| {
+                if keep[row] {
+                    kept[new_row[row] as usize] = true;
+                    values.push(c.values.get(vi));
+                }
+            });
+            if values.is_empty() {
+                continue;
+            }
+            let absent_rows = kept.iter().enumerate().filter(|(_, k)| !**k).map(|(r, _)| r as u32).collect();
+            columns.push(ColumnWrite { field: c.field.clone(), absent_rows, values });
+        }
+        SeriesWrite { key: self.key.clone(), device: self.device.clone(), timestamps, columns }
+    }
 }
 
 impl SeriesWrite {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{ColumnWrite, SeriesWrite, ShardWrite};
 use hotlake_storage::{keys, Space, StorageError, WriteBatch};
+use hotlake_types::filter::FieldFilter;
 use hotlake_types::model::{parse_series_key, FieldValue, TimestampNs};
 
 /// One feed entry: the accepted part of the write applied at `index`.
@@ -75,7 +76,7 @@ pub enum FeedError {
 }
 
 /// What a subscription selects from a feed entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeedFilter {
     /// The tenant.
     pub tenant: String,
@@ -85,9 +86,28 @@ pub struct FeedFilter {
     pub tags: Vec<(String, String)>,
     /// Only these fields (empty: all); a series with none of them is left out.
     pub fields: Vec<String>,
+    /// Only the rows whose values pass every one of these field filters (tested before the
+    /// fields are selected, so a filter may test a field that is not delivered).
+    #[serde(default)]
+    pub filters: Vec<FieldFilter>,
 }
 
 impl FeedFilter {
+    /// The fields a read for this filter needs: the ones it delivers and the ones its field
+    /// filters test (`None`: every field).
+    pub fn read_fields(&self) -> Option<Vec<String>> {
+        if self.fields.is_empty() {
+            return None;
+        }
+        let mut fields = self.fields.clone();
+        for f in &self.filters {
+            if !fields.contains(&f.field) {
+                fields.push(f.field.clone());
+            }
+        }
+        Some(fields)
+    }
+
     /// The part of `write` the filter selects, or `None` when nothing matches.
     pub fn select(&self, write: &ShardWrite) -> Option<ShardWrite> {
         if write.tenant != self.tenant {
@@ -107,6 +127,21 @@ impl FeedFilter {
                 return None;
             }
         }
+        self.narrow(s)
+    }
+
+    /// The rows of a selected series that pass the field filters, with the fields the filter
+    /// names; `None` when nothing is left.
+    pub(crate) fn narrow(&self, s: &SeriesWrite) -> Option<SeriesWrite> {
+        let passing;
+        let s = match rows_passing(s, &self.filters) {
+            None => s,
+            Some(keep) if !keep.contains(&true) => return None,
+            Some(keep) => {
+                passing = s.select_rows(&keep);
+                &passing
+            }
+        };
         if self.fields.is_empty() {
             return Some(s.clone());
         }
@@ -118,6 +153,25 @@ impl FeedFilter {
             columns,
         })
     }
+}
+
+/// Which rows of `s` pass every filter (a row without a tested field fails), or `None` when
+/// all of them do.
+pub fn rows_passing(s: &SeriesWrite, filters: &[FieldFilter]) -> Option<Vec<bool>> {
+    if filters.is_empty() {
+        return None;
+    }
+    let rows = s.timestamps.len();
+    let mut keep = vec![true; rows];
+    for f in filters {
+        let Some(c) = s.columns.iter().find(|c| c.field == f.field) else { return Some(vec![false; rows]) };
+        let mut passed = vec![false; rows];
+        c.for_each_present(rows, |row, vi| passed[row] = f.test.value(&c.values.get(vi)));
+        for (k, p) in keep.iter_mut().zip(passed) {
+            *k &= p;
+        }
+    }
+    (!keep.iter().all(|&k| k)).then_some(keep)
 }
 
 /// One flush's worth of stored entries.
@@ -322,4 +376,66 @@ pub fn points_of(w: &ShardWrite) -> usize {
 
 fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt { space: space.name(), reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Values;
+    use hotlake_types::filter::{FilterOp, Operand};
+
+    /// Device d1's rows at 1..=4: `error` at every row but 3, `temp` at every row.
+    fn write() -> ShardWrite {
+        ShardWrite {
+            tenant: "t".into(),
+            series: vec![SeriesWrite {
+                key: "m,device_id=d1".into(),
+                device: "d1".into(),
+                timestamps: vec![1, 2, 3, 4],
+                columns: vec![
+                    ColumnWrite {
+                        field: "error".into(),
+                        absent_rows: vec![2],
+                        values: Values::Str(vec!["E_1".into(), "OK".into(), "E_2".into()]),
+                    },
+                    ColumnWrite {
+                        field: "temp".into(),
+                        absent_rows: vec![],
+                        values: Values::F64(vec![1.0, 2.0, 3.0, 4.0]),
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn filter(fields: &[&str], field: &str, op: &str, operand: Operand) -> FeedFilter {
+        FeedFilter {
+            tenant: "t".into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            filters: vec![FieldFilter::new(field, FilterOp::parse(op).unwrap(), operand).unwrap()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn field_filters_keep_the_passing_rows_before_the_fields_are_selected() {
+        let f = filter(&["temp"], "error", "prefix", Operand::Str("E_".into()));
+        let got = f.select(&write()).unwrap();
+        let s = &got.series[0];
+        assert_eq!(s.timestamps, vec![1, 4]);
+        assert_eq!(s.columns.len(), 1, "error is tested, not delivered");
+        assert_eq!(s.columns[0].values, Values::F64(vec![1.0, 4.0]));
+
+        // All fields: the kept rows keep their absent values absent.
+        let f = filter(&[], "temp", ">=", Operand::Number(2.0));
+        let s = &f.select(&write()).unwrap().series[0];
+        assert_eq!(s.timestamps, vec![2, 3, 4]);
+        assert_eq!(s.columns[0].absent_rows, vec![1]);
+        assert_eq!(s.columns[0].values, Values::Str(vec!["OK".into(), "E_2".into()]));
+
+        // Nothing passes: nothing is delivered; everything passes: the write as it is.
+        assert!(filter(&[], "error", "=", Operand::Str("none".into())).select(&write()).is_none());
+        assert!(filter(&[], "missing", "=", Operand::Bool(true)).select(&write()).is_none());
+        assert_eq!(filter(&[], "temp", ">", Operand::Number(0.0)).select(&write()).unwrap(), write());
+    }
 }

@@ -8,6 +8,7 @@
 //! blocks under a higher sequence). What a later retention entry deletes before the blocks are
 //! read is left out: it was due to expire.
 
+use hotlake_types::filter::FieldTest;
 use hotlake_types::model::{parse_series_key, TimestampNs};
 
 use crate::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
@@ -64,7 +65,8 @@ impl ShardData {
             let inner = self.read();
             let index = inner.applied.map_or(0, |a| a.index);
             let view = inner.view();
-            let field_ids = field_ids(&inner, filter);
+            let read_fields = filter.read_fields();
+            let field_ids = field_ids(&inner, read_fields.as_deref());
             let name_of = |f: FieldId| inner.index.field_name(f).to_string();
             let mut selected = Vec::new();
             let mut points = 0usize;
@@ -88,10 +90,11 @@ impl ShardData {
             }
             (index, view.flush_seq_max, selected, points)
         };
-        let fields = (!filter.fields.is_empty()).then_some(filter.fields.as_slice());
+        let read_fields = filter.read_fields();
         let mut series = Vec::new();
         for s in selected {
-            let mut parts = flushed_parts(self, flush_seq_max, s.id, from_ns, TimestampNs::MAX, fields)?;
+            let mut parts =
+                flushed_parts(self, flush_seq_max, s.id, from_ns, TimestampNs::MAX, read_fields.as_deref())?;
             points += parts.iter().map(|b| b.timestamps.len()).sum::<usize>();
             if points > max_points {
                 return Err(HistoryError::TooLarge { limit: max_points });
@@ -101,7 +104,9 @@ impl ShardData {
             if block.timestamps.is_empty() || block.columns.is_empty() {
                 continue;
             }
-            series.push(series_write(s.key, s.device, block));
+            if let Some(write) = filter.narrow(&series_write(s.key, s.device, block)) {
+                series.push(write);
+            }
         }
         let write = (!series.is_empty()).then(|| ShardWrite { tenant: filter.tenant.clone(), series });
         Ok(History { index, write })
@@ -111,15 +116,27 @@ impl ShardData {
 impl ShardData {
     /// The latest value of each field of the series `filter` selects (the fields it names, all
     /// when it names none), as of the applied index returned: what `Last` answers, as a
-    /// write with one row per distinct timestamp of a series' latest values.
+    /// write with one row per distinct timestamp of a series' latest values. With field
+    /// filters, a series is there when the latest value of each tested field passes ("the
+    /// devices whose latest status is an error").
     pub fn read_latest(&self, filter: &FeedFilter, max_points: usize) -> Result<History, HistoryError> {
         let inner = self.read();
         let index = inner.applied.map_or(0, |a| a.index);
-        let field_ids = field_ids(&inner, filter);
+        let field_ids = field_ids(&inner, (!filter.fields.is_empty()).then_some(filter.fields.as_slice()));
+        let tested: Option<Vec<_>> =
+            filter.filters.iter().map(|f| inner.index.find_field(&f.field).map(|id| (id, &f.test))).collect();
+        // A tested field no series has: none passes.
+        let Some(tested) = tested else { return Ok(History { index, write: None }) };
         let mut series = Vec::new();
         let mut points = 0usize;
         for id in selected_series(&inner, filter) {
             let info = inner.index.get(id);
+            let passes = |(field, test): &(FieldId, &FieldTest)| {
+                info.last.iter().find(|l| l.field == *field).is_some_and(|l| test.value(&l.value))
+            };
+            if !tested.iter().all(passes) {
+                continue;
+            }
             let mut latest: Vec<&LastValue> =
                 info.last.iter().filter(|l| field_ids.as_ref().is_none_or(|f| f.contains(&l.field))).collect();
             if latest.is_empty() {
@@ -175,9 +192,9 @@ fn selected_series(inner: &ShardInner, filter: &FeedFilter) -> Vec<u32> {
         .collect()
 }
 
-/// The ids of the fields the filter names (`None`: it names none, so every field).
-fn field_ids(inner: &ShardInner, filter: &FeedFilter) -> Option<Vec<FieldId>> {
-    (!filter.fields.is_empty()).then(|| filter.fields.iter().filter_map(|n| inner.index.find_field(n)).collect())
+/// The ids of `fields` (`None`: every field).
+fn field_ids(inner: &ShardInner, fields: Option<&[String]>) -> Option<Vec<FieldId>> {
+    fields.map(|fields| fields.iter().filter_map(|n| inner.index.find_field(n)).collect())
 }
 
 /// A merged block as the rows of a write.

@@ -223,9 +223,42 @@ fn check_history(shard: &ShardData, model: &Model, applied: u64) {
     }
     let want: Vec<(u8, &str, i64, FieldValue)> = newest.into_iter().map(|((s, f), (t, v))| (s, f, t, v)).collect();
     assert_eq!(got, want, "latest values");
+    check_filtered_history(shard, model, from_s);
     let rows = expected.iter().map(|e| (e.0, e.1)).collect::<std::collections::BTreeSet<_>>().len();
     if rows > 1 {
         let refused = shard.read_history(&all, from_s * 1_000_000_000, rows - 1);
         assert!(matches!(refused, Err(crate::history::HistoryError::TooLarge { .. })), "a history over its limit");
     }
+}
+
+/// A history read with a field filter on `a` that delivers only `b` holds the model's `b`
+/// values of exactly the rows whose `a` passes.
+fn check_filtered_history(shard: &ShardData, model: &Model, from_s: i64) {
+    use hotlake_types::filter::{CmpOp, FieldFilter};
+    let threshold = 0.0;
+    let filter = crate::feed::FeedFilter {
+        tenant: "t".into(),
+        fields: vec!["b".into()],
+        filters: vec![FieldFilter::number("a", CmpOp::Gt, threshold)],
+        ..Default::default()
+    };
+    let h = shard.read_history(&filter, from_s * 1_000_000_000, usize::MAX).unwrap();
+    let mut got: Vec<(u8, i64, FieldValue)> = Vec::new();
+    for s in h.write.iter().flat_map(|w| &w.series) {
+        let series: u8 = s.device[1..].parse().unwrap();
+        for c in &s.columns {
+            assert_eq!(c.field, "b", "the tested field is not delivered");
+            c.for_each_present(s.timestamps.len(), |row, vi| {
+                got.push((series, s.timestamps[row] / 1_000_000_000, c.values.get(vi)))
+            });
+        }
+    }
+    got.sort_by_key(|x| (x.0, x.1));
+    let passes = |s: u8, t: i64| model.get(&(s, t, "a")).and_then(FieldValue::as_f64).is_some_and(|a| a > threshold);
+    let expected: Vec<(u8, i64, FieldValue)> = model
+        .iter()
+        .filter(|((s, t, f), _)| *f == "b" && *t >= from_s && passes(*s, *t))
+        .map(|((s, t, _), v)| (*s, *t, v.clone()))
+        .collect();
+    assert_eq!(got, expected, "history of b where a > {threshold}");
 }

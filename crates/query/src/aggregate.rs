@@ -123,10 +123,9 @@ impl FieldAgg {
 
     fn add(&mut self, ts: TimestampNs, v: FieldValue) {
         self.count += 1;
+        // Booleans count as 0/1: `sum` is the number of trues, `mean` the share of them.
         if let Some(x) = v.as_f64() {
-            if !matches!(v, FieldValue::Bool(_)) {
-                self.add_f64(x);
-            }
+            self.add_f64(x);
         }
         if self.first.as_ref().is_none_or(|(t, _)| ts < *t) {
             self.first = Some((ts, v.clone()));

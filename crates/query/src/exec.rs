@@ -263,7 +263,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::filter::{CmpOp, FieldFilter};
+    use crate::filter::{CmpOp, FieldFilter, FilterOp, Operand};
     use crate::{AggKind, Fill};
     use hotlake_engine::applied::EntryId;
     use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, ShardWrite, Values};
@@ -339,15 +339,14 @@ mod tests {
         shard.apply(EntryId { term: 1, leader: 1, index: 1 }, write(40, &[3, 30])).unwrap();
         let cut = shard.freeze();
         shard.flush(cut).unwrap();
-        let gt = |field: &str, value: f64| FieldFilter { field: field.into(), op: CmpOp::Gt, value };
+        let gt = |field: &str, value: f64| FieldFilter::number(field, CmpOp::Gt, value);
 
         // The newest flagged row is hour 30: found after reading a few windows, not all 40.
         let (values, scanned) = answer(&shard, &last(&["v"], vec![gt("s", 0.5)]));
         assert_eq!(values, vec![Some(FieldValue::F64(30.0))]);
         assert!(scanned < 40, "read {scanned} points for a match 10 windows back");
         // Only hour 3 passes: every older window is read until it is found.
-        let (values, _) =
-            answer(&shard, &last(&["v"], vec![gt("v", 2.5), FieldFilter { op: CmpOp::Lt, ..gt("v", 3.5) }]));
+        let (values, _) = answer(&shard, &last(&["v"], vec![gt("v", 2.5), FieldFilter::number("v", CmpOp::Lt, 3.5)]));
         assert_eq!(values, vec![Some(FieldValue::F64(3.0))]);
         // `w` exists only at hour 0: reading goes on past the window that gave `v`.
         let (values, _) = answer(&shard, &last(&["v", "w"], vec![]));
@@ -355,5 +354,55 @@ mod tests {
         // Nothing passes: no group at all.
         let (values, _) = answer(&shard, &last(&["v"], vec![gt("s", 2.0)]));
         assert!(values.is_empty());
+    }
+
+    /// A series with a string field `error` and a boolean field `reboot`, one row per hour.
+    fn events(errors: &[&str], reboots: &[bool]) -> ShardCommand {
+        ShardCommand::Write(ShardWrite {
+            tenant: "t".into(),
+            series: vec![SeriesWrite {
+                key: "m,device_id=d1".into(),
+                device: "d1".into(),
+                timestamps: (0..errors.len() as i64).map(|h| h * HOUR).collect(),
+                columns: vec![
+                    ColumnWrite {
+                        field: "error".into(),
+                        absent_rows: vec![],
+                        values: Values::Str(errors.iter().map(|e| e.to_string()).collect()),
+                    },
+                    ColumnWrite { field: "reboot".into(), absent_rows: vec![], values: Values::Bool(reboots.to_vec()) },
+                ],
+            }],
+        })
+    }
+
+    /// Filters on strings and booleans select rows on the shard, and booleans aggregate as 0/1.
+    #[test]
+    fn string_and_boolean_filters_select_rows_and_booleans_sum_as_zero_or_one() {
+        let shard = ShardData::open(Arc::new(MemEngine::new()), ShardId(0), ShardOptions::default()).unwrap();
+        let errors = ["OK", "E_DECODER", "E_TUNER", "E_DECODER", "OK"];
+        let reboots = [false, true, true, false, true];
+        shard.apply(EntryId { term: 1, leader: 1, index: 1 }, events(&errors, &reboots)).unwrap();
+        let with = |aggregates: Vec<AggKind>, field: &str, filters: Vec<FieldFilter>| Query {
+            fields: vec![field.into()],
+            aggregates,
+            ..last(&[], filters)
+        };
+        let text =
+            |op: &str, operand: Operand| FieldFilter::new("error", FilterOp::parse(op).unwrap(), operand).unwrap();
+        let decoder = text("=", Operand::Str("E_DECODER".into()));
+        let (values, _) = answer(&shard, &with(vec![AggKind::Count], "error", vec![decoder.clone()]));
+        assert_eq!(values, vec![Some(FieldValue::I64(2))]);
+        let (values, _) =
+            answer(&shard, &with(vec![AggKind::Count], "error", vec![text("prefix", Operand::Str("E_".into()))]));
+        assert_eq!(values, vec![Some(FieldValue::I64(3))]);
+        let rebooted = FieldFilter::new("reboot", FilterOp::Eq, Operand::Bool(true)).unwrap();
+        let (values, _) = answer(&shard, &with(vec![AggKind::Count], "error", vec![rebooted.clone(), decoder]));
+        assert_eq!(values, vec![Some(FieldValue::I64(1))]);
+        let (values, _) = answer(&shard, &with(vec![AggKind::Last], "error", vec![rebooted]));
+        assert_eq!(values, vec![Some(FieldValue::Str("OK".into()))]);
+        // Three reboots out of five rows: sum 3, mean 0.6, max 1.
+        let (values, _) = answer(&shard, &with(vec![AggKind::Sum, AggKind::Mean, AggKind::Max], "reboot", vec![]));
+        assert_eq!(values, vec![Some(FieldValue::F64(3.0)), Some(FieldValue::F64(0.6)), Some(FieldValue::F64(1.0))]);
     }
 }

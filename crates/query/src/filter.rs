@@ -1,80 +1,25 @@
-//! Field-value filters (`WHERE velocity > 1`): which rows of a series pass comparisons on the
-//! values of their fields. Pure: no I/O.
-//!
-//! A row passes when every filter's field has a numeric value in that row and the comparison
-//! holds. A row without the field, or with a string or boolean value in it, fails, as in
-//! InfluxQL. Integers are compared as `f64`.
+//! Field-value filters applied to blocks: which rows of a series pass every filter. The tests
+//! of single values (and their typing rules) are `hotlake_types::filter`'s. Pure: no I/O.
 
-use serde::{Deserialize, Serialize};
+pub use hotlake_types::filter::{CmpOp, FieldFilter, FieldTest, FilterOp, Operand};
 
 use hotlake_engine::codec::{Block, Column, ColumnValues};
-use hotlake_types::error::{Error, Result};
 
-/// A comparison operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CmpOp {
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-    /// `=`
-    Eq,
-    /// `!=`
-    Ne,
-}
-
-impl CmpOp {
-    /// Parses `<`, `<=`, `>`, `>=`, `=` (or `==`) and `!=` (or `<>`).
-    pub fn parse(s: &str) -> Result<CmpOp> {
-        Ok(match s {
-            "<" => CmpOp::Lt,
-            "<=" => CmpOp::Le,
-            ">" => CmpOp::Gt,
-            ">=" => CmpOp::Ge,
-            "=" | "==" => CmpOp::Eq,
-            "!=" | "<>" => CmpOp::Ne,
-            other => return Err(Error::invalid(format!("unknown comparison {other:?}: use <, <=, >, >=, = or !="))),
-        })
-    }
-
-    /// `a <op> b`; false whenever either side is NaN.
-    pub fn holds(self, a: f64, b: f64) -> bool {
-        match self {
-            CmpOp::Lt => a < b,
-            CmpOp::Le => a <= b,
-            CmpOp::Gt => a > b,
-            CmpOp::Ge => a >= b,
-            CmpOp::Eq => a == b,
-            CmpOp::Ne => a != b && !a.is_nan() && !b.is_nan(),
+/// Clears `keep[row]` for the present rows (`present` `None`: every row) whose value fails.
+fn keep_passing<T>(keep: &mut [bool], present: Option<&[bool]>, values: &[T], passes: impl Fn(&T) -> bool) {
+    match present {
+        None => {
+            for (k, v) in keep.iter_mut().zip(values) {
+                *k &= passes(v);
+            }
         }
-    }
-}
-
-/// A comparison of one field's value with a constant.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FieldFilter {
-    /// The field compared.
-    pub field: String,
-    /// The comparison.
-    pub op: CmpOp,
-    /// The constant on the right-hand side.
-    pub value: f64,
-}
-
-impl FieldFilter {
-    /// Checks the filter's own rules.
-    pub fn validate(&self) -> Result<()> {
-        if self.field.is_empty() {
-            return Err(Error::invalid("a field filter needs a field name"));
+        Some(present) => {
+            let mut values = values.iter();
+            for (k, &here) in keep.iter_mut().zip(present) {
+                // A row without the field fails.
+                *k &= here && values.next().is_some_and(&passes);
+            }
         }
-        if self.value.is_nan() {
-            return Err(Error::invalid(format!("field filter on {:?} compares with NaN", self.field)));
-        }
-        Ok(())
     }
 }
 
@@ -87,22 +32,14 @@ fn passing_rows(block: &Block, filters: &[FieldFilter]) -> Option<Vec<bool>> {
             // No row has the field: none passes.
             return Some(vec![false; rows]);
         };
-        let mut vi = 0;
-        for (row, k) in keep.iter_mut().enumerate() {
-            if col.present.as_ref().is_some_and(|p| !p[row]) {
-                *k = false;
-                continue;
-            }
-            let v = match &col.values {
-                ColumnValues::F64(v) => Some(v[vi]),
-                ColumnValues::I64(v) => Some(v[vi] as f64),
-                ColumnValues::U64(v) => Some(v[vi] as f64),
-                ColumnValues::Bool(_) | ColumnValues::Str(_) => None,
-            };
-            vi += 1;
-            if !v.is_some_and(|v| f.op.holds(v, f.value)) {
-                *k = false;
-            }
+        let present = col.present.as_deref();
+        let t = &f.test;
+        match &col.values {
+            ColumnValues::F64(v) => keep_passing(&mut keep, present, v, |x| t.number(*x)),
+            ColumnValues::I64(v) => keep_passing(&mut keep, present, v, |x| t.number(*x as f64)),
+            ColumnValues::U64(v) => keep_passing(&mut keep, present, v, |x| t.number(*x as f64)),
+            ColumnValues::Bool(v) => keep_passing(&mut keep, present, v, |x| t.boolean(*x)),
+            ColumnValues::Str(v) => keep_passing(&mut keep, present, v, |x| t.string(x)),
         }
     }
     if keep.iter().all(|&k| k) {
@@ -186,7 +123,11 @@ mod tests {
     }
 
     fn filter(field: &str, op: &str, value: f64) -> FieldFilter {
-        FieldFilter { field: field.into(), op: CmpOp::parse(op).unwrap(), value }
+        FieldFilter::new(field, FilterOp::parse(op).unwrap(), Operand::Number(value)).unwrap()
+    }
+
+    fn text(field: &str, op: &str, operand: Operand) -> FieldFilter {
+        FieldFilter::new(field, FilterOp::parse(op).unwrap(), operand).unwrap()
     }
 
     fn column<'a>(b: &'a Block, name: &str) -> &'a Column {
@@ -226,14 +167,38 @@ mod tests {
     }
 
     #[test]
+    fn strings_and_booleans_filter_rows_of_their_own_type() {
+        let mut b = block();
+        b.columns.push(Column {
+            name: "reboot".into(),
+            present: Some(vec![true, false, true, true]),
+            values: ColumnValues::Bool(vec![true, false, true]),
+        });
+        let out = apply(b.clone(), &[text("label", "in", Operand::List(vec!["b".into(), "d".into()]))]);
+        assert_eq!(out.timestamps, vec![20, 40]);
+        let out = apply(b.clone(), &[text("label", "!=", Operand::Str("a".into()))]);
+        assert_eq!(out.timestamps, vec![20, 30, 40]);
+        let out = apply(b.clone(), &[text("label", "=~", Operand::Str("^[ac]$".into()))]);
+        assert_eq!(out.timestamps, vec![10, 30]);
+        let out = apply(b.clone(), &[text("reboot", "=", Operand::Bool(true))]);
+        assert_eq!(out.timestamps, vec![10, 40]);
+        assert_eq!(column(&out, "reboot").values, ColumnValues::Bool(vec![true, true]));
+        // Row 20 has no reboot value: `!=` does not keep it either.
+        let out = apply(b.clone(), &[text("reboot", "!=", Operand::Bool(true))]);
+        assert_eq!(out.timestamps, vec![30]);
+        // Numbers see booleans as 0/1; strings never match a number.
+        let out = apply(b.clone(), &[filter("reboot", ">", 0.5), text("label", "prefix", Operand::Str("d".into()))]);
+        assert_eq!(out.timestamps, vec![40]);
+        assert!(apply(b, &[text("fuel", "=", Operand::Str("1".into()))]).timestamps.is_empty());
+    }
+
+    #[test]
     fn operators_parse_and_nan_never_compares() {
         for (s, a, b, want) in
             [("<", 1.0, 2.0, true), ("<=", 2.0, 2.0, true), (">", 1.0, 2.0, false), ("<>", 1.0, 2.0, true)]
         {
-            assert_eq!(CmpOp::parse(s).unwrap().holds(a, b), want, "{a} {s} {b}");
+            assert_eq!(filter("x", s, b).test.number(a), want, "{a} {s} {b}");
         }
-        assert!(CmpOp::parse("~").is_err());
         assert!(!CmpOp::Ne.holds(f64::NAN, 1.0));
-        assert!(FieldFilter { field: "x".into(), op: CmpOp::Lt, value: f64::NAN }.validate().is_err());
     }
 }

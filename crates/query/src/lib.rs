@@ -31,9 +31,9 @@ pub enum TagOp {
     /// Tag equals one of the values.
     In(Vec<String>),
     /// Tag matches the regular expression (a missing tag is "").
-    Regex(#[serde(with = "regex_wire")] Regex),
+    Regex(#[serde(with = "hotlake_types::filter::regex_wire")] Regex),
     /// Tag does not match the regular expression.
-    NotRegex(#[serde(with = "regex_wire")] Regex),
+    NotRegex(#[serde(with = "hotlake_types::filter::regex_wire")] Regex),
 }
 
 /// A predicate on one tag key.
@@ -190,9 +190,7 @@ impl Query {
         if self.aggregates.is_empty() && (self.bucket_ns > 0 || !self.group_by.is_empty()) {
             return Err(Error::invalid("group by time or tags needs at least one aggregate"));
         }
-        for f in &self.filters {
-            f.validate()?;
-        }
+        hotlake_types::filter::check_filters(&self.filters, limits)?;
         if self.aggregates.contains(&AggKind::Percentile) && !(0.0..=100.0).contains(&self.percentile) {
             return Err(Error::invalid(format!("percentile must be within 0..=100, got {}", self.percentile)));
         }
@@ -245,19 +243,4 @@ pub struct LastRow {
     pub tags: Vec<(String, String)>,
     /// (field, timestamp, value).
     pub values: Vec<(String, TimestampNs, FieldValue)>,
-}
-
-/// Regular expressions travel between nodes as their pattern.
-mod regex_wire {
-    use regex::Regex;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(r.as_str())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Regex, D::Error> {
-        let pattern = String::deserialize(d)?;
-        Regex::new(&pattern).map_err(serde::de::Error::custom)
-    }
 }

@@ -12,6 +12,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod error;
+pub mod filter;
 pub mod hash;
 pub mod limits;
 pub mod model;

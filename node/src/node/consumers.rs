@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::feed::{Cursor, Delivery, Start};
 use super::Node;
-use hotlake_cluster::consumers::{check_group_name, ConsumerCommand};
+use hotlake_cluster::consumers::{check_group_name, ConsumerCommand, ConsumerGroup};
 use hotlake_cluster::map::MetaCommand;
 use hotlake_cluster::transport::{ConsumerCall, ConsumerReply, PeerCall, PeerReply};
 use hotlake_engine::feed::FeedFilter;
@@ -153,6 +153,26 @@ impl Node {
         }
     }
 
+    /// A group's committed state, as the coordinator may answer with it. A meta leader that
+    /// has just taken over may not have applied a create its predecessor acknowledged: before
+    /// a group is called unknown (which ends its members' streams), the whole meta log is
+    /// applied here.
+    async fn committed_group(&self, tenant: &str, group: &str) -> Result<ConsumerGroup> {
+        if let Some(g) = self.meta_sm.consumer_group(tenant, group) {
+            return Ok(g);
+        }
+        self.meta
+            .ensure_linearizable()
+            .await
+            .map_err(|e| Error::Unavailable(format!("the meta group cannot confirm its leader: {e}; retry")))?;
+        let last = self.meta.metrics().borrow().last_log_index;
+        let timeout = Duration::from_millis(self.config.limits.query_timeout_ms);
+        self.meta.wait(Some(timeout)).applied_index_at_least(last, "consumer group lookup").await.map_err(|e| {
+            Error::Unavailable(format!("the meta group did not apply its log within {timeout:?}: {e}; retry"))
+        })?;
+        self.meta_sm.consumer_group(tenant, group).ok_or_else(|| no_group(tenant, group))
+    }
+
     /// Answers a consumer-group call as the coordinator.
     pub(crate) async fn coordinate(&self, call: ConsumerCall) -> Result<ConsumerReply> {
         if self.meta.metrics().borrow().current_leader != Some(self.config.node_id) {
@@ -161,17 +181,14 @@ impl Node {
         let shard_count = self.map().shard_count;
         match call {
             ConsumerCall::Heartbeat { tenant, group, member, leaving } => {
-                let committed =
-                    self.meta_sm.consumer_group(&tenant, &group).ok_or_else(|| no_group(&tenant, &group))?;
+                let committed = self.committed_group(&tenant, &group).await?;
                 let shards = self.consumer_members.heartbeat((tenant, group), &member, leaving, shard_count)?;
                 let positions =
                     shards.iter().map(|s| committed.positions.get(*s as usize).copied().unwrap_or(0)).collect();
                 Ok(ConsumerReply::Assignment { shards, positions })
             }
             ConsumerCall::Commit { tenant, group, member, positions } => {
-                if self.meta_sm.consumer_group(&tenant, &group).is_none() {
-                    return Err(no_group(&tenant, &group));
-                }
+                self.committed_group(&tenant, &group).await?;
                 let key = (tenant, group);
                 let members = self.consumer_members.members(&key, shard_count);
                 let Some((_, mine)) = members.into_iter().find(|(m, _)| *m == member) else {

@@ -226,6 +226,7 @@ impl Node {
                 "a measurement, tag or field name of the filter is longer than the limits allow",
             ));
         }
+        hotlake_types::filter::check_filters(&filter.filters, limits)?;
         if filter.tags.len() as u64 > limits.tags_per_line_max
             || filter.fields.len() as u64 > limits.fields_per_line_max
         {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use hotlake_proto::errors;
 use hotlake_proto::v1 as pb;
 use hotlake_proto::v1::hotlake_server::Hotlake;
-use regex::Regex;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{principal_of_call, require, token_of_call, Reauthorized};
@@ -16,7 +15,7 @@ use crate::service::{Ingest, Service};
 use hotlake_cluster::access::{Action, Principal};
 use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use hotlake_engine::feed::FeedFilter;
-use hotlake_query::filter::{CmpOp, FieldFilter};
+use hotlake_query::filter::{FieldFilter, FilterOp, Operand};
 use hotlake_query::{AggKind, Fill, LastQuery, Query, TagOp, TagPredicate};
 use hotlake_storage::ShardId;
 use hotlake_types::error::Error;
@@ -256,7 +255,7 @@ fn predicate_from_proto(p: pb::TagPredicate) -> Result<TagPredicate, Error> {
             _ => Err(Error::invalid(format!("predicate on tag {:?} needs exactly one value", p.key))),
         }
     };
-    let regex = |s: String| Regex::new(&s).map_err(|e| Error::invalid(format!("bad regex {s:?}: {e}")));
+    let regex = |s: String| hotlake_types::filter::compile_pattern(&s);
     let op = match Op::try_from(p.op).unwrap_or(Op::Unspecified) {
         Op::Eq => TagOp::Eq(one(&p)?),
         Op::Neq => TagOp::Neq(one(&p)?),
@@ -296,21 +295,7 @@ pub fn query_from_proto(r: pb::QueryRequest) -> Result<Query, Error> {
         pb::Fill::Previous => Fill::Previous,
         pb::Fill::Value => Fill::Value(r.fill_value),
     };
-    let mut filters = Vec::with_capacity(r.filters.len());
-    for f in r.filters {
-        let op = match pb::field_filter::Op::try_from(f.op).unwrap_or(pb::field_filter::Op::Unspecified) {
-            pb::field_filter::Op::Lt => CmpOp::Lt,
-            pb::field_filter::Op::Le => CmpOp::Le,
-            pb::field_filter::Op::Gt => CmpOp::Gt,
-            pb::field_filter::Op::Ge => CmpOp::Ge,
-            pb::field_filter::Op::Eq => CmpOp::Eq,
-            pb::field_filter::Op::Ne => CmpOp::Ne,
-            pb::field_filter::Op::Unspecified => {
-                return Err(Error::invalid(format!("field filter on {:?} has no comparison", f.field)))
-            }
-        };
-        filters.push(FieldFilter { field: f.field, op, value: f.value });
-    }
+    let filters = field_filters(r.filters)?;
     Ok(Query {
         tenant: r.tenant,
         measurement: r.measurement,
@@ -328,6 +313,42 @@ pub fn query_from_proto(r: pb::QueryRequest) -> Result<Query, Error> {
         allow_partial: r.allow_partial,
         limit: r.limit as usize,
     })
+}
+
+/// The field filters of a request, checked.
+fn field_filters(list: Vec<pb::FieldFilter>) -> Result<Vec<FieldFilter>, Error> {
+    use pb::field_filter::{Op, Operand as Given};
+    list.into_iter()
+        .map(|f| {
+            let op = match Op::try_from(f.op).unwrap_or(Op::Unspecified) {
+                Op::Lt => FilterOp::Lt,
+                Op::Le => FilterOp::Le,
+                Op::Gt => FilterOp::Gt,
+                Op::Ge => FilterOp::Ge,
+                Op::Eq => FilterOp::Eq,
+                Op::Ne => FilterOp::Ne,
+                Op::In => FilterOp::In,
+                Op::Prefix => FilterOp::Prefix,
+                Op::Regex => FilterOp::Regex,
+                Op::NotRegex => FilterOp::NotRegex,
+                Op::Unspecified => {
+                    return Err(Error::invalid(format!("field filter on {:?} has no comparison", f.field)))
+                }
+            };
+            let operand = match (op, f.operand) {
+                (FilterOp::In, _) => Operand::List(f.values),
+                // proto3 leaves a 0 out of the message: no operand is the number 0.
+                _ if !f.values.is_empty() => {
+                    return Err(Error::invalid(format!("field filter on {:?}: only in takes values", f.field)))
+                }
+                (_, None) => Operand::Number(0.0),
+                (_, Some(Given::Value(x))) => Operand::Number(x),
+                (_, Some(Given::BoolValue(b))) => Operand::Bool(b),
+                (_, Some(Given::StringValue(s))) => Operand::Str(s),
+            };
+            FieldFilter::new(f.field, op, operand)
+        })
+        .collect()
 }
 
 /// Converts a value to proto.
@@ -498,6 +519,7 @@ impl<S: Service> Hotlake for GrpcService<S> {
             measurement: (!r.measurement.is_empty()).then_some(r.measurement),
             tags: r.tags.into_iter().map(|t| (t.key, t.value)).collect(),
             fields: r.fields,
+            filters: field_filters(r.filters).map_err(to_status)?,
         };
         let (member, rx) = if r.group.is_empty() {
             (String::new(), self.node.clone().subscribe(filter, start).await.map_err(to_status)?)

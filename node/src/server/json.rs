@@ -10,11 +10,10 @@
 //!  "fill": "none", "order": "asc", "limit": 100}
 //! ```
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use hotlake_query::filter::{CmpOp, FieldFilter};
+use hotlake_query::filter::{FieldFilter, FilterOp, Operand};
 use hotlake_query::{AggKind, Fill, LastQuery, LastRow, Query, QueryResult, TagOp, TagPredicate};
 use hotlake_types::error::Error;
 use hotlake_types::model::{FieldValue, TimestampNs};
@@ -55,16 +54,49 @@ pub struct JsonPredicate {
     pub values: Option<Vec<String>>,
 }
 
-/// One entry of the `filter` list: `{"field": "velocity", "op": ">", "value": 1}`.
+/// One entry of the `filter` list: `{"field": "velocity", "op": ">", "value": 1}`,
+/// `{"field": "error", "op": "=", "value": "E_DECODER"}`, `{"field": "reboot", "op": "=",
+/// "value": true}`, `{"field": "error", "op": "in", "values": ["E_1", "E_2"]}`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonFieldFilter {
     /// Field name.
     pub field: String,
-    /// `<`, `<=`, `>`, `>=`, `=` or `!=`.
+    /// `<`, `<=`, `>`, `>=`, `=`, `!=`, `in`, `prefix`, `=~` or `!~`.
     pub op: String,
-    /// The constant compared with.
-    pub value: f64,
+    /// The operand: a number, a boolean or a string (every operator but `in`).
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// The strings of `in`.
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
+}
+
+impl JsonFieldFilter {
+    /// Converts to the query model, checking the operator against the operand.
+    pub fn into_filter(self) -> Result<FieldFilter, Error> {
+        let op = FilterOp::parse(&self.op)?;
+        let operand = match (op, self.value, self.values) {
+            (FilterOp::In, None, Some(values)) => Operand::List(values),
+            (FilterOp::In, _, _) => {
+                return Err(Error::invalid(format!("filter on {:?} with in needs \"values\" only", self.field)))
+            }
+            (_, Some(_), Some(_)) | (_, None, Some(_)) => {
+                return Err(Error::invalid(format!("filter on {:?}: only in takes \"values\"", self.field)))
+            }
+            (_, None, None) => return Err(Error::invalid(format!("filter on {:?} needs \"value\"", self.field))),
+            (_, Some(serde_json::Value::Number(n)), None) => Operand::Number(n.as_f64().unwrap_or(f64::NAN)),
+            (_, Some(serde_json::Value::Bool(b)), None) => Operand::Bool(b),
+            (_, Some(serde_json::Value::String(s)), None) => Operand::Str(s),
+            (_, Some(other), None) => {
+                return Err(Error::invalid(format!(
+                    "filter on {:?}: \"value\" must be a number, a boolean or a string, not {other}",
+                    self.field
+                )))
+            }
+        };
+        FieldFilter::new(self.field, op, operand)
+    }
 }
 
 /// The body of `POST /api/v1/query`.
@@ -240,7 +272,7 @@ fn predicates(list: Vec<JsonPredicate>) -> Result<Vec<TagPredicate>, Error> {
                     .clone()
                     .ok_or_else(|| Error::invalid(format!("predicate on {:?} with {:?} needs \"value\"", p.tag, p.op)))
             };
-            let regex = |s: String| Regex::new(&s).map_err(|e| Error::invalid(format!("bad regex {s:?}: {e}")));
+            let regex = |s: String| hotlake_types::filter::compile_pattern(&s);
             let op = match p.op.as_str() {
                 "=" | "==" => TagOp::Eq(one()?),
                 "!=" | "<>" => TagOp::Neq(one()?),
@@ -288,11 +320,7 @@ impl JsonQuery {
             measurement: self.measurement,
             fields: self.fields,
             predicates: predicates(self.predicates)?,
-            filters: self
-                .filters
-                .into_iter()
-                .map(|f| Ok(FieldFilter { op: CmpOp::parse(&f.op)?, field: f.field, value: f.value }))
-                .collect::<Result<Vec<_>, Error>>()?,
+            filters: self.filters.into_iter().map(JsonFieldFilter::into_filter).collect::<Result<Vec<_>, Error>>()?,
             start_ns: time_arg(&self.start, "start")?,
             end_ns: time_arg(&self.end, "end")?,
             aggregates,

@@ -1,6 +1,6 @@
 //! Subscriptions over HTTP as Server-Sent Events, for browsers (`EventSource`) and curl.
 //!
-//! `GET /api/v1/subscribe?db=&measurement=&tag=key=value&field=&start=` answers a stream of
+//! `GET /api/v1/subscribe?db=&measurement=&tag=key=value&field=&filter=&start=` answers a stream of
 //! events: `points` (one feed entry's matching points, as JSON), `progress` (nothing matched
 //! for a while) and a final `error`. With `start=history:TIME` (or `start=last`, the latest
 //! value of each field) the stored points from TIME on
@@ -9,7 +9,9 @@
 //! Every other event's `id` is the subscription's cursor after it, so a client that
 //! reconnects with `Last-Event-ID` (what `EventSource` does by itself), or with
 //! `start=<cursor>`, resumes exactly after the last event it saw. The token may come in
-//! the `p` URL parameter, as `EventSource` cannot set headers.
+//! the `p` URL parameter, as `EventSource` cannot set headers. Each `filter` (repeatable) is a
+//! field filter in text form (`error=E_DECODER`, `reboot=true`, `velocity>1`, see
+//! `hotlake_types::filter::parse_text`): only the rows that pass all of them come.
 //!
 //! With `group=NAME` the stream is a member of that consumer group: every event's data carries
 //! `member`, and the consumer commits what it has processed with
@@ -61,6 +63,7 @@ fn parse_request(params: &[(String, String)], headers: &HeaderMap) -> Result<Req
                 filter.tags.push((k.to_string(), v.to_string()));
             }
             "field" => filter.fields.push(value.clone()),
+            "filter" => filter.filters.push(hotlake_types::filter::parse_text(value)?),
             "group" => group = Some(value.clone()),
             "start" => start = super::grpc::parse_start(value)?,
             "p" | "u" => {}

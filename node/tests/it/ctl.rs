@@ -11,7 +11,7 @@ use crate::cluster::{flags, Cluster};
 use crate::support::NodeProcess;
 
 /// The `hotlakectl` binary next to this test's binary (built by `cargo test --workspace`).
-fn hotlakectl() -> PathBuf {
+pub(crate) fn hotlakectl() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = dir.join("hotlakectl");

@@ -26,7 +26,7 @@ fn lines(measurement: &str, from: usize, to: usize) -> String {
 }
 
 /// The next message that carries points, within `timeout`.
-async fn next_points(sub: &mut Subscription, timeout: Duration) -> SubscriptionMessage {
+pub(crate) async fn next_points(sub: &mut Subscription, timeout: Duration) -> SubscriptionMessage {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let m = tokio::time::timeout_at(deadline, sub.recv()).await.expect("a message in time");
@@ -38,7 +38,7 @@ async fn next_points(sub: &mut Subscription, timeout: Duration) -> SubscriptionM
 }
 
 /// Waits for the first message (the start cursor) so that writes after it are seen.
-async fn started(sub: &mut Subscription) -> String {
+pub(crate) async fn started(sub: &mut Subscription) -> String {
     let m = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.expect("started").unwrap().unwrap();
     assert!(m.series.is_empty(), "the first message only says where the subscription starts");
     m.cursor
@@ -130,13 +130,13 @@ fn a_subscription_delivers_matching_writes_in_order_and_resumes_after_its_cursor
 
 /// One Server-Sent Event.
 #[derive(Debug, Default)]
-struct Event {
-    event: String,
-    id: String,
-    data: String,
+pub(crate) struct Event {
+    pub(crate) event: String,
+    pub(crate) id: String,
+    pub(crate) data: String,
 }
 
-fn next_event(reader: &mut impl BufRead) -> Event {
+pub(crate) fn next_event(reader: &mut impl BufRead) -> Event {
     let mut e = Event::default();
     loop {
         let mut line = String::new();

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use hotlake_client::AdminClient;
+use hotlake_types::filter::{parse_text, FieldFilter, Operand};
 
 use crate::api::Api;
 use crate::output::{cell, json as print_json, print_rows, rfc3339, Output};
@@ -260,18 +261,21 @@ pub fn parse_filter(f: &str) -> Result<Value, Failure> {
     Err(Failure::Usage(format!("filter {f:?} must look like key=value, key!=value, key=~regex or key!~regex")))
 }
 
-/// A field filter flag `field<op>number`, op one of `<=`, `>=`, `!=`, `<`, `>`, `=`.
-pub fn parse_field_filter(f: &str) -> Result<Value, Failure> {
-    // Two-character operators first, so `a<=1` is not read as `a` `<` `=1`.
-    for op in ["<=", ">=", "!=", "<", ">", "="] {
-        if let Some((field, value)) = f.split_once(op) {
-            let number = value.trim().parse::<f64>().map_err(|_| {
-                Failure::Usage(format!("filter {f:?}: {value:?} is not a number (field filters compare numbers)"))
-            })?;
-            return Ok(json!({"field": field.trim(), "op": op, "value": number}));
-        }
+/// A field filter flag in text form (`velocity>1`, `error=E_DECODER`, `reboot=true`,
+/// `firmware^=2.`, `error=~^E_`, `error in E_1,E_2`), checked here so a mistake is a usage
+/// error before anything is sent.
+pub fn parse_field_filter(f: &str) -> Result<FieldFilter, Failure> {
+    parse_text(f).map_err(|e| Failure::Usage(format!("--filter: {e}")))
+}
+
+/// A field filter as the JSON API takes it.
+pub fn field_filter_json(f: &FieldFilter) -> Value {
+    match f.test.parts() {
+        (op, Operand::List(values)) => json!({"field": f.field, "op": op.symbol(), "values": values}),
+        (op, Operand::Number(x)) => json!({"field": f.field, "op": op.symbol(), "value": x}),
+        (op, Operand::Bool(b)) => json!({"field": f.field, "op": op.symbol(), "value": b}),
+        (op, Operand::Str(s)) => json!({"field": f.field, "op": op.symbol(), "value": s}),
     }
-    Err(Failure::Usage(format!("filter {f:?} must look like field>number (also <, <=, >=, =, !=)")))
 }
 
 /// A time flag: nanoseconds, or RFC 3339 text passed through for the server to parse.

@@ -107,8 +107,12 @@ enum Command {
     Query {
         #[command(flatten)]
         select: Selection,
-        /// Field-value filter `field>number` (also <, <=, >=, =, !=; repeatable): only rows
-        /// where it holds count, e.g. --filter 'velocity>1'.
+        /// Field-value filter FIELD OP VALUE (repeatable; all must hold): only rows where it
+        /// holds count. OP: <, <=, >, >=, =, != on numbers (booleans count as 0/1); =, != on
+        /// booleans; =, !=, ^= (prefix), =~ and !~ (regex) on strings; or FIELD in A,B,C.
+        /// VALUE is a number or true/false when it reads as one, a string otherwise; quote it
+        /// to force a string. E.g. --filter 'velocity>1', --filter error=E_DECODER,
+        /// --filter reboot=true, --filter "version='1.2'".
         #[arg(long = "filter")]
         field_filters: Vec<String>,
         /// Start: RFC 3339 or nanoseconds.
@@ -616,8 +620,8 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
             output,
         } => {
             let mut body = select.body()?;
-            body["filter"] =
-                json!(field_filters.iter().map(|f| data::parse_field_filter(f)).collect::<Result<Vec<_>, _>>()?);
+            let filters = field_filters.iter().map(|f| data::parse_field_filter(f)).collect::<Result<Vec<_>, _>>()?;
+            body["filter"] = json!(filters.iter().map(data::field_filter_json).collect::<Vec<_>>());
             body["start"] = data::time_json(start);
             body["end"] = data::time_json(end);
             body["aggregates"] = json!(aggregates);

@@ -12,10 +12,12 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
+use crate::data;
 use crate::output::rfc3339;
 use crate::Failure;
 use hotlake_client::proto::{field_column::Values, SeriesPoints};
-use hotlake_client::{Client, SubscribeBuilder, Subscription};
+use hotlake_client::{Client, Cmp, SubscribeBuilder, Subscription};
+use hotlake_types::filter::{FieldFilter, FilterOp, Operand};
 
 /// How `tail` prints points.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -40,6 +42,11 @@ pub struct TailArgs {
     /// Tag filter `key=value` (repeatable; all must hold).
     #[arg(long = "where")]
     filters: Vec<String>,
+    /// Field-value filter, as `query --filter` takes it (repeatable; all must hold): only the
+    /// rows that pass come, e.g. --filter error=E_DECODER, --filter reboot=true. With
+    /// --latest, a series comes when the latest value of each tested field passes.
+    #[arg(long = "filter")]
+    field_filters: Vec<String>,
     /// Start right after this cursor (printed by an earlier `tail`) instead of now.
     #[arg(long)]
     after: Option<String>,
@@ -74,6 +81,9 @@ pub async fn tail(client: &Client, o: &TailArgs, raw_time: bool, out: &mut impl 
     }
     for f in &o.fields {
         what = what.field(f);
+    }
+    for f in &o.field_filters {
+        what = with_field_filter(what, &data::parse_field_filter(f)?);
     }
     if let Some(c) = &o.after {
         what = what.after(c);
@@ -217,6 +227,29 @@ fn print_point(
             let fields: Vec<String> = p.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(out, "{time} {}{tags} {}", p.measurement, fields.join(","));
         }
+    }
+}
+
+/// `what` with a field filter added through the client's builder.
+fn with_field_filter(what: SubscribeBuilder, f: &FieldFilter) -> SubscribeBuilder {
+    let (op, operand) = f.test.parts();
+    let cmp = match op {
+        FilterOp::Lt => Cmp::Lt,
+        FilterOp::Le => Cmp::Le,
+        FilterOp::Gt => Cmp::Gt,
+        FilterOp::Ge => Cmp::Ge,
+        FilterOp::Eq => Cmp::Eq,
+        FilterOp::Ne => Cmp::Ne,
+        FilterOp::In => Cmp::In,
+        FilterOp::Prefix => Cmp::Prefix,
+        FilterOp::Regex => Cmp::Regex,
+        FilterOp::NotRegex => Cmp::NotRegex,
+    };
+    match operand {
+        Operand::Number(x) => what.filter(&f.field, cmp, x),
+        Operand::Bool(b) => what.filter(&f.field, cmp, b),
+        Operand::Str(s) => what.filter(&f.field, cmp, s),
+        Operand::List(values) => what.filter_in(&f.field, values),
     }
 }
 
