@@ -1,8 +1,8 @@
 //! The Raft log store of one group (a shard group or the meta group), over the group's log space.
 //!
 //! Entries are bincode-encoded under `[0x01] index`. Appends go through the engine's
-//! group-committed log writer and openraft is told they are durable only from its completion
-//! callback. The vote is written synced and `committed` buffered, because losing it only makes
+//! group-committed log writer: readable (and ordered before a later truncation) when `append`
+//! returns, as openraft requires, and reported durable only from its completion callback. The vote is written synced and `committed` buffered, because losing it only makes
 //! a restart re-apply a little more. A purge is synced, then asks the engine to give the purged
 //! entries' disk back.
 

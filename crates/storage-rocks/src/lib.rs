@@ -299,96 +299,75 @@ impl Drop for RocksEngine {
     }
 }
 
-struct LogWrite {
-    batch: WriteBatch,
-    done: LogWriteDone,
-}
-
-/// The group-commit thread for Raft log writes.
+/// The group-commit thread for Raft log writes. A log write goes into the database at once,
+/// unsynced, on the caller's thread: it is readable when `write_log` returns and ordered with
+/// every write made after it (openraft reads entries it has just appended, and may truncate
+/// them). The thread then makes each group of writes durable with one WAL fsync and only then
+/// tells their callers.
 struct LogWriter {
-    tx: Mutex<Option<Sender<LogWrite>>>,
+    db: Arc<DB>,
+    tx: Mutex<Option<Sender<LogWriteDone>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LogWriter {
     fn start(db: Arc<DB>, batches_max: usize) -> Self {
-        let (tx, rx) = mpsc::channel::<LogWrite>();
+        let (tx, rx) = mpsc::channel::<LogWriteDone>();
+        let sync_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("hotlake-log-writer".into())
-            .spawn(move || Self::run(db, rx, batches_max))
+            .spawn(move || Self::run(sync_db, rx, batches_max))
             .expect("spawn log writer thread");
-        LogWriter { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }
+        LogWriter { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }
     }
 
     fn submit(&self, batch: WriteBatch, done: LogWriteDone) {
+        // Held across the write: `stop` cannot slip between the write and the queueing, so
+        // every write the thread is told of is in the WAL before the fsync that covers it.
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(mpsc::SendError(w)) = tx.send(LogWrite { batch, done }) {
-                    (w.done)(Err(StorageError::Io("log writer stopped".into())));
-                }
-            }
-            None => done(Err(StorageError::Io("log writer stopped".into()))),
+        let Some(tx) = tx.as_ref() else {
+            return done(Err(StorageError::Io("log writer stopped".into())));
+        };
+        // A write naming a missing space (a shard dropped while its append was on the way)
+        // fails alone.
+        if let Err(e) = Self::write_unsynced(&self.db, &batch) {
+            return done(Err(e));
+        }
+        if let Err(mpsc::SendError(done)) = tx.send(done) {
+            done(Err(StorageError::Io("log writer stopped".into())));
         }
     }
 
-    fn run(db: Arc<DB>, rx: Receiver<LogWrite>, batches_max: usize) {
+    fn write_unsynced(db: &DB, batch: &WriteBatch) -> Result<(), StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                WriteOp::Put(s, k, v) => wb.put_cf(&cf(db, *s)?, k, v),
+                WriteOp::Delete(s, k) => wb.delete_cf(&cf(db, *s)?, k),
+                WriteOp::DeleteRange(s, f, t) => wb.delete_range_cf(&cf(db, *s)?, f, t),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        db.write_opt(wb, &wo).map_err(io)
+    }
+
+    fn run(db: Arc<DB>, rx: Receiver<LogWriteDone>, batches_max: usize) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < batches_max {
                 match rx.try_recv() {
-                    Ok(w) => group.push(w),
+                    Ok(d) => group.push(d),
                     Err(_) => break,
                 }
             }
-            let result = Self::write_group(&db, &group);
-            for (w, r) in group.into_iter().zip(result) {
-                (w.done)(r.map_err(StorageError::Io));
+            // Every write of the group reached the WAL before its callback was queued: one
+            // fsync of the WAL makes them all durable.
+            let result = db.flush_wal(true).map_err(|e| e.into_string());
+            for done in group {
+                done(result.clone().map_err(StorageError::Io));
             }
         }
-    }
-
-    /// Writes a group with one fsync. A write naming a missing space (a shard dropped while
-    /// its append was queued) fails alone; the others still go in.
-    fn write_group(db: &DB, group: &[LogWrite]) -> Vec<Result<(), String>> {
-        let mut wb = rocksdb::WriteBatch::default();
-        let mut results: Vec<Result<(), String>> = Vec::with_capacity(group.len());
-        for w in group {
-            let handles: Result<Vec<_>, StorageError> = w
-                .batch
-                .ops()
-                .iter()
-                .map(|op| match op {
-                    WriteOp::Put(s, ..) | WriteOp::Delete(s, _) | WriteOp::DeleteRange(s, ..) => cf(db, *s),
-                })
-                .collect();
-            let handles = match handles {
-                Ok(h) => h,
-                Err(e) => {
-                    results.push(Err(e.to_string()));
-                    continue;
-                }
-            };
-            for (op, handle) in w.batch.ops().iter().zip(&handles) {
-                match op {
-                    WriteOp::Put(_, k, v) => wb.put_cf(handle, k, v),
-                    WriteOp::Delete(_, k) => wb.delete_cf(handle, k),
-                    WriteOp::DeleteRange(_, f, t) => wb.delete_range_cf(handle, f, t),
-                }
-            }
-            results.push(Ok(()));
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        if let Err(e) = db.write_opt(wb, &wo) {
-            let msg = e.into_string();
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(msg.clone());
-                }
-            }
-        }
-        results
     }
 
     fn stop(&self) {

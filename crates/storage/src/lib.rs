@@ -172,7 +172,9 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Applies `batch` atomically with the given durability.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
     /// Applies `batch` atomically and durably, grouping it with other concurrent log writes into
-    /// one fsync. `done` runs once the batch is durable; it may run before this returns.
+    /// one fsync. The batch is readable when this returns and takes effect before any write
+    /// made after it (openraft's contract for appends); `done` runs once it is durable, which
+    /// may be before this returns.
     fn write_log(&self, batch: WriteBatch, done: LogWriteDone);
     /// Reads one key.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;

@@ -98,6 +98,35 @@ pub fn log_writes_complete_once(e: &dyn KvEngine) {
     assert_eq!(keys_in(e, Space::Log(S), &[0], &[255]).len(), 50);
 }
 
+/// A log write is readable as soon as `write_log` returns, before it is durable, and takes
+/// effect before any write made after it: openraft applies entries it has just appended (a
+/// follower told they are committed in the same request) and truncates a conflicting suffix
+/// right after appending it.
+pub fn log_writes_are_readable_at_once_and_ordered(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    let done = Arc::new(Mutex::new(0));
+    for round in 0..200u8 {
+        let mut b = WriteBatch::new();
+        b.put(Space::Log(S), vec![round], vec![round]);
+        let d = done.clone();
+        e.write_log(b, Box::new(move |r| *d.lock().unwrap() += usize::from(r.is_ok())));
+        assert_eq!(e.get(Space::Log(S), &[round]).unwrap(), Some(vec![round]), "log write {round} not readable");
+        // Deleting what was just appended (a truncation) must not be undone by the append.
+        if round % 2 == 1 {
+            let mut truncate = WriteBatch::new();
+            truncate.delete_range(Space::Log(S), vec![round], vec![255]);
+            e.write(truncate, Durability::Buffered).unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while *done.lock().unwrap() < 200 {
+        assert!(std::time::Instant::now() < deadline, "log writes did not complete");
+        std::thread::yield_now();
+    }
+    let kept: Vec<Vec<u8>> = (0..200u8).filter(|r| r % 2 == 0).map(|r| vec![r]).collect();
+    assert_eq!(keys_in(e, Space::Log(S), &[0], &[255]), kept);
+}
+
 /// Dropping a shard removes its spaces and data; other shards are untouched.
 pub fn drop_shard_removes_only_that_shard(e: &dyn KvEngine) {
     e.create_shard(S).unwrap();
@@ -158,6 +187,11 @@ macro_rules! engine_suite {
             fn log_writes_complete_once() {
                 let (_g, e) = $make;
                 $crate::suite::log_writes_complete_once(&*e);
+            }
+            #[test]
+            fn log_writes_are_readable_at_once_and_ordered() {
+                let (_g, e) = $make;
+                $crate::suite::log_writes_are_readable_at_once_and_ordered(&*e);
             }
             #[test]
             fn drop_shard_removes_only_that_shard() {
