@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::batch::{ColumnWrite, SeriesWrite, ShardWrite};
+use super::batch::{ColumnWrite, SeriesWrite, ShardWrite, Values};
 use hotlake_storage::{keys, Space, StorageError, WriteBatch};
 use hotlake_types::filter::FieldFilter;
 use hotlake_types::model::{parse_series_key, FieldValue, TimestampNs};
@@ -166,7 +166,15 @@ pub fn rows_passing(s: &SeriesWrite, filters: &[FieldFilter]) -> Option<Vec<bool
     for f in filters {
         let Some(c) = s.columns.iter().find(|c| c.field == f.field) else { return Some(vec![false; rows]) };
         let mut passed = vec![false; rows];
-        c.for_each_present(rows, |row, vi| passed[row] = f.test.value(&c.values.get(vi)));
+        let t = &f.test;
+        // Tested in place: no value is copied out of its column.
+        match &c.values {
+            Values::F64(v) => c.for_each_present(rows, |row, vi| passed[row] = t.number(v[vi])),
+            Values::I64(v) => c.for_each_present(rows, |row, vi| passed[row] = t.number(v[vi] as f64)),
+            Values::U64(v) => c.for_each_present(rows, |row, vi| passed[row] = t.number(v[vi] as f64)),
+            Values::Bool(v) => c.for_each_present(rows, |row, vi| passed[row] = t.boolean(v[vi])),
+            Values::Str(v) => c.for_each_present(rows, |row, vi| passed[row] = t.string(&v[vi])),
+        }
         for (k, p) in keep.iter_mut().zip(passed) {
             *k &= p;
         }
@@ -381,7 +389,6 @@ fn corrupt(space: Space, reason: impl std::fmt::Display) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Values;
     use hotlake_types::filter::{FilterOp, Operand};
 
     /// Device d1's rows at 1..=4: `error` at every row but 3, `temp` at every row.

@@ -61,11 +61,11 @@ impl ShardData {
         from_ns: TimestampNs,
         max_points: usize,
     ) -> Result<History, HistoryError> {
+        let read_fields = filter.read_fields();
         let (index, flush_seq_max, selected, mut points) = {
             let inner = self.read();
             let index = inner.applied.map_or(0, |a| a.index);
             let view = inner.view();
-            let read_fields = filter.read_fields();
             let field_ids = field_ids(&inner, read_fields.as_deref());
             let name_of = |f: FieldId| inner.index.field_name(f).to_string();
             let mut selected = Vec::new();
@@ -90,7 +90,6 @@ impl ShardData {
             }
             (index, view.flush_seq_max, selected, points)
         };
-        let read_fields = filter.read_fields();
         let mut series = Vec::new();
         for s in selected {
             let mut parts =

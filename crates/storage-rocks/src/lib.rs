@@ -339,14 +339,7 @@ impl LogWriter {
     }
 
     fn write_unsynced(db: &DB, batch: &WriteBatch) -> Result<(), StorageError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in batch.ops() {
-            match op {
-                WriteOp::Put(s, k, v) => wb.put_cf(&cf(db, *s)?, k, v),
-                WriteOp::Delete(s, k) => wb.delete_cf(&cf(db, *s)?, k),
-                WriteOp::DeleteRange(s, f, t) => wb.delete_range_cf(&cf(db, *s)?, f, t),
-            }
-        }
+        let wb = RocksEngine::to_rocks_batch(db, batch)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         db.write_opt(wb, &wo).map_err(io)

@@ -87,6 +87,19 @@ impl FilterOp {
         })
     }
 
+    /// The numeric comparison this operator is, if it is one.
+    pub fn cmp(self) -> Option<CmpOp> {
+        Some(match self {
+            FilterOp::Lt => CmpOp::Lt,
+            FilterOp::Le => CmpOp::Le,
+            FilterOp::Gt => CmpOp::Gt,
+            FilterOp::Ge => CmpOp::Ge,
+            FilterOp::Eq => CmpOp::Eq,
+            FilterOp::Ne => CmpOp::Ne,
+            FilterOp::In | FilterOp::Prefix | FilterOp::Regex | FilterOp::NotRegex => return None,
+        })
+    }
+
     /// The operator as `parse` reads it.
     pub fn symbol(self) -> &'static str {
         match self {
@@ -132,6 +145,19 @@ pub enum CmpOp {
     Eq,
     /// `!=`
     Ne,
+}
+
+impl From<CmpOp> for FilterOp {
+    fn from(op: CmpOp) -> FilterOp {
+        match op {
+            CmpOp::Lt => FilterOp::Lt,
+            CmpOp::Le => FilterOp::Le,
+            CmpOp::Gt => FilterOp::Gt,
+            CmpOp::Ge => FilterOp::Ge,
+            CmpOp::Eq => FilterOp::Eq,
+            CmpOp::Ne => FilterOp::Ne,
+        }
+    }
 }
 
 impl CmpOp {
@@ -240,17 +266,7 @@ impl FieldTest {
     pub fn parts(&self) -> (FilterOp, Operand) {
         let eq = |equal: bool| if equal { FilterOp::Eq } else { FilterOp::Ne };
         match self {
-            FieldTest::Number(op, x) => {
-                let op = match op {
-                    CmpOp::Lt => FilterOp::Lt,
-                    CmpOp::Le => FilterOp::Le,
-                    CmpOp::Gt => FilterOp::Gt,
-                    CmpOp::Ge => FilterOp::Ge,
-                    CmpOp::Eq => FilterOp::Eq,
-                    CmpOp::Ne => FilterOp::Ne,
-                };
-                (op, Operand::Number(*x))
-            }
+            FieldTest::Number(op, x) => (FilterOp::from(*op), Operand::Number(*x)),
             FieldTest::Bool { equal, value } => (eq(*equal), Operand::Bool(*value)),
             FieldTest::Str { equal, value } => (eq(*equal), Operand::Str(value.clone())),
             FieldTest::In(v) => (FilterOp::In, Operand::List(v.clone())),
@@ -294,12 +310,10 @@ impl FieldFilter {
             (_, Operand::Number(x)) if x.is_nan() => {
                 return Err(Error::invalid(format!("field filter on {field:?} compares with NaN")))
             }
-            (FilterOp::Lt, Operand::Number(x)) => FieldTest::Number(CmpOp::Lt, x),
-            (FilterOp::Le, Operand::Number(x)) => FieldTest::Number(CmpOp::Le, x),
-            (FilterOp::Gt, Operand::Number(x)) => FieldTest::Number(CmpOp::Gt, x),
-            (FilterOp::Ge, Operand::Number(x)) => FieldTest::Number(CmpOp::Ge, x),
-            (FilterOp::Eq, Operand::Number(x)) => FieldTest::Number(CmpOp::Eq, x),
-            (FilterOp::Ne, Operand::Number(x)) => FieldTest::Number(CmpOp::Ne, x),
+            (_, Operand::Number(x)) => match op.cmp() {
+                Some(cmp) => FieldTest::Number(cmp, x),
+                None => return Err(misfit("a number")),
+            },
             (FilterOp::Eq | FilterOp::Ne, Operand::Bool(value)) => FieldTest::Bool { equal: op == FilterOp::Eq, value },
             (FilterOp::Eq | FilterOp::Ne, Operand::Str(value)) => FieldTest::Str { equal: op == FilterOp::Eq, value },
             (FilterOp::Prefix, Operand::Str(p)) => FieldTest::Prefix(p),
@@ -314,7 +328,6 @@ impl FieldFilter {
                 }
                 FieldTest::In(values)
             }
-            (_, Operand::Number(_)) => return Err(misfit("a number")),
             (_, Operand::Bool(_)) => return Err(misfit("a boolean")),
             (_, Operand::Str(_)) => return Err(misfit("a string")),
             (_, Operand::List(_)) => return Err(misfit("a list")),
@@ -377,20 +390,6 @@ fn unquote(s: &str) -> Option<&str> {
     ['\'', '"'].iter().find_map(|q| s.strip_prefix(*q).and_then(|s| s.strip_suffix(*q)))
 }
 
-/// The text form of a filter, as `parse_text` reads it back.
-pub fn to_text(f: &FieldFilter) -> String {
-    let (op, operand) = f.test.parts();
-    let op = if op == FilterOp::Prefix { "^=" } else { op.symbol() };
-    match operand {
-        Operand::Number(x) => format!("{}{op}{x}", f.field),
-        Operand::Bool(b) => format!("{}{op}{b}", f.field),
-        Operand::Str(s) => format!("{}{op}'{s}'", f.field),
-        Operand::List(v) => {
-            format!("{} in {}", f.field, v.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(","))
-        }
-    }
-}
-
 /// Checks a request's filters against the request limits: at most `fields_per_line_max`
 /// filters, field names within `key_bytes_max`, string operands within
 /// `string_value_bytes_max` (an `in` list's strings together), no NaN (a filter that came
@@ -443,6 +442,20 @@ pub mod regex_wire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text form of a filter, as `parse_text` reads it back.
+    fn to_text(f: &FieldFilter) -> String {
+        let (op, operand) = f.test.parts();
+        let op = if op == FilterOp::Prefix { "^=" } else { op.symbol() };
+        match operand {
+            Operand::Number(x) => format!("{}{op}{x}", f.field),
+            Operand::Bool(b) => format!("{}{op}{b}", f.field),
+            Operand::Str(s) => format!("{}{op}'{s}'", f.field),
+            Operand::List(v) => {
+                format!("{} in {}", f.field, v.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(","))
+            }
+        }
+    }
 
     fn filter(op: &str, operand: Operand) -> Result<FieldFilter> {
         FieldFilter::new("f", FilterOp::parse(op)?, operand)
