@@ -28,8 +28,18 @@ pub struct Addrs {
     pub peer: String,
 }
 
+/// A loopback port free now and never handed out before in this process: the kernel may give
+/// a just-released port again, and two addresses of one node (or of two nodes started by
+/// tests running at the same time) must differ, or a node refuses to start.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Option<std::collections::HashSet<u16>>> = std::sync::Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if handed_out.get_or_insert_with(Default::default).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The admin token (read:*, write:*, admin:*) of every cluster these tests create: each
