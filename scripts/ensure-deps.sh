@@ -19,6 +19,8 @@ hotlake_ensure_deps() {
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
     # The partition test puts nodes in network namespaces (`ip netns`).
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    # The systemd unit in deploy/ is checked with systemd-analyze.
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     hotlake_install_packages "needed to build RocksDB and to run the tests" "${missing[@]}"
 }
 

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use hotlake_cluster::map::ClusterSettings;
 use hotlake_types::limits::Limits;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,11 @@ pub struct Config {
     /// Listen address of the node-to-node service (Raft, forwarded calls, joins); other
     /// nodes' `cluster.join` names this address. Keep it reachable by the other nodes only.
     pub peer_addr: String,
+    /// Host name or IP address that other nodes and clients reach this node by, used with the
+    /// ports of the three listen addresses; empty: the listen addresses as they are. Needed
+    /// when the node listens on a wildcard address (`0.0.0.0`, `[::]`) or on one others cannot
+    /// use, as in a container or a Kubernetes pod with a stable DNS name.
+    pub advertise_host: String,
     /// Number of shards on the ring, fixed when the data directory is created.
     pub shard_count: u32,
     /// Tag whose value is the device key of a series; series without it use their series key.
@@ -56,6 +63,7 @@ impl Default for Config {
             grpc_addr: "127.0.0.1:7101".into(),
             http_addr: "127.0.0.1:7181".into(),
             peer_addr: "127.0.0.1:7191".into(),
+            advertise_host: String::new(),
             shard_count: 64,
             device_tag: "device_id".into(),
             default_tenant: "default".into(),
@@ -139,7 +147,7 @@ pub struct ClusterConfig {
     pub reconcile_interval_ms: u64,
     /// Raft heartbeat interval.
     pub raft_heartbeat_ms: u64,
-    /// Lower bound of the Raft election timeout (the upper bound is twice this).
+    /// Lower bound of the Raft election timeout; see [`ClusterConfig::raft_election_timeout_max_ms`].
     pub raft_election_timeout_ms: u64,
     /// Bytes of log entries one replication request carries (at least one entry goes). An
     /// entry is a whole client batch; a request must arrive well within the heartbeat interval,
@@ -152,6 +160,46 @@ pub struct ClusterConfig {
     /// Proposals to one shard that may wait for commit at once; more are refused at once as
     /// `overloaded` (HTTP 429) rather than queued behind them.
     pub shard_proposals_inflight_max: u64,
+}
+
+impl Config {
+    /// The gRPC address others reach this node by (see [`Config::advertise_host`]).
+    pub fn advertised_grpc_addr(&self) -> String {
+        self.advertised(&self.grpc_addr)
+    }
+
+    /// The HTTP address others reach this node by.
+    pub fn advertised_http_addr(&self) -> String {
+        self.advertised(&self.http_addr)
+    }
+
+    /// The node-to-node address others reach this node by.
+    pub fn advertised_peer_addr(&self) -> String {
+        self.advertised(&self.peer_addr)
+    }
+
+    fn advertised(&self, listen: &str) -> String {
+        let port = listen.rsplit_once(':').map_or("", |(_, port)| port);
+        match self.advertise_host.as_str() {
+            "" => listen.to_string(),
+            host if host.contains(':') => format!("[{host}]:{port}"),
+            host => format!("{host}:{port}"),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Upper bound of the randomized Raft election timeout: 1.5 × the lower bound.
+    ///
+    /// openraft 0.9 also takes it as the leader lease: a follower that has heard from a leader
+    /// refuses votes for a lease after the last message, and stands itself only after the lease
+    /// plus its own timeout. A leader's death is therefore noticed after `max + [min, max)`
+    /// (plus a tick of 1.5 heartbeats), so failover time is bounded by about twice this value;
+    /// a narrower spread than `[t, 2t]` keeps that bound low while the timeouts of a group's
+    /// voters still differ by more than a vote's round trip.
+    pub fn raft_election_timeout_max_ms(&self) -> u64 {
+        self.raft_election_timeout_ms * 3 / 2
+    }
 }
 
 impl Default for ClusterConfig {
@@ -169,7 +217,7 @@ impl Default for ClusterConfig {
             route_timeout_ms: 15_000,
             reconcile_interval_ms: 500,
             raft_heartbeat_ms: 200,
-            raft_election_timeout_ms: 1000,
+            raft_election_timeout_ms: 700,
             raft_append_bytes_max: 1 << 20,
             raft_rpc_timeout_ms: 1000,
             shard_proposals_inflight_max: 64,
@@ -299,7 +347,6 @@ impl Config {
 
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
         let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
     }
@@ -323,6 +370,24 @@ impl Config {
             self.grpc_addr,
             self.http_addr,
             self.peer_addr
+        );
+        for (name, listen) in
+            [("grpc_addr", &self.grpc_addr), ("http_addr", &self.http_addr), ("peer_addr", &self.peer_addr)]
+        {
+            let (host, port) =
+                listen.rsplit_once(':').with_context(|| format!("{name} must be HOST:PORT, got {listen:?}"))?;
+            anyhow::ensure!(port.parse::<u16>().is_ok(), "{name} has no valid port: {listen:?}");
+            let wildcard = matches!(host, "0.0.0.0" | "[::]" | "::");
+            anyhow::ensure!(
+                !wildcard || !self.advertise_host.is_empty(),
+                "{name} {listen:?} listens on every interface: set advertise_host (--advertise-host) to the name or \
+                 address other nodes and clients reach this node by"
+            );
+        }
+        anyhow::ensure!(
+            !self.advertise_host.contains(['/', ' ', '[', ']']) && !self.advertise_host.contains("://"),
+            "advertise_host is a host name or IP address without port or scheme, got {:?}",
+            self.advertise_host
         );
         let tls = [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file];
         anyhow::ensure!(
@@ -424,6 +489,26 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config { default_tenant: "x".repeat(20_000), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("tenant name must be 1 to 255 bytes"));
+    }
+
+    #[test]
+    fn a_wildcard_listener_needs_an_advertised_host_and_advertises_it() {
+        let mut c = Config { grpc_addr: "0.0.0.0:7101".into(), ..Config::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("grpc_addr") && e.contains("advertise_host"), "{e}");
+        c.http_addr = "0.0.0.0:7181".into();
+        c.peer_addr = "0.0.0.0:7191".into();
+        c.advertise_host = "hotlake-0.hotlake.data.svc".into();
+        c.validate().unwrap();
+        assert_eq!(c.advertised_grpc_addr(), "hotlake-0.hotlake.data.svc:7101");
+        assert_eq!(c.advertised_http_addr(), "hotlake-0.hotlake.data.svc:7181");
+        assert_eq!(c.advertised_peer_addr(), "hotlake-0.hotlake.data.svc:7191");
+        c.advertise_host = "fd00::7".into();
+        assert_eq!(c.advertised_peer_addr(), "[fd00::7]:7191");
+        c.advertise_host = "http://node1".into();
+        assert!(c.validate().unwrap_err().to_string().contains("without port or scheme"));
+        let plain = Config::default();
+        assert_eq!(plain.advertised_peer_addr(), plain.peer_addr);
     }
 
     /// The sample configuration documents real keys with values the node accepts, and its

@@ -26,4 +26,6 @@ pub mod node;
 pub mod server;
 pub mod service;
 #[cfg(not(madsim))]
+pub mod systemd;
+#[cfg(not(madsim))]
 pub mod tls;

@@ -98,6 +98,13 @@ struct ServeArgs {
     /// it. Open it to the other nodes only [default: 127.0.0.1:7191].
     #[arg(long)]
     peer_addr: Option<String>,
+    /// Host name or IP address other nodes and clients reach this node by, with the listen
+    /// ports; required when listening on 0.0.0.0 (containers, Kubernetes pods)
+    /// [default: the listen addresses as they are].
+    ///
+    /// Example: hotlake serve --grpc-addr 0.0.0.0:7101 --http-addr 0.0.0.0:7181 --peer-addr 0.0.0.0:7191 --advertise-host hotlake-0.hotlake
+    #[arg(long, env = "HOTLAKE_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
     /// This node's id [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
@@ -166,6 +173,9 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.peer_addr {
         config.peer_addr = a.clone();
+    }
+    if let Some(h) = &args.advertise_host {
+        config.advertise_host = h.clone();
     }
     if let Some(f) = &args.tls_ca_file {
         config.tls.ca_file = f.clone();
@@ -263,11 +273,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         peer_addr,
         config.data_dir.display()
     );
+    hotlake_node::systemd::ready(&format!("serving HTTP on {http_addr}, gRPC on {grpc_addr}"));
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down: flushing memtables"),
         r = grpc => { r??; anyhow::bail!("gRPC server stopped unexpectedly") }
         r = peer => { r??; anyhow::bail!("peer server stopped unexpectedly") }
     }
+    hotlake_node::systemd::stopping();
     let _ = stop_tx.send(true);
     let _ = http.await;
     node.shutdown().await.context("flush on shutdown")?;

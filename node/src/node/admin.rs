@@ -247,7 +247,7 @@ impl Node {
     /// transfer, and a follower's election loses to the leader's lease while the leader keeps
     /// replicating, so: wait, with writes still flowing, until `to` is close behind the log;
     /// then stop taking proposals and heartbeats, wait until `to` has the whole log, let the
-    /// lease run out (`2 × raft_election_timeout_ms`), and ask `to` to stand. Writes to the
+    /// lease run out (`raft_election_timeout_max_ms`), and ask `to` to stand. Writes to the
     /// shard are refused (and retried by clients) only from the second step on, for about the
     /// lease; a target that is far behind fails the hand-over before any write is refused.
     pub(super) async fn hand_over_leadership(&self, shard: ShardId, to: NodeId) -> Result<()> {
@@ -263,7 +263,7 @@ impl Node {
         if !m.membership_config.membership().voter_ids().any(|v| v == to) {
             return Err(Error::invalid(format!("node {to} is not a voter of {shard}; it cannot lead it")));
         }
-        let lease = Duration::from_millis(self.config.cluster.raft_election_timeout_ms * 2);
+        let lease = Duration::from_millis(self.config.cluster.raft_election_timeout_max_ms());
         let lag_of_target = || {
             let m = g.raft.metrics().borrow().clone();
             let last = m.last_log_index.unwrap_or(0);

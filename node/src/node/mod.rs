@@ -214,7 +214,7 @@ fn raft_config(name: &str, c: &crate::config::ClusterConfig) -> RaftConfig {
         cluster_name: name.into(),
         heartbeat_interval: c.raft_heartbeat_ms,
         election_timeout_min: c.raft_election_timeout_ms,
-        election_timeout_max: c.raft_election_timeout_ms * 2,
+        election_timeout_max: c.raft_election_timeout_max_ms(),
         // Flushes are driven by the node (memtable size and age), not by log length.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
@@ -335,7 +335,7 @@ impl Node {
         // cluster is never created with an admin token nobody can have.
         let admin_token = self.bootstrap_token()?;
         let me = self.config.node_id;
-        let members = BTreeMap::from([(me, BasicNode { addr: self.config.peer_addr.clone() })]);
+        let members = BTreeMap::from([(me, BasicNode { addr: self.config.advertised_peer_addr() })]);
         self.meta.initialize(members.clone()).await.map_err(|e| anyhow::anyhow!("initialize the meta group: {e}"))?;
         self.meta
             .wait(Some(Duration::from_secs(10)))
@@ -381,9 +381,9 @@ impl Node {
     pub fn self_info(&self) -> NodeInfo {
         NodeInfo {
             id: self.config.node_id,
-            grpc_addr: self.config.grpc_addr.clone(),
-            http_addr: self.config.http_addr.clone(),
-            peer_addr: self.config.peer_addr.clone(),
+            grpc_addr: self.config.advertised_grpc_addr(),
+            http_addr: self.config.advertised_http_addr(),
+            peer_addr: self.config.advertised_peer_addr(),
             state: NodeState::Active,
             incarnation: self.incarnation,
         }
@@ -463,7 +463,7 @@ impl Node {
         let groups = self.groups();
         // A leader keeps leading without a quorum; after this long without one it cannot be
         // committing anything.
-        let quorum_lost_ms = 3 * self.config.cluster.raft_election_timeout_ms;
+        let quorum_lost_ms = 3 * self.config.cluster.raft_election_timeout_max_ms();
         let mut with_leader = 0;
         let mut problems = Vec::new();
         for g in &groups {

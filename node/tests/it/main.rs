@@ -6,6 +6,7 @@ mod auth;
 mod cluster;
 mod crash;
 mod ctl;
+mod deploy;
 mod filters;
 mod grpc_api;
 mod hostile;
