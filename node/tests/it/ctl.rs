@@ -381,3 +381,85 @@ fn tail_as_a_group_member_commits_what_it_printed_and_consumer_commands_show_and
     assert_eq!(gone.code, 1, "{}", gone.stderr);
     assert!(gone.stderr.contains("no consumer group"), "{}", gone.stderr);
 }
+
+/// Runs hotlakectl with only `args` and the config file `config` (no cluster flags, no token
+/// in the environment): what the contexts name is all it has.
+fn run_with_config(config: &std::path::Path, args: &[&str]) -> Run {
+    let out = Command::new(hotlakectl())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("HOTLAKE_CLUSTER")
+        .env_remove("HOTLAKE_TOKEN")
+        .env_remove("HOTLAKE_TOKEN_FILE")
+        .env_remove("HOTLAKE_CONTEXT")
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("run hotlakectl");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn contexts_name_several_clusters_and_all_contexts_shows_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let eu = NodeProcess::start(&dir.path().join("eu"), &["--shard-count", "4"]);
+    let us = NodeProcess::start(&dir.path().join("us"), &["--shard-count", "4"]);
+    let token = crate::support::token_file(&dir.path().join("any"));
+    let config = dir.path().join("ctl/hotlakectl.toml");
+    let token_arg = token.to_str().unwrap();
+    run_with_config(&config, &["context", "add", "eu", "--cluster", &eu.grpc, "--token-file", token_arg]).ok();
+    run_with_config(&config, &["context", "add", "us", "--cluster", &us.grpc, "--token-file", token_arg]).ok();
+
+    let list = run_with_config(&config, &["context", "list", "--output", "json"]).ok().json();
+    let names: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["current"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("eu", "*"), ("us", "")], "the first context added is current: {list}");
+
+    // The current context, then another by flag: each reaches its own cluster.
+    let cluster_id = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["cluster", "status", "--wait-ready-s", "60", "--output", "json"]);
+        let s = run_with_config(&config, &all).ok().json();
+        (s["cluster_id"].as_u64().unwrap(), s["members"][0]["grpc_addr"].as_str().unwrap().to_string())
+    };
+    let (eu_id, eu_addr) = cluster_id(&[]);
+    let (us_id, us_addr) = cluster_id(&["--context", "us"]);
+    assert_eq!((eu_addr.as_str(), us_addr.as_str()), (eu.grpc.as_str(), us.grpc.as_str()));
+    assert_ne!(eu_id, us_id);
+    run_with_config(&config, &["context", "use", "us"]).ok();
+    assert_eq!(cluster_id(&[]).0, us_id);
+
+    // Every context in one table, one row each, both ready.
+    let all = run_with_config(&config, &["--all-contexts", "cluster", "status", "--output", "json"]).ok().json();
+    let rows: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["context"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(rows, [("eu".into(), "ready".into()), ("us".into(), "ready".into())], "{all}");
+
+    // A context whose cluster is gone shows as unreachable, and the command says so (exit 3).
+    let gone = crate::support::NodeProcess::free_addrs().grpc;
+    run_with_config(&config, &["context", "add", "gone", "--cluster", &gone, "--timeout-s", "2"]).ok();
+    let r = run_with_config(&config, &["--all-contexts", "cluster", "status"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.lines().any(|l| l.starts_with("gone") && l.contains("unreachable")), "{}", r.stdout);
+
+    // Bad input changes nothing: an unknown context, --all-contexts with another command.
+    let before = std::fs::read_to_string(&config).unwrap();
+    let r = run_with_config(&config, &["--context", "asia", "health"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no context \"asia\"") && r.stderr.contains("eu, gone, us"), "{}", r.stderr);
+    assert_eq!(run_with_config(&config, &["--all-contexts", "health"]).code, 2);
+    assert_eq!(run_with_config(&config, &["context", "use", "asia"]).code, 2);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+}

@@ -14,6 +14,7 @@ mod access;
 mod admin;
 mod api;
 mod consumer;
+mod context;
 mod data;
 mod output;
 mod tail;
@@ -47,10 +48,20 @@ struct Cli {
     /// [default: the config file's `cluster`, else 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103]
     #[arg(long, global = true, env = "HOTLAKE_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
-    /// Config file with `cluster = ["host:port", ...]` and `timeout_s = N`.
+    /// Config file with `cluster = ["host:port", ...]`, `timeout_s`, `token_file`, `ca_file`,
+    /// and named clusters under `[contexts.NAME]` (see `hotlakectl context`).
     /// [default: ~/.config/hotlake/hotlakectl.toml when it exists]
     #[arg(long, global = true, env = "HOTLAKECTL_CONFIG")]
     config: Option<PathBuf>,
+    /// Use the named cluster of the config file [default: its `current_context`, else its
+    /// top-level settings]. Flags given beside it override the context's settings.
+    #[arg(long, global = true, env = "HOTLAKE_CONTEXT")]
+    context: Option<String>,
+    /// With `cluster status`: ask every context of the config file and show one row each.
+    ///
+    /// Example: hotlakectl --all-contexts cluster status
+    #[arg(long, global = true, conflicts_with_all = ["context", "cluster", "token", "token_file", "ca_file"])]
+    all_contexts: bool,
     /// Give up on one request after this many seconds [default: 60].
     #[arg(long, global = true)]
     timeout_s: Option<u64>,
@@ -163,6 +174,11 @@ enum Command {
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Named clusters in the config file (like kubeconfig contexts): list, add, use, remove.
+    ///
+    /// Example: hotlakectl context add eu --cluster 10.1.0.1:7101 --ca-file eu/ca.pem --token-file eu/admin.token
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Member nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -227,6 +243,36 @@ impl Selection {
             "where": self.filters.iter().map(|f| data::parse_filter(f)).collect::<Result<Vec<_>, _>>()?,
         }))
     }
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// The contexts of the config file; `*` marks the current one.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Add a context (or replace the one of that name) from the connection flags given with
+    /// it: --cluster (required), --ca-file, --token-file, --timeout-s. The file keeps the
+    /// token file's path, never a token. The first context added becomes the current one.
+    ///
+    /// Example: hotlakectl context add us --cluster 10.2.0.1:7101,10.2.0.2:7101 --token-file us/admin.token
+    Add {
+        /// The context's name (letters, digits, '-', '_', '.').
+        name: String,
+    },
+    /// Make a context the current one (used when --context is not given).
+    ///
+    /// Example: hotlakectl context use eu
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Remove a context from the config file.
+    Remove {
+        /// The context's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -488,6 +534,7 @@ enum ConsumerCommand {
 }
 
 /// Why a command failed; each maps to an exit code.
+#[derive(Debug)]
 pub enum Failure {
     Rejected(String),
     Usage(String),
@@ -512,26 +559,23 @@ impl Failure {
     }
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    cluster: Option<Vec<String>>,
-    timeout_s: Option<u64>,
-    token_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
+/// The config file's path, and whether it was named (then it must exist).
+fn config_path(cli: &Cli) -> Option<(PathBuf, bool)> {
+    match &cli.config {
+        Some(p) => Some((p.clone(), true)),
+        None => {
+            std::env::var_os("HOME").map(|home| (PathBuf::from(home).join(".config/hotlake/hotlakectl.toml"), false))
+        }
+    }
 }
 
-fn file_config(cli: &Cli) -> Result<FileConfig, Failure> {
-    let (path, explicit) = match &cli.config {
-        Some(p) => (p.clone(), true),
-        None => match std::env::var_os("HOME") {
-            Some(home) => (PathBuf::from(home).join(".config/hotlake/hotlakectl.toml"), false),
-            None => return Ok(FileConfig::default()),
-        },
+fn file_config(cli: &Cli) -> Result<(context::FileConfig, PathBuf), Failure> {
+    let Some((path, explicit)) = config_path(cli) else {
+        return Ok((context::FileConfig::default(), PathBuf::from("hotlakectl.toml")));
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| Failure::Usage(format!("config file {}: {e}", path.display()))),
-        Err(_) if !explicit => Ok(FileConfig::default()),
+        Ok(text) => Ok((context::FileConfig::parse(&text, &path)?, path)),
+        Err(_) if !explicit => Ok((context::FileConfig::default(), path)),
         Err(e) => Err(Failure::Usage(format!("cannot read config file {}: {e}", path.display()))),
     }
 }
@@ -569,14 +613,20 @@ impl Target {
 }
 
 fn target(cli: &Cli) -> Result<Target, Failure> {
-    let file = file_config(cli)?;
+    let (file, path) = file_config(cli)?;
+    let settings = file.settings(cli.context.as_deref(), &path)?;
+    target_from(cli, &settings)
+}
+
+/// The target `settings` name, with the connection flags of `cli` over them.
+fn target_from(cli: &Cli, settings: &context::Settings) -> Result<Target, Failure> {
     let addrs = if !cli.cluster.is_empty() {
         cli.cluster.clone()
     } else {
-        file.cluster.unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:710{i}")).collect())
+        settings.cluster.clone().unwrap_or_else(|| (1..=3).map(|i| format!("127.0.0.1:710{i}")).collect())
     };
     let addrs = addrs.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
-    let token = match (&cli.token, cli.token_file.as_ref().or(file.token_file.as_ref())) {
+    let token = match (&cli.token, cli.token_file.as_ref().or(settings.token_file.as_ref())) {
         (Some(t), _) => Some(t.trim().to_string()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
@@ -586,15 +636,63 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
         ),
         (None, None) => None,
     };
-    let ca_pem = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+    let ca_pem = match cli.ca_file.as_ref().or(settings.ca_file.as_ref()) {
         Some(path) => Some(
             std::fs::read(path)
                 .map_err(|e| Failure::Usage(format!("cannot read the CA file {}: {e}", path.display())))?,
         ),
         None => None,
     };
-    let timeout = Duration::from_secs(cli.timeout_s.or(file.timeout_s).unwrap_or(60));
+    let timeout = Duration::from_secs(cli.timeout_s.or(settings.timeout_s).unwrap_or(60));
     Ok(Target { addrs, timeout, token, ca_pem })
+}
+
+/// `context …`: reads and edits the config file; reaches no cluster.
+fn run_context(cli: &Cli, cmd: &ContextCommand, out: &mut impl Write) -> Result<(), Failure> {
+    let path = config_path(cli)
+        .map(|(p, _)| p)
+        .ok_or_else(|| Failure::Usage("no config file: set --config (HOME is not set)".into()))?;
+    match cmd {
+        ContextCommand::List { output } => context::list(&file_config(cli)?.0, *output, out),
+        ContextCommand::Add { name } => {
+            let settings = context::Settings {
+                cluster: (!cli.cluster.is_empty()).then(|| cli.cluster.clone()),
+                timeout_s: cli.timeout_s,
+                token_file: cli.token_file.clone(),
+                ca_file: cli.ca_file.clone(),
+            };
+            if cli.token.is_some() {
+                return Err(Failure::Usage("a context keeps a token file, never a token: use --token-file".into()));
+            }
+            context::add(&path, name, &settings, out)
+        }
+        ContextCommand::Use { name } => context::use_context(&path, name, out),
+        ContextCommand::Remove { name } => context::remove(&path, name, out),
+    }
+}
+
+/// `--all-contexts cluster status`: one row per context, every cluster asked at once.
+async fn all_contexts_status(cli: &Cli, out: &mut impl Write) -> Result<(), Failure> {
+    let Command::Cluster(ClusterCommand::Status { output, .. }) = &cli.command else {
+        return Err(Failure::Usage("--all-contexts goes with `cluster status` only".into()));
+    };
+    let (file, path) = file_config(cli)?;
+    if file.contexts().is_empty() {
+        return Err(Failure::Usage(format!("{} defines no contexts (hotlakectl context add)", path.display())));
+    }
+    let asks = file.contexts().iter().map(|(name, settings)| {
+        let admin = target_from(cli, settings).and_then(|t| t.admin());
+        context::status_row(name, admin)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let all_up = answers.iter().all(|(_, up)| *up);
+    let rows: Vec<Vec<String>> = answers.into_iter().map(|(row, _)| row).collect();
+    crate::output::print_rows(*output, context::STATUS_HEADERS, &rows, out);
+    if all_up {
+        Ok(())
+    } else {
+        Err(Failure::Unreachable("a cluster or a member of one does not answer (see the table)".into()))
+    }
 }
 
 async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Failure> {
@@ -684,6 +782,7 @@ async fn run(cli: &Cli, target: &Target, out: &mut impl Write) -> Result<(), Fai
         Command::Rebalance { dry_run, watch_s, output } => {
             admin::rebalance(&target.admin()?, *dry_run, *watch_s, *output, out).await
         }
+        Command::Context(cmd) => run_context(cli, cmd, out),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "hotlakectl", out);
             Ok(())
@@ -727,15 +826,7 @@ async fn run_consumer(cmd: &ConsumerCommand, target: &Target, out: &mut impl Wri
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = target(&cli).and_then(|target| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))?;
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        rt.block_on(run(&cli, &target, &mut out))
-    });
+    let result = execute(&cli);
     let _ = std::io::stdout().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -756,6 +847,23 @@ fn main() -> ExitCode {
             ExitCode::from(4)
         }
     }
+}
+
+fn execute(cli: &Cli) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Command::Context(cmd) = &cli.command {
+        return run_context(cli, cmd, &mut out);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))?;
+    if cli.all_contexts {
+        return rt.block_on(all_contexts_status(cli, &mut out));
+    }
+    let target = target(cli)?;
+    rt.block_on(run(cli, &target, &mut out))
 }
 
 #[cfg(test)]
