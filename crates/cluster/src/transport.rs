@@ -55,6 +55,28 @@ pub const META_GROUP: u64 = u64::MAX;
 const PEER_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const PEER_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The node-to-node wire format this release speaks: the bincode payloads of Raft messages,
+/// snapshots and forwarded calls. A release that changes them bumps it, and keeps accepting
+/// the previous format for one release (`WIRE_VERSION_MIN`), so a rolling upgrade can run
+/// nodes of two neighbouring releases together.
+pub const WIRE_VERSION: u32 = 1;
+/// Oldest wire format this release still accepts.
+pub const WIRE_VERSION_MIN: u32 = 1;
+
+/// Whether a message in wire format `version` can be taken (0: a sender from before formats
+/// were numbered, which spoke format 1); otherwise what to tell the operator.
+pub fn check_wire_version(version: u32) -> std::result::Result<(), String> {
+    let version = version.max(1);
+    if (WIRE_VERSION_MIN..=WIRE_VERSION).contains(&version) {
+        return Ok(());
+    }
+    let what = if version > WIRE_VERSION { "a newer release: upgrade this node" } else { "an older release" };
+    Err(format!(
+        "peer speaks node-to-node wire format {version}, from {what}; this node speaks formats \
+         {WIRE_VERSION_MIN} to {WIRE_VERSION} (upgrade one release at a time)"
+    ))
+}
+
 /// Raft RPC kinds on the wire.
 pub const KIND_APPEND: u32 = 1;
 /// See [`KIND_APPEND`].
@@ -525,12 +547,19 @@ impl Peers {
     ) -> std::result::Result<Resp, TransportError> {
         let payload = bincode::serialize(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let mut client = self.client(addr)?;
-        let call = client.raft(pb::RaftRequest { group, kind, payload, cluster_id: self.cluster_id() });
+        let call = client.raft(pb::RaftRequest {
+            group,
+            kind,
+            payload,
+            cluster_id: self.cluster_id(),
+            wire_version: WIRE_VERSION,
+        });
         let reply = match tokio::time::timeout(timeout, call).await {
             Err(_) => return Err(TransportError::Timeout),
             Ok(Err(s)) => return Err(status_error(s)),
             Ok(Ok(r)) => r.into_inner(),
         };
+        check_wire_version(reply.wire_version).map_err(TransportError::Protocol)?;
         bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
@@ -554,10 +583,17 @@ impl Peers {
                 header: header.take().unwrap_or_default(),
                 data: Vec::new(),
                 cluster_id,
+                wire_version: WIRE_VERSION,
             });
         }
         for data in chunks {
-            messages.push(pb::SnapshotChunk { group, header: header.take().unwrap_or_default(), data, cluster_id });
+            messages.push(pb::SnapshotChunk {
+                group,
+                header: header.take().unwrap_or_default(),
+                data,
+                cluster_id,
+                wire_version: WIRE_VERSION,
+            });
         }
         let stream = futures::stream::unfold(messages.into_iter(), move |mut it| async move {
             let chunk = it.next()?;
@@ -572,6 +608,7 @@ impl Peers {
             Ok(Err(s)) => return Err(status_error(s)),
             Ok(Ok(r)) => r.into_inner(),
         };
+        check_wire_version(reply.wire_version).map_err(TransportError::Protocol)?;
         bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
@@ -579,11 +616,14 @@ impl Peers {
     pub async fn call(&self, addr: &str, call: &PeerCall, timeout: Duration) -> Result<PeerReply> {
         let payload = encode(call)?;
         let mut client = self.client(addr).map_err(|e| Error::Unavailable(format!("peer {addr}: {e}")))?;
-        let reply = match tokio::time::timeout(timeout, client.call(pb::Payload { payload })).await {
-            Err(_) => return Err(Error::Timeout(format!("peer {addr} did not answer within {timeout:?}"))),
-            Ok(Err(s)) => return Err(Error::Unavailable(format!("peer {addr}: {}", s.message()))),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let reply =
+            match tokio::time::timeout(timeout, client.call(pb::Payload { payload, wire_version: WIRE_VERSION })).await
+            {
+                Err(_) => return Err(Error::Timeout(format!("peer {addr} did not answer within {timeout:?}"))),
+                Ok(Err(s)) => return Err(Error::Unavailable(format!("peer {addr}: {}", s.message()))),
+                Ok(Ok(r)) => r.into_inner(),
+            };
+        check_wire_version(reply.wire_version).map_err(|e| Error::Unavailable(format!("peer {addr}: {e}")))?;
         let result: std::result::Result<PeerReply, WireError> = decode(&reply.payload)?;
         result.map_err(WireError::into_error)
     }
@@ -894,5 +934,16 @@ mod tests {
             assert_eq!(back.kind(), e.kind());
             assert_eq!(back.to_string(), e.to_string());
         }
+    }
+
+    #[test]
+    fn a_wire_format_outside_this_release_s_range_is_refused_with_the_reason() {
+        use super::{check_wire_version, WIRE_VERSION, WIRE_VERSION_MIN};
+        check_wire_version(WIRE_VERSION).unwrap();
+        // Senders from before formats were numbered send 0 and spoke format 1.
+        check_wire_version(0).unwrap();
+        let newer = check_wire_version(WIRE_VERSION + 1).unwrap_err();
+        assert!(newer.contains("newer release: upgrade this node"), "{newer}");
+        assert!(newer.contains(&format!("formats {WIRE_VERSION_MIN} to {WIRE_VERSION}")), "{newer}");
     }
 }

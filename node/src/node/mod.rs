@@ -182,6 +182,44 @@ pub struct Node {
 
 const INCARNATION_KEY: &[u8] = b"incarnation";
 
+/// The layout of a data directory (spaces, keys, encodings of blocks, index and logs) this
+/// release writes. A release that changes it bumps it and converts older directories at open;
+/// it reads directories down to `STORAGE_FORMAT_MIN`, so an upgrade goes one release at a time.
+const STORAGE_FORMAT: u32 = 1;
+/// Oldest data-directory format this release opens.
+const STORAGE_FORMAT_MIN: u32 = 1;
+const STORAGE_FORMAT_KEY: &[u8] = b"storage_format";
+
+/// Refuses a data directory this release cannot read, before anything in it is touched, and
+/// records the format of a new one (or of one from before formats were numbered: format 1).
+fn check_storage_format(engine: &Engine) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let recorded = match engine.get(Space::NodeMeta, STORAGE_FORMAT_KEY).context("read the storage format")? {
+        Some(bytes) => {
+            let raw: [u8; 4] =
+                bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt storage format record"))?;
+            Some(u32::from_be_bytes(raw))
+        }
+        None => None,
+    };
+    match recorded {
+        Some(v) if v > STORAGE_FORMAT => anyhow::bail!(
+            "this data directory was written by a newer Hotlake (storage format {v}); this release reads formats \
+             {STORAGE_FORMAT_MIN} to {STORAGE_FORMAT}: run the newer release, nothing was changed"
+        ),
+        Some(v) if v < STORAGE_FORMAT_MIN => anyhow::bail!(
+            "this data directory has storage format {v}, older than this release reads ({STORAGE_FORMAT_MIN} to \
+             {STORAGE_FORMAT}): upgrade through the releases in between, nothing was changed"
+        ),
+        Some(_) => Ok(()),
+        None => {
+            let mut b = WriteBatch::new();
+            b.put(Space::NodeMeta, STORAGE_FORMAT_KEY.to_vec(), STORAGE_FORMAT.to_be_bytes().to_vec());
+            engine.write(b, Durability::Sync).context("record the storage format")
+        }
+    }
+}
+
 /// Shows a new cluster's admin token on stdout, the only time it is shown (the logs go to
 /// stderr and never carry it).
 fn show_bootstrap_token(secret: &str) {
@@ -256,6 +294,7 @@ impl Node {
             }
             false => None,
         };
+        check_storage_format(&engine)?;
         let incarnation = incarnation(&engine, &config)?;
         let meta_sm = MetaStateMachine::open(engine.clone()).context("load cluster state")?;
         let meta = MetaRaft::new(
@@ -525,5 +564,24 @@ mod tests {
         assert_eq!(joint_for(&mut since, true, t0 + Duration::from_secs(61)), Some(Duration::from_secs(61)));
         assert_eq!(joint_for(&mut since, false, t0 + Duration::from_secs(62)), None, "finished: no longer timed");
         assert_eq!(joint_for(&mut since, true, t0 + Duration::from_secs(70)), Some(Duration::ZERO), "a new change");
+    }
+
+    #[test]
+    fn a_data_directory_of_an_unreadable_format_is_refused_untouched() {
+        let engine: Engine = Arc::new(hotlake_storage::MemEngine::new());
+        check_storage_format(&engine).unwrap();
+        let recorded = engine.get(Space::NodeMeta, STORAGE_FORMAT_KEY).unwrap().unwrap();
+        assert_eq!(recorded, STORAGE_FORMAT.to_be_bytes(), "a new directory records this release's format");
+        check_storage_format(&engine).unwrap();
+
+        for (format, says) in [(STORAGE_FORMAT + 1, "newer Hotlake"), (STORAGE_FORMAT_MIN - 1, "older than")] {
+            let mut b = WriteBatch::new();
+            b.put(Space::NodeMeta, STORAGE_FORMAT_KEY.to_vec(), format.to_be_bytes().to_vec());
+            engine.write(b, Durability::Sync).unwrap();
+            let e = check_storage_format(&engine).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("nothing was changed"), "{e}");
+            let kept = engine.get(Space::NodeMeta, STORAGE_FORMAT_KEY).unwrap().unwrap();
+            assert_eq!(kept, format.to_be_bytes(), "the record is left as it was");
+        }
     }
 }

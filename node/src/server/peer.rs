@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Node;
 use hotlake_cluster::transport::{
-    decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
+    check_wire_version, decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
+    WIRE_VERSION,
 };
 use hotlake_storage::ShardId;
 
@@ -36,7 +37,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<pb::Payload>, Status> {
     let payload = bincode::serialize(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
-    Ok(Response::new(pb::Payload { payload }))
+    Ok(Response::new(pb::Payload { payload, wire_version: WIRE_VERSION }))
 }
 
 async fn raft_rpc<C: SnapshotWire>(raft: &Raft<C>, kind: u32, payload: &[u8]) -> Result<Response<pb::Payload>, Status> {
@@ -63,9 +64,16 @@ async fn install<C: SnapshotWire>(
     encode(&raft.install_full_snapshot(header.vote, snapshot).await)
 }
 
+/// Refuses a message in a wire format this release cannot read, before decoding it: nodes of
+/// releases too far apart must fail with a clear error, not misread each other.
+fn check_wire(version: u32) -> Result<(), Status> {
+    check_wire_version(version).map_err(Status::failed_precondition)
+}
+
 /// Refuses Raft traffic this node must not take part in: while it waits for the cluster to
 /// accept its join (it may have lost its disk), and from another cluster (a reused address).
-fn admit(node: &Node, sender_cluster: u64) -> Result<(), Status> {
+fn admit(node: &Node, sender_cluster: u64, wire_version: u32) -> Result<(), Status> {
+    check_wire(wire_version)?;
     if !node.raft_open.load(Ordering::Relaxed) {
         return Err(Status::unavailable("this node has not been accepted into the cluster yet"));
     }
@@ -89,7 +97,7 @@ fn not_hosted(group: u64) -> Status {
 impl pb::peer_server::Peer for PeerService {
     async fn raft(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::Payload>, Status> {
         let req = request.into_inner();
-        admit(&self.node, req.cluster_id)?;
+        admit(&self.node, req.cluster_id, req.wire_version)?;
         if req.group == META_GROUP {
             return raft_rpc(&self.node.meta, req.kind, &req.payload).await;
         }
@@ -110,7 +118,7 @@ impl pb::peer_server::Peer for PeerService {
         let bytes_max = self.node.config().storage.node_memtable_bytes_hard_max as usize;
         while let Some(chunk) = stream.message().await? {
             if header.is_none() {
-                admit(&self.node, chunk.cluster_id)?;
+                admit(&self.node, chunk.cluster_id, chunk.wire_version)?;
                 header = Some(decode(&chunk.header)?);
                 group = Some(chunk.group);
             } else if Some(chunk.group) != group {
@@ -136,8 +144,10 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn call(&self, request: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
-        let call = decode_call(&request.into_inner().payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let request = request.into_inner();
+        check_wire(request.wire_version)?;
+        let call = decode_call(&request.payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let result = self.node.handle_call(call).await;
-        Ok(Response::new(pb::Payload { payload: encode_reply(result) }))
+        Ok(Response::new(pb::Payload { payload: encode_reply(result), wire_version: WIRE_VERSION }))
     }
 }

@@ -297,15 +297,31 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
             kind,
             payload,
             cluster_id,
+            wire_version: 0,
         };
-        status(peer.call(internal::Payload { payload: vec![0xff; 9] }).await, Code::InvalidArgument, "decode");
+        status(
+            peer.call(internal::Payload { payload: vec![0xff; 9], wire_version: 0 }).await,
+            Code::InvalidArgument,
+            "decode",
+        );
+        // A sender of a wire format from a release this one cannot read: refused before decoding.
+        let newer = hotlake_cluster::transport::WIRE_VERSION + 1;
+        let from_newer = internal::Payload { payload: vec![0xff; 9], wire_version: newer };
+        status(peer.call(from_newer).await, Code::FailedPrecondition, "newer release: upgrade this node");
+        let raft_from_newer = internal::RaftRequest { wire_version: newer, ..raft(0, 1, vec![], 0) };
+        status(peer.raft(raft_from_newer).await, Code::FailedPrecondition, &format!("wire format {newer}"));
         status(peer.raft(raft(0, 99, vec![], 0)).await, Code::InvalidArgument, "unknown raft rpc kind 99");
         status(peer.raft(raft(0, 1, vec![0xff; 3], 0)).await, Code::InvalidArgument, "undecodable");
         status(peer.raft(raft(0, 1, vec![], 0xdead_beef)).await, Code::FailedPrecondition, "from cluster");
         status(peer.raft(raft(77, 1, vec![], 0)).await, Code::Unavailable, "no replica of group 77");
         status(peer.raft(raft(u64::MAX - 1, 1, vec![], 0)).await, Code::InvalidArgument, "bad group id");
-        let chunk =
-            |group: u64, header: Vec<u8>| internal::SnapshotChunk { group, header, data: vec![1, 2], cluster_id: 0 };
+        let chunk = |group: u64, header: Vec<u8>| internal::SnapshotChunk {
+            group,
+            header,
+            data: vec![1, 2],
+            cluster_id: 0,
+            wire_version: 0,
+        };
         status(peer.install_snapshot(futures::stream::iter(Vec::new())).await, Code::InvalidArgument, "empty snapshot");
         let header = hotlake_cluster::transport::SnapshotHeader {
             vote: openraft::Vote::new(1, 1),
