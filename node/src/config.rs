@@ -345,25 +345,9 @@ impl Config {
         })
     }
 
-    /// Reads a TOML file.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
-    }
-
-    /// Checks values that would make the node misbehave.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            matches!(self.cluster.bootstrap.as_str(), "auto" | "manual"),
-            "cluster.bootstrap must be \"auto\" or \"manual\", got {:?}",
-            self.cluster.bootstrap
-        );
-        anyhow::ensure!(
-            self.shard_count >= 1 && self.shard_count <= 4096,
-            "shard_count must be 1..=4096, got {}",
-            self.shard_count
-        );
-        anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
+    /// The three listen addresses: distinct, `HOST:PORT`, and named to others
+    /// (`advertise_host`) when they listen on every interface.
+    fn validate_addresses(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.peer_addr != self.grpc_addr && self.peer_addr != self.http_addr && self.grpc_addr != self.http_addr,
             "grpc_addr, http_addr and peer_addr must be three different addresses, got {:?}, {:?} and {:?}",
@@ -389,6 +373,29 @@ impl Config {
             "advertise_host is a host name or IP address without port or scheme, got {:?}",
             self.advertise_host
         );
+        Ok(())
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
+    }
+
+    /// Checks values that would make the node misbehave.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.cluster.bootstrap.as_str(), "auto" | "manual"),
+            "cluster.bootstrap must be \"auto\" or \"manual\", got {:?}",
+            self.cluster.bootstrap
+        );
+        anyhow::ensure!(
+            self.shard_count >= 1 && self.shard_count <= 4096,
+            "shard_count must be 1..=4096, got {}",
+            self.shard_count
+        );
+        anyhow::ensure!(!self.device_tag.is_empty(), "device_tag must not be empty");
+        self.validate_addresses()?;
         let tls = [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file];
         anyhow::ensure!(
             tls.iter().all(|f| f.as_os_str().is_empty()) || tls.iter().all(|f| !f.as_os_str().is_empty()),
