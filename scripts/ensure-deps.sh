@@ -13,8 +13,8 @@ hotlake_ensure_deps() {
     # RocksDB's bindings are generated with libclang at build time.
     # libclang itself (libclang.so or libclang-14.so...), not libclang-cpp, which bindgen cannot use.
     # (`ls` fails when any one pattern matches nothing, so ask whether it listed anything.)
-    if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
-        /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* 2>/dev/null | grep -q .; then
+    if ! { ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+        /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* 2>/dev/null || true; } | grep -q .; then
         missing+=(libclang-dev)
     fi
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
