@@ -45,15 +45,14 @@ impl Run {
     }
 }
 
-impl Ctl {
-    fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(hotlakectl())
-            .arg("--cluster")
-            .arg(&self.cluster)
-            .args(args)
+impl Run {
+    /// Runs hotlakectl as `command` sets it up (the token included), with no cluster, token
+    /// file or context from this process's environment and no config file of the user's.
+    fn of(command: &mut Command) -> Run {
+        let out = command
             .env_remove("HOTLAKE_CLUSTER")
             .env_remove("HOTLAKE_TOKEN_FILE")
-            .env("HOTLAKE_TOKEN", crate::support::TEST_TOKEN)
+            .env_remove("HOTLAKE_CONTEXT")
             .env("HOME", "/nonexistent")
             .output()
             .expect("run hotlakectl");
@@ -62,6 +61,18 @@ impl Ctl {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Run {
+        Run::of(
+            Command::new(hotlakectl())
+                .arg("--cluster")
+                .arg(&self.cluster)
+                .args(args)
+                .env("HOTLAKE_TOKEN", crate::support::TEST_TOKEN),
+        )
     }
 }
 
@@ -385,22 +396,7 @@ fn tail_as_a_group_member_commits_what_it_printed_and_consumer_commands_show_and
 /// Runs hotlakectl with only `args` and the config file `config` (no cluster flags, no token
 /// in the environment): what the contexts name is all it has.
 fn run_with_config(config: &std::path::Path, args: &[&str]) -> Run {
-    let out = Command::new(hotlakectl())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("HOTLAKE_CLUSTER")
-        .env_remove("HOTLAKE_TOKEN")
-        .env_remove("HOTLAKE_TOKEN_FILE")
-        .env_remove("HOTLAKE_CONTEXT")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run hotlakectl");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(Command::new(hotlakectl()).arg("--config").arg(config).args(args).env_remove("HOTLAKE_TOKEN"))
 }
 
 #[test]
