@@ -12,6 +12,11 @@
 //!   it while replicas are placed on it, and takes it back as new once it was removed.
 //! - a corrupt replica: bad index data in one replica of a node fails that replica only; the
 //!   node restarts and serves its others, and the shard goes on with its other replicas.
+//! - a leader elected in the middle of a membership change: it inherits the joint membership
+//!   and must finish it (the swarm once found groups stuck in joint consensus for good).
+//! - a leader restarted at once after a power loss resumes its leadership with its buffered
+//!   commit index gone; a read through it still sees every acknowledged write (the swarm once
+//!   found it reading below them).
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
@@ -22,8 +27,8 @@ use hotlake_cluster::map::{MetaCommand, NodeState};
 use hotlake_sim_tests::checkers::{self, durability, model};
 use hotlake_sim_tests::harness::{SimCluster, SIM_SHARDS};
 use hotlake_sim_tests::observe;
-use hotlake_sim_tests::workload::{write, History, Targets, Workload};
-use hotlake_storage::{Durability, KvEngine, ShardId, Space, WriteBatch};
+use hotlake_sim_tests::workload::{read_device, write, History, Targets, Workload, DEVICES, POINTS_PER_BATCH};
+use hotlake_storage::{keys, Durability, KvEngine, MemEngine, ShardId, Space, WriteBatch};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -362,4 +367,168 @@ async fn t90_a_corrupt_replica_fails_one_shard_not_the_node() {
         model::check(&history, &state).unwrap_or_else(|e| panic!("model: {e}"));
     })
     .await;
+}
+
+/// What a node's disk says of one shard's group: whether the newest membership in its log is
+/// joint, and the committed vote it holds as (term, leader).
+type GroupOnDisk = (Option<bool>, Option<(u64, u64)>);
+
+fn group_on_disk(engine: &MemEngine, shard: ShardId) -> GroupOnDisk {
+    let space = Space::Log(shard);
+    let mut joint = None;
+    let _ = engine.scan(space, &keys::log_entry(0), &keys::log_entry(u64::MAX), &mut |_, v| {
+        if let Ok(e) = bincode::deserialize::<openraft::Entry<hotlake_raft::TypeConfig>>(v) {
+            if let openraft::EntryPayload::Membership(m) = &e.payload {
+                joint = Some(m.get_joint_config().len() > 1);
+            }
+        }
+        true
+    });
+    let vote = engine.get(space, &keys::log_state("vote")).ok().flatten();
+    let leader = vote
+        .and_then(|b| bincode::deserialize::<openraft::Vote<u64>>(&b).ok())
+        .filter(|v| v.is_committed())
+        .and_then(|v| Some((v.leader_id().term, v.leader_id().voted_for()?)));
+    (joint, leader)
+}
+
+#[madsim::test]
+async fn t90_a_leader_elected_mid_change_finishes_the_joint_membership() {
+    let (mut cluster, seeds, client) = start_settled(3).await;
+    let mut history = write_batches(&client, seeds.clone(), 30).await;
+    let writers = Writers::start(&client, seeds.clone(), 10_000);
+    // Node 4 joins: replicas move onto it, each voter change through a joint membership. Watch
+    // the disks (no simulated time passes while they are read) for a group whose joint entry
+    // reached a follower, and kill its leader then: a follower holding the entry wins the
+    // election (its log is the longest) and inherits the change half way.
+    let new = cluster.add_node();
+    let deadline = madsim::time::Instant::now() + SETTLE;
+    let (shard, leader) = 'found: loop {
+        for shard in (0..SIM_SHARDS).map(ShardId) {
+            let views: Vec<(u64, GroupOnDisk)> =
+                (1..=new).map(|id| (id, group_on_disk(&cluster.node(id).engine(), shard))).collect();
+            let Some((_, leader)) = views.iter().filter_map(|(_, (_, v))| *v).max() else { continue };
+            let joint_on = |id: u64| views.iter().any(|(n, (j, _))| *n == id && *j == Some(true));
+            let followers_joint = views.iter().filter(|(id, _)| *id != leader && joint_on(*id)).count();
+            // The leader still holds the joint entry as its newest: it has not appended the
+            // final membership anywhere, so whoever wins next inherits the change half way.
+            if leader <= 3 && joint_on(leader) && followers_joint >= 1 {
+                break 'found (shard, leader);
+            }
+        }
+        assert!(madsim::time::Instant::now() < deadline, "no voter change was seen half way on a follower");
+        madsim::time::sleep(Duration::from_micros(200)).await;
+    };
+    println!("killing node {leader}, leader of {shard} in the middle of a voter change");
+    cluster.kill(leader);
+    // The new leader must finish the change: the group leaves joint consensus for good.
+    let s = cluster.addrs();
+    on(&client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + SETTLE;
+        loop {
+            let mut led_uniform = false;
+            for addr in &s {
+                if let Some(st) = observe::status(&peers, addr).await {
+                    led_uniform |= st.replicas.iter().any(|r| r.shard == shard && r.role == "leader" && !r.joint);
+                }
+            }
+            if led_uniform {
+                return;
+            }
+            assert!(madsim::time::Instant::now() < deadline, "{shard} is still in joint consensus or leaderless");
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    cluster.restart(leader);
+    settle(&client, cluster.addrs(), 4).await;
+    writers.stop_into(&mut history).await;
+    verify(&client, cluster.addrs(), history).await;
+}
+
+#[madsim::test]
+async fn t90_a_leader_restarted_at_once_reads_every_acknowledged_write() {
+    let (cluster, seeds, client) = start_settled(3).await;
+    let history = write_batches(&client, seeds.clone(), 40).await;
+    let s = seeds.clone();
+    let (leader, led) = on(&client, async move {
+        let peers = observe::peers();
+        let mut best: (u64, BTreeSet<ShardId>) = (0, BTreeSet::new());
+        for addr in &s {
+            if let Some(st) = observe::status(&peers, addr).await {
+                let led: BTreeSet<ShardId> =
+                    st.replicas.iter().filter(|r| r.role == "leader").map(|r| r.shard).collect();
+                if led.len() > best.1.len() {
+                    best = (st.node, led);
+                }
+            }
+        }
+        best
+    })
+    .await;
+    assert!(!led.is_empty(), "no node leads a shard");
+    // Power loss and an immediate restart: the leader is back before any follower's election
+    // timeout and resumes its leadership from its disk, without the commit index it had
+    // buffered. Its links to the followers are cut while the reads arrive, so it cannot learn
+    // that index again before it answers them.
+    let lost = cluster.power_loss(leader);
+    cluster.restart(leader);
+    let net = madsim::net::NetSim::current();
+    let host = |id: u64| cluster.node(id).host.id();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for &f in &followers {
+        net.clog_link(host(leader), host(f));
+        net.clog_link(host(f), host(leader));
+    }
+    println!("node {leader}, leader of {led:?}, lost {lost} unsynced writes and restarted at once");
+    let via = seeds[leader as usize - 1].clone();
+    let v = via.clone();
+    on(&client, async move {
+        let peers = observe::peers();
+        let deadline = madsim::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let st = observe::status(&peers, &v).await;
+            if st.is_some_and(|st| st.replicas.iter().any(|r| led.contains(&r.shard) && r.role == "leader")) {
+                return;
+            }
+            assert!(
+                madsim::time::Instant::now() < deadline,
+                "node {leader} resumed none of its leaderships: the scenario was not built"
+            );
+            madsim::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let reads: Vec<_> = (0..DEVICES).map(|d| (d, client.spawn(read_device_until_answered(via.clone(), d)))).collect();
+    madsim::time::sleep(Duration::from_millis(500)).await;
+    for &f in &followers {
+        net.unclog_link(host(leader), host(f));
+        net.unclog_link(host(f), host(leader));
+    }
+    let acked = history.acked();
+    for (d, read) in reads {
+        let seen: BTreeSet<i64> = read.await.expect("read task").into_iter().map(|(t, _)| t).collect();
+        for &b in &acked {
+            let first = b as i64 * POINTS_PER_BATCH;
+            let missing = (first..first + POINTS_PER_BATCH).find(|t| !seen.contains(t));
+            assert!(missing.is_none(), "a read of d{d} through the restarted leader missed acknowledged batch {b}");
+        }
+    }
+    settle(&client, seeds.clone(), 3).await;
+    verify(&client, seeds, history).await;
+}
+
+/// Every point of device `d` read through `via`, retried until a read answers (within 60 s).
+async fn read_device_until_answered(via: String, d: i64) -> Vec<(i64, i64)> {
+    let deadline = madsim::time::Instant::now() + SETTLE;
+    loop {
+        match read_device(&via, d).await {
+            Ok(points) => return points,
+            Err(e) => {
+                assert!(madsim::time::Instant::now() < deadline, "no read of d{d} through {via}: {e}");
+                madsim::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
