@@ -24,11 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hotlake_cluster::map::{MetaCommand, NodeState};
+use hotlake_raft::log_store::LogStore;
 use hotlake_sim_tests::checkers::{self, durability, model};
 use hotlake_sim_tests::harness::{SimCluster, SIM_SHARDS};
 use hotlake_sim_tests::observe;
 use hotlake_sim_tests::workload::{read_device, write, History, Targets, Workload, DEVICES, POINTS_PER_BATCH};
-use hotlake_storage::{keys, Durability, KvEngine, MemEngine, ShardId, Space, WriteBatch};
+use hotlake_storage::{Durability, KvEngine, MemEngine, ShardId, Space, WriteBatch};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -370,26 +371,20 @@ async fn t90_a_corrupt_replica_fails_one_shard_not_the_node() {
 }
 
 /// What a node's disk says of one shard's group: whether the newest membership in its log is
-/// joint, and the committed vote it holds as (term, leader).
+/// joint, and the committed vote it holds as (term, leader). Read through the node's own log
+/// store, so the test shares its encoding.
 type GroupOnDisk = (Option<bool>, Option<(u64, u64)>);
 
-fn group_on_disk(engine: &MemEngine, shard: ShardId) -> GroupOnDisk {
-    let space = Space::Log(shard);
-    let mut joint = None;
-    let _ = engine.scan(space, &keys::log_entry(0), &keys::log_entry(u64::MAX), &mut |_, v| {
-        if let Ok(e) = bincode::deserialize::<openraft::Entry<hotlake_raft::TypeConfig>>(v) {
-            if let openraft::EntryPayload::Membership(m) = &e.payload {
-                joint = Some(m.get_joint_config().len() > 1);
-            }
-        }
-        true
+async fn group_on_disk(engine: &MemEngine, shard: ShardId) -> GroupOnDisk {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    let mut log: LogStore<hotlake_raft::TypeConfig> = LogStore::new(Arc::new(engine.clone()), Space::Log(shard));
+    let entries = log.try_get_log_entries(..).await.unwrap_or_default();
+    let joint = entries.iter().rev().find_map(|e| match &e.payload {
+        openraft::EntryPayload::Membership(m) => Some(m.get_joint_config().len() > 1),
+        _ => None,
     });
-    let vote = engine.get(space, &keys::log_state("vote")).ok().flatten();
-    let leader = vote
-        .and_then(|b| bincode::deserialize::<openraft::Vote<u64>>(&b).ok())
-        .filter(|v| v.is_committed())
-        .and_then(|v| Some((v.leader_id().term, v.leader_id().voted_for()?)));
-    (joint, leader)
+    let vote = log.read_vote().await.ok().flatten().filter(|v| v.is_committed());
+    (joint, vote.and_then(|v| Some((v.leader_id().term, v.leader_id().voted_for()?))))
 }
 
 #[madsim::test]
@@ -405,8 +400,10 @@ async fn t90_a_leader_elected_mid_change_finishes_the_joint_membership() {
     let deadline = madsim::time::Instant::now() + SETTLE;
     let (shard, leader) = 'found: loop {
         for shard in (0..SIM_SHARDS).map(ShardId) {
-            let views: Vec<(u64, GroupOnDisk)> =
-                (1..=new).map(|id| (id, group_on_disk(&cluster.node(id).engine(), shard))).collect();
+            let mut views: Vec<(u64, GroupOnDisk)> = Vec::new();
+            for id in 1..=new {
+                views.push((id, group_on_disk(&cluster.node(id).engine(), shard).await));
+            }
             let Some((_, leader)) = views.iter().filter_map(|(_, (_, v))| *v).max() else { continue };
             let joint_on = |id: u64| views.iter().any(|(n, (j, _))| *n == id && *j == Some(true));
             let followers_joint = views.iter().filter(|(id, _)| *id != leader && joint_on(*id)).count();
