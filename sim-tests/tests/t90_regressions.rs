@@ -130,17 +130,22 @@ async fn drain_and_wait_removed(client: &madsim::runtime::NodeHandle, seeds: Vec
     on(client, async move {
         let peers = observe::peers();
         let deadline = madsim::time::Instant::now() + SETTLE;
+        // The entry to drain is the one seen first: a node with an empty disk joins again as a
+        // new entry under the same id once the old one is removed, which may happen between two
+        // looks at the map, and that one is not to be drained.
+        let mut draining = None;
         loop {
             let Some(m) = observe::best_map(&peers, &seeds).await else { continue };
+            let incarnation = *draining.get_or_insert_with(|| m.nodes.get(&id).map(|n| n.incarnation));
             match m.nodes.get(&id) {
-                None => return,
-                Some(n) if n.state == NodeState::Active => {
+                Some(n) if Some(n.incarnation) == incarnation && n.state == NodeState::Active => {
                     let drain = MetaCommand::SetNodeState { node: id, state: NodeState::Removing };
                     if let Err(e) = observe::propose(&peers, &seeds, drain).await {
                         println!("drain of node {id} not accepted yet: {e}");
                     }
                 }
-                Some(_) => {}
+                Some(n) if Some(n.incarnation) == incarnation => {}
+                _ => return,
             }
             assert!(madsim::time::Instant::now() < deadline, "node {id} was not removed after draining");
             madsim::time::sleep(Duration::from_millis(200)).await;

@@ -191,7 +191,7 @@ pub enum MetaCommand {
         /// Its new state.
         state: NodeState,
     },
-    /// Removes a node that holds no replica.
+    /// Removes a node that is being drained and holds no replica.
     RemoveNode {
         /// The node.
         node: NodeId,
@@ -371,8 +371,12 @@ impl ClusterMap {
                 n.state = *state;
             }
             MetaCommand::RemoveNode { node } => {
-                if !self.nodes.contains_key(node) {
-                    return Err(format!("node {node} is not a member"));
+                let n = self.nodes.get(node).ok_or_else(|| format!("node {node} is not a member"))?;
+                // The removal is planned on a map read before it is proposed. A node removed
+                // and back with a new data directory in between is an active member: a removal
+                // planned for its old entry must not take the new one out.
+                if n.state != NodeState::Removing {
+                    return Err(format!("node {node} is not being removed; drain it first"));
                 }
                 let held = self.shards_on(*node);
                 if !held.is_empty() {
@@ -616,7 +620,9 @@ mod tests {
     fn a_node_holding_replicas_is_not_removed() {
         let mut m = bootstrapped();
         m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        m.apply(&MetaCommand::SetNodeState { node: 1, state: NodeState::Removing }).unwrap();
         assert!(m.apply(&MetaCommand::RemoveNode { node: 1 }).is_err());
+        m.apply(&MetaCommand::SetNodeState { node: 2, state: NodeState::Removing }).unwrap();
         m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap();
         assert!(!m.nodes.contains_key(&2));
         let err = m.apply(&MetaCommand::AddNode(node(2))).unwrap_err();
@@ -639,6 +645,21 @@ mod tests {
         assert!(m.apply(&MetaCommand::AddNode(node(2))).unwrap_err().contains("was removed"));
         m.apply(&MetaCommand::AddNode(new_disk)).unwrap();
         assert_eq!(m.nodes[&2].incarnation, 7);
+    }
+
+    /// Removals are planned on a map read before they are proposed: one planned for a node's
+    /// old entry must not take out the new data directory that joined in its place since.
+    #[test]
+    fn a_removal_does_not_take_out_a_node_that_joined_again() {
+        let mut m = bootstrapped();
+        m.apply(&MetaCommand::AddNode(node(2))).unwrap();
+        m.apply(&MetaCommand::SetNodeState { node: 2, state: NodeState::Removing }).unwrap();
+        m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap();
+        m.apply(&MetaCommand::AddNode(NodeInfo { incarnation: 7, ..node(2) })).unwrap();
+        let version = m.version;
+        let err = m.apply(&MetaCommand::RemoveNode { node: 2 }).unwrap_err();
+        assert!(err.contains("not being removed"), "{err}");
+        assert_eq!((m.version, m.nodes[&2].incarnation), (version, 7), "the new member stays");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!   one that a concurrent flush moves.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -291,6 +291,10 @@ pub struct ShardData {
     /// would put back an older flushed state and blocks whose keys may collide with the new
     /// content's.
     generation: AtomicU64,
+    /// Set (under `flush_lock`) by [`ShardData::close`]: the replica is being deleted and
+    /// writes nothing more. The engine names a shard's spaces by shard id, so a write from a
+    /// closed replica would land in the spaces of a new replica of the same shard.
+    closed: AtomicBool,
     /// The stored part of the change feed. Taken after `flush_lock`, never before it, and
     /// never while waiting for `inner`.
     stored_feed: Mutex<StoredFeed>,
@@ -375,8 +379,28 @@ impl ShardData {
             inner: RwLock::new(inner),
             flush_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             stored_feed: Mutex::new(stored_feed),
         })
+    }
+
+    /// Closes the replica before its spaces are dropped: waits for a flush, retention or
+    /// install writing now, and makes every later one write nothing. openraft runs flushes
+    /// (snapshot builds) in tasks of their own that outlive the group's shutdown, so one may
+    /// still be encoding blocks when the replica is deleted, and finish after the shard has
+    /// been placed here again and opened afresh.
+    pub fn close(&self) {
+        let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Writes `batch` unless the replica was closed. Called with `flush_lock` held, so a write
+    /// either finishes before [`ShardData::close`] returns or does not happen.
+    fn write_open(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed(self.id.to_string()));
+        }
+        self.engine.write(batch, durability)
     }
 
     /// The engine the shard lives in.
@@ -531,7 +555,7 @@ impl ShardData {
         // Ordered before any later flush; a crash before it is durable replays this entry.
         {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.engine.write(batch, Durability::Buffered)?;
+            self.write_open(batch, Durability::Buffered)?;
         }
         let memtables: Vec<_> =
             std::iter::once(inner.active.clone()).chain(inner.frozen.iter().map(|f| f.memtable.clone())).collect();
@@ -700,7 +724,7 @@ impl ShardData {
                 &self.options.feed,
                 &mut batch,
             );
-            self.engine.write(batch, Durability::Buffered)?;
+            self.write_open(batch, Durability::Buffered)?;
         }
         let mut inner = self.write();
         inner.frozen.retain(|f| f.seq != cut.seq);
@@ -726,13 +750,15 @@ impl ShardData {
         }
         let restarted = StoredFeed::restart_after(applied);
         batch.put(Space::Index(self.id), keys::FEED_START.to_vec(), restarted.start.to_be_bytes().to_vec());
-        {
+        // Reopened under the lock too: opening creates the shard's spaces, which a replica
+        // closed and dropped meanwhile must not get back.
+        let fresh = {
             let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.write_open(batch, Durability::Sync)?;
             *self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
-            self.engine.write(batch, Durability::Sync)?;
             self.generation.fetch_add(1, Ordering::AcqRel);
-        }
-        let fresh = ShardData::open(self.engine.clone(), self.id, self.options.clone())?;
+            ShardData::open(self.engine.clone(), self.id, self.options.clone())?
+        };
         let mut new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
         // Flush sequences only grow on a replica, so block keys of a flush before the install can
         // never be reused by one after it.
@@ -910,6 +936,39 @@ mod tests {
         assert!(outcome.rejected[2].contains("NUL"), "{:?}", outcome.rejected);
         assert_eq!(points(&shard, "a", "good"), vec![1, 2]);
         assert_eq!(shard.read().applied.map(|e| e.index), Some(1));
+    }
+
+    /// A flush cut before the replica was closed writes nothing, even once the shard's spaces
+    /// belong to a new replica of the same shard: the new replica keeps its own flushed state
+    /// and holds none of the old one's blocks.
+    #[test]
+    fn a_flush_that_outlives_its_closed_replica_writes_nothing() {
+        let engine: Engine = Arc::new(MemEngine::new());
+        let old = ShardData::open(engine.clone(), ShardId(3), ShardOptions::default()).unwrap();
+        old.apply(EntryId { term: 1, leader: 1, index: 7 }, write("a", "old", &[1, 2])).unwrap();
+        let cut = old.freeze();
+        old.close();
+        engine.drop_shard(ShardId(3)).unwrap();
+        let new = ShardData::open(engine.clone(), ShardId(3), ShardOptions::default()).unwrap();
+        match old.flush(cut) {
+            Err(StorageError::Closed(shard)) => assert_eq!(shard, ShardId(3).to_string()),
+            other => panic!("a closed replica flushed: {other:?}"),
+        }
+        drop((old, new));
+        let reopened = ShardData::open(engine.clone(), ShardId(3), ShardOptions::default()).unwrap();
+        assert_eq!(reopened.read().flushed.applied, None, "the old replica's flushed state came back");
+        assert!(reopened.read().index.lookup("a", "m,device_id=old").is_none(), "the old replica's series came back");
+
+        // An install finishing after the close neither writes nor creates the dropped spaces
+        // again (opening a shard creates them).
+        let source = Arc::new(ShardData::open(engine.clone(), ShardId(4), ShardOptions::default()).unwrap());
+        source.apply(EntryId { term: 1, leader: 1, index: 9 }, write("a", "src", &[1])).unwrap();
+        source.flush(source.freeze()).unwrap();
+        let pairs = ShardSnapshot::of_shard(source).materialize().unwrap();
+        reopened.close();
+        engine.drop_shard(ShardId(3)).unwrap();
+        assert!(matches!(reopened.install(pairs), Err(StorageError::Closed(_))));
+        assert!(!engine.shards().contains(&ShardId(3)), "the install created the dropped shard again");
     }
 
     /// Retention drops whole windows of one tenant from blocks and memtables, keeps other

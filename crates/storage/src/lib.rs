@@ -150,6 +150,9 @@ pub enum StorageError {
     /// A space that should exist does not.
     #[error("no such space {0}")]
     NoSpace(String),
+    /// The replica of a shard was closed to be deleted; it writes nothing more.
+    #[error("the replica of shard {0} is closed")]
+    Closed(String),
 }
 
 /// A key and its value.

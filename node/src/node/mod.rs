@@ -141,6 +141,9 @@ pub struct Node {
     pub(crate) config: Config,
     engine: Engine,
     pub(crate) groups: RwLock<BTreeMap<ShardId, Arc<ShardGroup>>>,
+    /// Held while a replica is opened or deleted, so a shard never has two groups on this node
+    /// (two Rafts on one log) and a deletion finishes before the shard is opened again.
+    pub(crate) replica_changes: tokio::sync::Mutex<()>,
     pub(crate) meta: MetaRaft,
     pub(crate) meta_sm: MetaStateMachine,
     pub(crate) peers: Arc<Peers>,
@@ -313,6 +316,7 @@ impl Node {
             config,
             engine: engine.clone(),
             groups: RwLock::new(BTreeMap::new()),
+            replica_changes: tokio::sync::Mutex::new(()),
             meta,
             meta_sm,
             peers,

@@ -28,6 +28,10 @@ impl Node {
         if let Some(g) = self.groups_read().get(&shard) {
             return Ok(g.clone());
         }
+        let _changing = self.replica_changes.lock().await;
+        if let Some(g) = self.groups_read().get(&shard) {
+            return Ok(g.clone());
+        }
         let opened = self.open_group_now(shard).await;
         let mut unopened = self.unopened.lock().unwrap_or_else(|p| p.into_inner());
         match &opened {
@@ -71,15 +75,18 @@ impl Node {
             handing_over: AtomicBool::new(false),
             proposals_in_flight: AtomicUsize::new(0),
         });
-        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
-        Ok(groups.entry(shard).or_insert(group).clone())
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(shard, group.clone());
+        Ok(group)
     }
 
     /// Stops and deletes this node's replica of `shard` (it left the group).
     pub(crate) async fn drop_group(&self, shard: ShardId) -> Result<()> {
+        let _changing = self.replica_changes.lock().await;
         let group = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&shard);
         if let Some(g) = group {
             let _ = g.raft.shutdown().await;
+            // A flush openraft started before the shutdown may still be running.
+            g.data.close();
             drop(g);
             self.engine.drop_shard(shard)?;
             tracing::info!(%shard, "replica removed from this node");
