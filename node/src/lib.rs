@@ -23,7 +23,6 @@ pub mod certs;
 pub mod log_limit;
 pub mod metrics;
 pub mod node;
-pub mod runtimes;
 pub mod server;
 pub mod service;
 #[cfg(not(madsim))]

@@ -29,9 +29,6 @@ use super::memtable::{FieldId, Memtable};
 use hotlake_storage::{keys, Durability, Engine, ShardId, Space, StorageError, WriteBatch};
 use hotlake_types::model::TimestampNs;
 
-mod snapshot;
-pub use snapshot::{flushed_state_of, ShardSnapshot, SnapshotPair, SnapshotReader};
-
 /// Engine knobs of a shard.
 #[derive(Clone, Debug)]
 pub struct ShardOptions {
@@ -194,6 +191,90 @@ pub struct FlushCut {
     generation: u64,
 }
 
+/// Snapshot data of a shard: its flushed blocks, index and flushed state.
+///
+/// Built lazily: the node's own current snapshot refers to the engine, and its key-value pairs
+/// are read only when it is installed elsewhere.
+pub struct ShardSnapshot {
+    source: SnapshotSource,
+}
+
+enum SnapshotSource {
+    Shard(Arc<ShardData>),
+    Pairs(Vec<SnapshotPair>),
+}
+
+/// One key-value pair of a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotPair {
+    /// True for the index space, false for the data space.
+    pub index_space: bool,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+}
+
+impl ShardSnapshot {
+    /// An empty snapshot to receive into.
+    pub fn empty() -> Self {
+        ShardSnapshot { source: SnapshotSource::Pairs(Vec::new()) }
+    }
+
+    /// A snapshot that reads the shard's flushed content when materialized.
+    pub fn of_shard(shard: Arc<ShardData>) -> Self {
+        ShardSnapshot { source: SnapshotSource::Shard(shard) }
+    }
+
+    /// Adds received pairs.
+    pub fn push(&mut self, pair: SnapshotPair) {
+        if let SnapshotSource::Pairs(p) = &mut self.source {
+            p.push(pair);
+        }
+    }
+
+    /// Reads every pair of the snapshot.
+    pub fn materialize(self) -> Result<Vec<SnapshotPair>, StorageError> {
+        match self.source {
+            SnapshotSource::Pairs(p) => Ok(p),
+            SnapshotSource::Shard(shard) => {
+                // No flush, retention or install writes while both spaces are read, so the pairs
+                // are one flushed state: its blocks, its index and its `FlushedState`.
+                let _quiet = shard.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let mut out = Vec::new();
+                for (space, index_space) in [(Space::Data(shard.id), false), (Space::Index(shard.id), true)] {
+                    shard.engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
+                        if !(index_space && keys::is_feed_key(k)) {
+                            out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
+                        }
+                        true
+                    })?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The flushed state recorded among a snapshot's pairs.
+pub fn flushed_state_of(pairs: &[SnapshotPair]) -> Result<FlushedState, StorageError> {
+    let pair = pairs
+        .iter()
+        .find(|p| p.index_space && p.key == keys::FLUSHED_STATE)
+        .ok_or_else(|| StorageError::Corrupt { space: "snapshot".into(), reason: "no flushed state".into() })?;
+    bincode::deserialize(&pair.value)
+        .map_err(|e| StorageError::Corrupt { space: "snapshot".into(), reason: format!("flushed state: {e}") })
+}
+
+impl std::fmt::Debug for ShardSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            SnapshotSource::Shard(shard) => write!(f, "ShardSnapshot(shard {})", shard.id),
+            SnapshotSource::Pairs(p) => write!(f, "ShardSnapshot({} pairs)", p.len()),
+        }
+    }
+}
+
 /// A shard's data on this node.
 pub struct ShardData {
     /// The shard.
@@ -227,10 +308,6 @@ impl ShardData {
     /// Opens a shard: creates its spaces if needed, loads the flushed state and the series index.
     pub fn open(engine: Engine, id: ShardId, options: ShardOptions) -> Result<Self, StorageError> {
         engine.create_shard(id)?;
-        if engine.get(Space::Stage(id), keys::STAGE_INSTALLING)?.is_some() {
-            // A crash interrupted a snapshot install: finish it before reading anything.
-            snapshot::finish_install(&engine, id)?;
-        }
         let flushed: FlushedState = match engine.get(Space::Index(id), keys::FLUSHED_STATE)? {
             Some(bytes) => bincode::deserialize(&bytes).map_err(|e| corrupt(Space::Index(id), e))?,
             None => FlushedState::default(),
@@ -655,6 +732,40 @@ impl ShardData {
             inner.flushed = cut.state.clone();
         }
         Ok(cut.state)
+    }
+
+    /// Replaces the whole shard content with a snapshot's pairs. The feed restarts after the
+    /// snapshot's last entry: the entries before it are not in the snapshot.
+    pub fn install(&self, pairs: Vec<SnapshotPair>) -> Result<FlushedState, StorageError> {
+        let applied = flushed_state_of(&pairs)?.applied.map_or(0, |a| a.index);
+        let mut batch = WriteBatch::new();
+        for space in [Space::Data(self.id), Space::Index(self.id)] {
+            batch.delete_range(space, Vec::new(), vec![0xff; 32]);
+        }
+        for p in pairs {
+            let space = if p.index_space { Space::Index(self.id) } else { Space::Data(self.id) };
+            if !(p.index_space && keys::is_feed_key(&p.key)) {
+                batch.put(space, p.key, p.value);
+            }
+        }
+        let restarted = StoredFeed::restart_after(applied);
+        batch.put(Space::Index(self.id), keys::FEED_START.to_vec(), restarted.start.to_be_bytes().to_vec());
+        // Reopened under the lock too: opening creates the shard's spaces, which a replica
+        // closed and dropped meanwhile must not get back.
+        let fresh = {
+            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.write_open(batch, Durability::Sync)?;
+            *self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            ShardData::open(self.engine.clone(), self.id, self.options.clone())?
+        };
+        let mut new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Flush sequences only grow on a replica, so block keys of a flush before the install can
+        // never be reused by one after it.
+        new_inner.next_flush_seq = new_inner.next_flush_seq.max(self.read().next_flush_seq);
+        let flushed = new_inner.flushed.clone();
+        *self.write() = new_inner;
+        Ok(flushed)
     }
 }
 
