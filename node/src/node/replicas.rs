@@ -85,8 +85,12 @@ impl Node {
         let group = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&shard);
         if let Some(g) = group {
             let _ = g.raft.shutdown().await;
-            // A flush openraft started before the shutdown may still be running.
-            g.data.close();
+            // A flush or install openraft started before the shutdown may still be writing;
+            // waited for off the runtime's threads (an install reopens the shard under the lock).
+            let data = g.data.clone();
+            hotlake_raft::runtime::spawn_blocking(move || data.close())
+                .await
+                .map_err(|e| Error::Internal(format!("closing the replica of {shard}: {e}")))?;
             drop(g);
             self.engine.drop_shard(shard)?;
             tracing::info!(%shard, "replica removed from this node");
