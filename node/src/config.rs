@@ -135,7 +135,7 @@ pub struct ClusterConfig {
     pub moves_concurrent_max: u32,
     /// Pace of each snapshot stream sent to a new or lagging replica, bytes per second.
     pub snapshot_bytes_per_s_max: u64,
-    /// Bytes per snapshot chunk on the wire.
+    /// Bytes per snapshot chunk on the wire; each side of a stream holds about two in memory.
     pub snapshot_chunk_bytes_max: u64,
     /// A node not heard from for this long has its replicas re-created elsewhere.
     pub node_down_replace_s: u64,

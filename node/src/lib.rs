@@ -23,6 +23,7 @@ pub mod certs;
 pub mod log_limit;
 pub mod metrics;
 pub mod node;
+pub mod runtimes;
 pub mod server;
 pub mod service;
 #[cfg(not(madsim))]

@@ -259,7 +259,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let grpc = tokio::spawn(hotlake_node::server::serve_grpc(node.clone(), grpc_addr, wait_stop(stop_rx.clone())));
-    let peer = tokio::spawn(hotlake_node::server::serve_peer(node.clone(), peer_addr, wait_stop(stop_rx.clone())));
+    let peer = hotlake_node::runtimes::spawn_raft(hotlake_node::server::serve_peer(
+        node.clone(),
+        peer_addr,
+        wait_stop(stop_rx.clone()),
+    ));
     let http = tokio::spawn(hotlake_node::server::serve_http(node.clone(), http_listener, wait_stop(stop_rx)));
     let (scheme, tls) = match config.tls.enabled() {
         true => ("https", "TLS on every listener; mutual TLS between nodes"),
@@ -316,7 +320,7 @@ fn main() -> anyhow::Result<()> {
                 .with(hotlake_node::log_limit::RateLimitLayer::new(std::time::Duration::from_secs(10), 5))
                 .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                 .init();
-            // Blocking work is per-shard query execution and snapshot encoding: CPU-bound, so more
+            // Blocking work here is per-shard query execution: CPU-bound, so more
             // threads than a few per core only switch between them and each keeps its own
             // allocator cache (tokio's default allows 512).
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -325,7 +329,19 @@ fn main() -> anyhow::Result<()> {
                 .max_blocking_threads((cores * 4).max(8))
                 .build()
                 .context("start runtime")?;
-            runtime.block_on(serve(*args))
+            // Raft on threads of its own (see `hotlake_node::runtimes`); its blocking pool runs
+            // flushes and snapshot staging.
+            let raft_runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores.clamp(1, 2))
+                .thread_name("hotlake-raft")
+                .enable_all()
+                .max_blocking_threads((cores * 2).max(4))
+                .build()
+                .context("start Raft runtime")?;
+            hotlake_node::runtimes::install(runtime.handle().clone(), raft_runtime.handle().clone());
+            let served = runtime.block_on(serve(*args));
+            raft_runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            served
         }
     }
 }

@@ -90,6 +90,13 @@ pub struct Metrics {
     pub feed_stored_bytes: AtomicU64,
     /// Points delivered to subscribers.
     pub feed_points_delivered: Counter,
+    /// Bytes of shard snapshots received into stage spaces.
+    pub snapshot_bytes_received: Counter,
+    /// Shard snapshots received whole and handed to Raft to install.
+    pub snapshots_received: Counter,
+    /// Bytes of snapshots peers have taken from this node, copied from the transport when
+    /// rendered.
+    pub snapshot_bytes_sent: AtomicU64,
 }
 
 impl Metrics {
@@ -150,6 +157,24 @@ impl Metrics {
             "hotlake_feed_points_delivered_total",
             "Points delivered to subscribers.",
             self.feed_points_delivered.get(),
+        );
+        counter(
+            &mut out,
+            "hotlake_snapshot_bytes_sent_total",
+            "Bytes of snapshot streams peers took from this node (progress of replicas moving off it).",
+            self.snapshot_bytes_sent.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hotlake_snapshot_bytes_received_total",
+            "Bytes of shard snapshots received (progress of replicas moving onto this node).",
+            self.snapshot_bytes_received.get(),
+        );
+        counter(
+            &mut out,
+            "hotlake_snapshots_received_total",
+            "Shard snapshots received whole and installed or offered to Raft.",
+            self.snapshots_received.get(),
         );
         self.flush_seconds.render("hotlake_flush_seconds", "Flush duration.", &mut out);
         self.write_seconds.render("hotlake_write_seconds", "Write latency from request to acknowledgement.", &mut out);

@@ -246,6 +246,9 @@ impl Admin for Node {
         Node::health(self)
     }
     fn metrics_text(&self) -> String {
+        self.metrics()
+            .snapshot_bytes_sent
+            .store(self.peers.snapshot_bytes_sent(), std::sync::atomic::Ordering::Relaxed);
         let mut text = self.metrics().render();
         text.push_str(&self.consumer_lag_metrics());
         text

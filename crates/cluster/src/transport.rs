@@ -4,11 +4,13 @@
 //! ```text
 //!  openraft (group g) ──PeerNetwork──► Peers (one lazily connected channel per address)
 //!        ──Raft{group, kind, bincode}──► peer's server::peer ──► that node's group g
-//!        ──InstallSnapshot(stream of chunks ≤ snapshot_chunk_bytes_max)──►
+//!        ──InstallSnapshot(stream of chunks ≤ snapshot_chunk_bytes_max, read as sent, the
+//!          final one marked `last`)──► staged on the peer, installed once whole
 //! ```
 //!
 //! Payloads are bincode: both ends run the same release. Every call has a timeout; a snapshot
-//! stream is paced to `cluster.snapshot_bytes_per_s_max`. A node never sends a Raft message to
+//! stream is paced to `cluster.snapshot_bytes_per_s_max` and times out only when the peer
+//! stops taking chunks. A node never sends a Raft message to
 //! itself (openraft never replicates to the local node).
 //!
 //! Invariant: besides `server`, only this module touches generated proto types.
@@ -35,10 +37,10 @@ use tonic::transport::ClientTlsConfig;
 use tonic::transport::{Channel, Endpoint};
 
 use super::map::{ClusterMap, NodeInfo};
-use super::meta::{MetaSnapshot, MetaTypeConfig};
+use super::meta::MetaTypeConfig;
 use hotlake_engine::batch::{ApplyOutcome, ShardWrite};
 use hotlake_engine::feed::FeedFilter;
-use hotlake_engine::shard::{flushed_state_of, ShardSnapshot, SnapshotPair};
+use hotlake_engine::shard::SnapshotReader;
 use hotlake_proto::errors::ErrorKind;
 use hotlake_query::exec::ShardResult;
 use hotlake_query::{LastQuery, LastRow, Query};
@@ -421,6 +423,8 @@ pub struct Peers {
     /// The cluster this node belongs to (0 until it knows), sent with every Raft message so
     /// that a node of another cluster at a reused address refuses it.
     cluster_id: AtomicU64,
+    /// Bytes of snapshot chunks taken by peers, for progress on long moves.
+    snapshot_bytes_sent: Arc<AtomicU64>,
     /// Mutual TLS towards other nodes (the cluster CA and this node's certificate), when the
     /// node has TLS configured. Simulation builds have no TLS.
     #[cfg(not(madsim))]
@@ -472,9 +476,15 @@ impl Peers {
             channels: Mutex::new(HashMap::new()),
             options,
             cluster_id: AtomicU64::new(0),
+            snapshot_bytes_sent: Arc::default(),
             #[cfg(not(madsim))]
             tls: Mutex::new(None),
         }
+    }
+
+    /// Bytes of snapshot chunks peers have taken from this node so far.
+    pub fn snapshot_bytes_sent(&self) -> u64 {
+        self.snapshot_bytes_sent.load(Ordering::Relaxed)
     }
 
     /// Connects to other nodes with TLS from now on (and again with new certificates after a
@@ -563,50 +573,63 @@ impl Peers {
         bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
-    /// Streams a snapshot of `group` in chunks and decodes the peer's result.
+    /// Streams a snapshot of `group` and decodes the peer's result. Chunks are read from
+    /// `chunks` as the peer takes them (one read ahead), so the sender holds about two chunks
+    /// whatever the snapshot's size. The stream fails when the peer takes no chunk for
+    /// `idle_timeout`, or does not answer in time once all were sent.
     pub async fn snapshot<Resp: DeserializeOwned>(
         &self,
         addr: &str,
         group: u64,
         header: Vec<u8>,
-        chunks: Vec<Vec<u8>>,
-        timeout: Duration,
+        chunks: Box<dyn SnapshotChunks>,
+        idle_timeout: Duration,
     ) -> std::result::Result<Resp, TransportError> {
         let mut client = self.client(addr)?;
-        let pace = self.options.snapshot_bytes_per_s_max;
-        let mut messages = Vec::with_capacity(chunks.len().max(1));
-        let mut header = Some(header);
-        let cluster_id = self.cluster_id();
-        if chunks.is_empty() {
-            messages.push(pb::SnapshotChunk {
-                group,
-                header: header.take().unwrap_or_default(),
-                data: Vec::new(),
-                cluster_id,
-                wire_version: WIRE_VERSION,
-            });
-        }
-        for data in chunks {
-            messages.push(pb::SnapshotChunk {
-                group,
-                header: header.take().unwrap_or_default(),
-                data,
-                cluster_id,
-                wire_version: WIRE_VERSION,
-            });
-        }
-        let stream = futures::stream::unfold(messages.into_iter(), move |mut it| async move {
-            let chunk = it.next()?;
-            if pace > 0 {
-                let wait = Duration::from_secs_f64(chunk.data.len() as f64 / pace as f64);
-                tokio::time::sleep(wait).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(1);
+        let sent_bytes = Arc::new(AtomicU64::new(0));
+        let last_progress = Arc::new(Mutex::new(tokio::time::Instant::now()));
+        let producer = produce_snapshot_chunks(
+            SnapshotStream { group, cluster_id: self.cluster_id(), pace: self.options.snapshot_bytes_per_s_max },
+            header,
+            chunks,
+            tx,
+            [sent_bytes.clone(), self.snapshot_bytes_sent.clone()],
+            last_progress.clone(),
+        );
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let call = client.install_snapshot(stream);
+        tokio::pin!(producer, call);
+        let mut produced = false;
+        let reply = loop {
+            let idle = if produced {
+                // The peer installs what it received before it answers.
+                idle_timeout + install_time_allowed(sent_bytes.load(Ordering::Relaxed))
+            } else {
+                idle_timeout
+            };
+            let since = *last_progress.lock().unwrap_or_else(|p| p.into_inner());
+            tokio::select! {
+                reply = &mut call => break reply,
+                done = &mut producer, if !produced => match done {
+                    Ok(()) => {
+                        produced = true;
+                        *last_progress.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+                    }
+                    // Returning drops the call: the stream is reset, never ended, so the peer
+                    // installs nothing of it.
+                    Err(e) => return Err(TransportError::Protocol(e)),
+                },
+                _ = tokio::time::sleep_until(since + idle) => {
+                    if *last_progress.lock().unwrap_or_else(|p| p.into_inner()) == since {
+                        return Err(TransportError::Timeout);
+                    }
+                }
             }
-            Some((chunk, it))
-        });
-        let reply = match tokio::time::timeout(timeout, client.install_snapshot(stream)).await {
-            Err(_) => return Err(TransportError::Timeout),
-            Ok(Err(s)) => return Err(status_error(s)),
-            Ok(Ok(r)) => r.into_inner(),
+        };
+        let reply = match reply {
+            Err(s) => return Err(status_error(s)),
+            Ok(r) => r.into_inner(),
         };
         check_wire_version(reply.wire_version).map_err(TransportError::Protocol)?;
         bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
@@ -644,23 +667,107 @@ pub fn decode_call(bytes: &[u8]) -> Result<PeerCall> {
     decode(bytes)
 }
 
-/// A snapshot read for sending: the meta of what was read, and the content in chunks.
-pub type SnapshotChunks = (SnapshotMeta<NodeId, BasicNode>, Vec<Vec<u8>>);
+/// The same-for-every-message fields of one snapshot stream.
+struct SnapshotStream {
+    group: u64,
+    cluster_id: u64,
+    /// Bytes per second (0 = unpaced).
+    pace: u64,
+}
 
-/// How a group's snapshot data travels: read into chunks on the sender, rebuilt on the receiver.
+/// Reads `chunks` off the runtime's threads and sends them into `tx`: the header on the first
+/// message, `last` on the final one. Every message taken by the channel counts as progress, and
+/// its bytes are added to both `sent_bytes` counters (this stream's and the node's).
+async fn produce_snapshot_chunks(
+    stream: SnapshotStream,
+    header: Vec<u8>,
+    mut chunks: Box<dyn SnapshotChunks>,
+    tx: tokio::sync::mpsc::Sender<pb::SnapshotChunk>,
+    sent_bytes: [Arc<AtomicU64>; 2],
+    last_progress: Arc<Mutex<tokio::time::Instant>>,
+) -> std::result::Result<(), String> {
+    let mut header = Some(header);
+    loop {
+        let (next, rest) = hotlake_raft::runtime::spawn_blocking(move || (chunks.next_chunk(), chunks))
+            .await
+            .map_err(|e| format!("snapshot read: {e}"))?;
+        chunks = rest;
+        let data = next?;
+        let last = data.is_none();
+        let data = data.unwrap_or_default();
+        if stream.pace > 0 && !data.is_empty() {
+            tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / stream.pace as f64)).await;
+        }
+        let bytes = data.len() as u64;
+        let message = pb::SnapshotChunk {
+            group: stream.group,
+            header: header.take().unwrap_or_default(),
+            data,
+            cluster_id: stream.cluster_id,
+            wire_version: WIRE_VERSION,
+            last: Some(last),
+        };
+        if tx.send(message).await.is_err() {
+            return Err("the peer closed the snapshot stream".into());
+        }
+        for counter in &sent_bytes {
+            counter.fetch_add(bytes, Ordering::Relaxed);
+        }
+        *last_progress.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// How long a peer may take to install a snapshot of `bytes` once it has them all: it copies
+/// them once more (from its stage into place), at no less than 16 MiB/s.
+fn install_time_allowed(bytes: u64) -> Duration {
+    Duration::from_secs(bytes / (16 << 20))
+}
+
+/// A snapshot's content being read for sending, chunk by chunk.
+pub trait SnapshotChunks: Send {
+    /// The next chunk, `None` once all were read. Blocking: called off the runtime's threads.
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u8>>, String>;
+}
+
+/// A shard snapshot's chunks: pages of pairs, bincode-encoded.
+struct ShardChunks(SnapshotReader);
+
+impl SnapshotChunks for ShardChunks {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        match self.0.next_page().map_err(|e| e.to_string())? {
+            Some(pairs) => bincode::serialize(&pairs).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Chunks held in memory (the meta group's snapshot is the cluster map: small).
+struct HeldChunks(std::vec::IntoIter<Vec<u8>>);
+
+impl SnapshotChunks for HeldChunks {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        Ok(self.0.next())
+    }
+}
+
+/// A snapshot opened for sending: the meta of what will be sent, and its content.
+pub type OpenedSnapshot = (SnapshotMeta<NodeId, BasicNode>, Box<dyn SnapshotChunks>);
+
+/// How a group's snapshot data is read for the wire.
 pub trait SnapshotWire: RaftTypeConfig<NodeId = NodeId, Node = BasicNode> {
-    /// Reads a snapshot into chunks of at most `chunk_bytes`. May return a newer meta than the
-    /// one given when the content moved on (a flush since); the content always matches the
-    /// returned meta.
-    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String>;
-    /// Rebuilds snapshot data from received chunks.
-    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<Self::SnapshotData, String>;
+    /// Opens a snapshot for sending in chunks of about `chunk_bytes`. May return a newer meta
+    /// than the one given when the content moved on (a flush since); the content always matches
+    /// the returned meta. Blocking.
+    fn open_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<OpenedSnapshot, String>;
 }
 
 impl SnapshotWire for TypeConfig {
-    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String> {
-        let pairs = snapshot.snapshot.materialize().map_err(|e| e.to_string())?;
-        let state = flushed_state_of(&pairs).map_err(|e| e.to_string())?;
+    fn open_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<OpenedSnapshot, String> {
+        let reader = snapshot.snapshot.open(chunk_bytes).map_err(|e| e.to_string())?;
+        let state = reader.flushed();
         let applied = state.applied.map(hotlake_raft::log_id);
         if applied < snapshot.meta.last_log_id {
             return Err(format!(
@@ -673,44 +780,14 @@ impl SnapshotWire for TypeConfig {
             last_membership: hotlake_raft::stored_membership(&state.membership).map_err(|e| e.to_string())?,
             snapshot_id: format!("{}-sent", snapshot.meta.snapshot_id),
         };
-        let mut chunks = Vec::new();
-        let mut current: Vec<SnapshotPair> = Vec::new();
-        let mut current_bytes = 0usize;
-        for p in pairs {
-            current_bytes += p.key.len() + p.value.len() + 16;
-            current.push(p);
-            if current_bytes >= chunk_bytes {
-                chunks.push(bincode::serialize(&current).map_err(|e| e.to_string())?);
-                current.clear();
-                current_bytes = 0;
-            }
-        }
-        if !current.is_empty() {
-            chunks.push(bincode::serialize(&current).map_err(|e| e.to_string())?);
-        }
-        Ok((meta, chunks))
-    }
-
-    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<ShardSnapshot, String> {
-        let mut snapshot = ShardSnapshot::empty();
-        for c in chunks {
-            let pairs: Vec<SnapshotPair> = bincode::deserialize(&c).map_err(|e| format!("snapshot chunk: {e}"))?;
-            for p in pairs {
-                snapshot.push(p);
-            }
-        }
-        Ok(snapshot)
+        Ok((meta, Box::new(ShardChunks(reader))))
     }
 }
 
 impl SnapshotWire for MetaTypeConfig {
-    fn to_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<SnapshotChunks, String> {
-        let chunks = snapshot.snapshot.0.chunks(chunk_bytes.max(1)).map(|c| c.to_vec()).collect();
-        Ok((snapshot.meta, chunks))
-    }
-
-    fn from_chunks(chunks: Vec<Vec<u8>>) -> std::result::Result<MetaSnapshot, String> {
-        Ok(MetaSnapshot(chunks.concat()))
+    fn open_chunks(snapshot: Snapshot<Self>, chunk_bytes: usize) -> std::result::Result<OpenedSnapshot, String> {
+        let chunks: Vec<Vec<u8>> = snapshot.snapshot.0.chunks(chunk_bytes.max(1)).map(|c| c.to_vec()).collect();
+        Ok((snapshot.meta, Box::new(HeldChunks(chunks.into_iter()))))
     }
 }
 
@@ -822,15 +899,15 @@ impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
         option: RPCOption,
     ) -> std::result::Result<SnapshotResponse<NodeId>, StreamingError<C, Fatal<NodeId>>> {
         let chunk_bytes = self.peers.options().snapshot_chunk_bytes_max;
-        let encoded = hotlake_raft::runtime::spawn_blocking(move || C::to_chunks(snapshot, chunk_bytes)).await;
-        let (meta, chunks) = match encoded {
+        let opened = hotlake_raft::runtime::spawn_blocking(move || C::open_chunks(snapshot, chunk_bytes)).await;
+        let (meta, chunks) = match opened {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(e)))),
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))),
         };
         let header = bincode::serialize(&SnapshotHeader { vote, meta })
             .map_err(|e| StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?;
-        // A snapshot may take long; allow it a generous multiple of the RPC timeout.
+        // A stream of any size may take long; it fails only when the peer stops taking chunks.
         let timeout = option.hard_ttl().max(Duration::from_secs(60));
         let send = self.peers.snapshot::<std::result::Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>(
             &self.addr, self.group, header, chunks, timeout,
@@ -867,7 +944,7 @@ mod tests {
     use super::*;
     use hotlake_engine::batch::{ColumnWrite, SeriesWrite, ShardCommand, Values};
     use hotlake_engine::digest::shard_digest;
-    use hotlake_engine::shard::{ShardData, ShardOptions};
+    use hotlake_engine::shard::{ShardData, ShardOptions, ShardSnapshot};
     use hotlake_storage::{Engine, MemEngine};
 
     fn write(round: i64) -> ShardCommand {
@@ -886,8 +963,9 @@ mod tests {
         ShardCommand::Write(ShardWrite { tenant: "t".into(), series })
     }
 
-    /// A shard snapshot split into small chunks and rebuilt installs to the same content and
-    /// the same applied log id as the shard it was read from.
+    /// A shard snapshot streamed in small chunks into a replica's stage installs to the content
+    /// and applied log id the shard had when the snapshot was opened, though the shard moved on
+    /// while it was read.
     #[test]
     fn a_shard_snapshot_survives_chunking_and_installs_identically() {
         let engine: Engine = Arc::new(MemEngine::new());
@@ -908,15 +986,28 @@ mod tests {
             },
             snapshot: Box::new(ShardSnapshot::of_shard(shard.clone())),
         };
-        let (meta, chunks) = TypeConfig::to_chunks(snapshot, 4096).unwrap();
-        assert!(chunks.len() > 1, "expected several chunks, got {}", chunks.len());
-        assert!(chunks.iter().all(|c| c.len() < 4096 * 3), "a chunk is far over its bound");
+        let (meta, mut chunks) = TypeConfig::open_chunks(snapshot, 4096).unwrap();
         assert_eq!(meta.last_log_id, state.applied.map(hotlake_raft::log_id));
-        let received = TypeConfig::from_chunks(chunks).unwrap();
+        let sent_digest = shard_digest(&shard).unwrap();
+        // Writes and a flush while the snapshot is read: the chunks still hold the state opened.
+        shard.apply(EntryId { term: 1, leader: 1, index: 21 }, write(21)).unwrap();
+        let cut = shard.freeze();
+        shard.flush(cut).unwrap();
         let replica = ShardData::open(Arc::new(MemEngine::new()), ShardId(3), ShardOptions::default()).unwrap();
-        let installed = replica.install(received.materialize().unwrap()).unwrap();
+        replica.clear_stage().unwrap();
+        let mut count = 0;
+        while let Some(chunk) = chunks.next_chunk().unwrap() {
+            assert!(chunk.len() < 4096 * 3, "a chunk is far over its bound");
+            let pairs: Vec<hotlake_engine::shard::SnapshotPair> = bincode::deserialize(&chunk).unwrap();
+            replica.stage(&pairs).unwrap();
+            count += 1;
+        }
+        assert!(count > 1, "expected several chunks, got {count}");
+        replica.engine().sync().unwrap();
+        let installed = replica.install_staged().unwrap();
         assert_eq!(installed.applied, state.applied);
-        assert_eq!(shard_digest(&shard).unwrap(), shard_digest(&replica).unwrap());
+        assert_eq!(sent_digest, shard_digest(&replica).unwrap());
+        assert_ne!(shard_digest(&shard).unwrap(), sent_digest, "the sender moved on meanwhile");
     }
 
     /// Errors keep their kind, routing hint and limit name across the wire.

@@ -29,6 +29,9 @@ use super::memtable::{FieldId, Memtable};
 use hotlake_storage::{keys, Durability, Engine, ShardId, Space, StorageError, WriteBatch};
 use hotlake_types::model::TimestampNs;
 
+mod snapshot;
+pub use snapshot::{flushed_state_of, ShardSnapshot, SnapshotPair, SnapshotReader};
+
 /// Engine knobs of a shard.
 #[derive(Clone, Debug)]
 pub struct ShardOptions {
@@ -191,90 +194,6 @@ pub struct FlushCut {
     generation: u64,
 }
 
-/// Snapshot data of a shard: its flushed blocks, index and flushed state.
-///
-/// Built lazily: the node's own current snapshot refers to the engine, and its key-value pairs
-/// are read only when it is installed elsewhere.
-pub struct ShardSnapshot {
-    source: SnapshotSource,
-}
-
-enum SnapshotSource {
-    Shard(Arc<ShardData>),
-    Pairs(Vec<SnapshotPair>),
-}
-
-/// One key-value pair of a snapshot.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SnapshotPair {
-    /// True for the index space, false for the data space.
-    pub index_space: bool,
-    /// Key.
-    pub key: Vec<u8>,
-    /// Value.
-    pub value: Vec<u8>,
-}
-
-impl ShardSnapshot {
-    /// An empty snapshot to receive into.
-    pub fn empty() -> Self {
-        ShardSnapshot { source: SnapshotSource::Pairs(Vec::new()) }
-    }
-
-    /// A snapshot that reads the shard's flushed content when materialized.
-    pub fn of_shard(shard: Arc<ShardData>) -> Self {
-        ShardSnapshot { source: SnapshotSource::Shard(shard) }
-    }
-
-    /// Adds received pairs.
-    pub fn push(&mut self, pair: SnapshotPair) {
-        if let SnapshotSource::Pairs(p) = &mut self.source {
-            p.push(pair);
-        }
-    }
-
-    /// Reads every pair of the snapshot.
-    pub fn materialize(self) -> Result<Vec<SnapshotPair>, StorageError> {
-        match self.source {
-            SnapshotSource::Pairs(p) => Ok(p),
-            SnapshotSource::Shard(shard) => {
-                // No flush, retention or install writes while both spaces are read, so the pairs
-                // are one flushed state: its blocks, its index and its `FlushedState`.
-                let _quiet = shard.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-                let mut out = Vec::new();
-                for (space, index_space) in [(Space::Data(shard.id), false), (Space::Index(shard.id), true)] {
-                    shard.engine.scan(space, &[], &[0xff; 32], &mut |k, v| {
-                        if !(index_space && keys::is_feed_key(k)) {
-                            out.push(SnapshotPair { index_space, key: k.to_vec(), value: v.to_vec() });
-                        }
-                        true
-                    })?;
-                }
-                Ok(out)
-            }
-        }
-    }
-}
-
-/// The flushed state recorded among a snapshot's pairs.
-pub fn flushed_state_of(pairs: &[SnapshotPair]) -> Result<FlushedState, StorageError> {
-    let pair = pairs
-        .iter()
-        .find(|p| p.index_space && p.key == keys::FLUSHED_STATE)
-        .ok_or_else(|| StorageError::Corrupt { space: "snapshot".into(), reason: "no flushed state".into() })?;
-    bincode::deserialize(&pair.value)
-        .map_err(|e| StorageError::Corrupt { space: "snapshot".into(), reason: format!("flushed state: {e}") })
-}
-
-impl std::fmt::Debug for ShardSnapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            SnapshotSource::Shard(shard) => write!(f, "ShardSnapshot(shard {})", shard.id),
-            SnapshotSource::Pairs(p) => write!(f, "ShardSnapshot({} pairs)", p.len()),
-        }
-    }
-}
-
 /// A shard's data on this node.
 pub struct ShardData {
     /// The shard.
@@ -308,6 +227,10 @@ impl ShardData {
     /// Opens a shard: creates its spaces if needed, loads the flushed state and the series index.
     pub fn open(engine: Engine, id: ShardId, options: ShardOptions) -> Result<Self, StorageError> {
         engine.create_shard(id)?;
+        if engine.get(Space::Stage(id), keys::STAGE_INSTALLING)?.is_some() {
+            // A crash interrupted a snapshot install: finish it before reading anything.
+            snapshot::finish_install(&engine, id)?;
+        }
         let flushed: FlushedState = match engine.get(Space::Index(id), keys::FLUSHED_STATE)? {
             Some(bytes) => bincode::deserialize(&bytes).map_err(|e| corrupt(Space::Index(id), e))?,
             None => FlushedState::default(),
@@ -733,40 +656,6 @@ impl ShardData {
         }
         Ok(cut.state)
     }
-
-    /// Replaces the whole shard content with a snapshot's pairs. The feed restarts after the
-    /// snapshot's last entry: the entries before it are not in the snapshot.
-    pub fn install(&self, pairs: Vec<SnapshotPair>) -> Result<FlushedState, StorageError> {
-        let applied = flushed_state_of(&pairs)?.applied.map_or(0, |a| a.index);
-        let mut batch = WriteBatch::new();
-        for space in [Space::Data(self.id), Space::Index(self.id)] {
-            batch.delete_range(space, Vec::new(), vec![0xff; 32]);
-        }
-        for p in pairs {
-            let space = if p.index_space { Space::Index(self.id) } else { Space::Data(self.id) };
-            if !(p.index_space && keys::is_feed_key(&p.key)) {
-                batch.put(space, p.key, p.value);
-            }
-        }
-        let restarted = StoredFeed::restart_after(applied);
-        batch.put(Space::Index(self.id), keys::FEED_START.to_vec(), restarted.start.to_be_bytes().to_vec());
-        // Reopened under the lock too: opening creates the shard's spaces, which a replica
-        // closed and dropped meanwhile must not get back.
-        let fresh = {
-            let _quiet = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.write_open(batch, Durability::Sync)?;
-            *self.stored_feed.lock().unwrap_or_else(|p| p.into_inner()) = restarted;
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            ShardData::open(self.engine.clone(), self.id, self.options.clone())?
-        };
-        let mut new_inner = fresh.inner.into_inner().unwrap_or_else(|p| p.into_inner());
-        // Flush sequences only grow on a replica, so block keys of a flush before the install can
-        // never be reused by one after it.
-        new_inner.next_flush_seq = new_inner.next_flush_seq.max(self.read().next_flush_seq);
-        let flushed = new_inner.flushed.clone();
-        *self.write() = new_inner;
-        Ok(flushed)
-    }
 }
 
 fn trim_before(s: &SeriesWrite, cutoff: TimestampNs) -> SeriesWrite {
@@ -1000,10 +889,9 @@ mod tests {
     }
 
     /// The feed keeps what apply accepted, trims its oldest flushes past its byte budget (a
-    /// cursor below them is refused, never answered with less), and restarts after a snapshot
-    /// install, whose pairs carry no feed.
+    /// cursor below them is refused, never answered with less), and travels with a snapshot.
     #[test]
-    fn the_feed_keeps_accepted_writes_trims_by_bytes_and_restarts_after_an_install() {
+    fn the_feed_keeps_accepted_writes_trims_by_bytes_and_travels_with_a_snapshot() {
         use crate::feed::{FeedError, FeedFilter, FeedRetention};
         let engine: Engine = Arc::new(MemEngine::new());
         let options = ShardOptions { feed: FeedRetention { age_ms: u64::MAX, bytes_max: 400 }, ..Default::default() };
@@ -1038,14 +926,34 @@ mod tests {
             ShardSnapshot::of_shard(Arc::new(ShardData::open(engine.clone(), ShardId(0), options.clone()).unwrap()))
                 .materialize()
                 .unwrap();
-        assert!(pairs.iter().all(|p| !(p.index_space && keys::is_feed_key(&p.key))), "a snapshot carries no feed");
+        // A replica that received the shard as a snapshot holds the sender's feed, trimmed alike,
+        // and goes on from it; so does it after a restart.
         let other: Engine = Arc::new(MemEngine::new());
         let replica = ShardData::open(other.clone(), ShardId(0), options.clone()).unwrap();
-        replica.install(pairs).unwrap();
+        replica.install(pairs.clone()).unwrap();
+        let trimmed_alike = |shard: &ShardData| {
+            matches!(shard.read_feed(0, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor }) if oldest_cursor == start - 1)
+        };
+        assert!(trimmed_alike(&replica));
+        assert!(replica.read_feed(start - 1, &a, usize::MAX).unwrap().entries.iter().map(|e| e.index).eq(start..=12));
+        replica.apply(id(13), write("a", "d", &[13])).unwrap();
+        assert!(replica.read_feed(start - 1, &a, usize::MAX).unwrap().entries.iter().map(|e| e.index).eq(start..=13));
+        let cut = replica.freeze();
+        replica.flush(cut).unwrap();
+        let reopened = ShardData::open(other, ShardId(0), options.clone()).unwrap();
+        let start_now = replica.stored_feed.lock().unwrap().start;
+        assert_eq!(reopened.stored_feed.lock().unwrap().start, start_now);
+        assert!(reopened.read_feed(start_now - 1, &a, usize::MAX).unwrap().entries.iter().map(|e| e.index).eq(start_now..=13));
+        assert_eq!(reopened.read_feed(12, &a, usize::MAX).unwrap().entries[0].index, 13);
+        // A snapshot without the feed (a sender of the release before) restarts it after the
+        // snapshot: a cursor before it is refused, never answered with less.
+        let without_feed: Vec<SnapshotPair> =
+            pairs.into_iter().filter(|p| !(p.index_space && keys::is_feed_key(&p.key))).collect();
+        let older: Engine = Arc::new(MemEngine::new());
+        let replica = ShardData::open(older, ShardId(0), options).unwrap();
+        replica.install(without_feed).unwrap();
         assert!(matches!(replica.read_feed(11, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor: 12 })));
         replica.apply(id(13), write("a", "d", &[13])).unwrap();
-        let reopened = ShardData::open(other, ShardId(0), options).unwrap();
-        assert!(matches!(reopened.read_feed(11, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor: 12 })));
         assert_eq!(replica.read_feed(12, &a, usize::MAX).unwrap().entries[0].index, 13);
     }
 }

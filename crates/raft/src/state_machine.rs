@@ -68,7 +68,12 @@ impl RaftSnapshotBuilder<TypeConfig> for Flusher {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let cut = self.cut.take().expect("a flusher builds once");
         let started = tokio::time::Instant::now();
-        let state = self.shard.flush(cut).map_err(write_err)?;
+        // Encoding blocks is CPU work of up to seconds: off the threads that run Raft.
+        let shard = self.shard.clone();
+        let state = crate::runtime::spawn_blocking(move || shard.flush(cut))
+            .await
+            .map_err(|e| write_err(e.to_string()))?
+            .map_err(write_err)?;
         self.observer.flushed(started.elapsed().as_secs_f64());
         Ok(Snapshot { meta: snapshot_meta(&state)?, snapshot: Box::new(ShardSnapshot::of_shard(self.shard.clone())) })
     }
@@ -128,15 +133,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<ShardSnapshot>,
     ) -> Result<(), RaftStorageError> {
-        let pairs = snapshot.materialize().map_err(read_err)?;
-        let state = self.shard.install(pairs).map_err(write_err)?;
-        if state.applied.map(log_id) != meta.last_log_id {
-            return Err(read_err(format!(
-                "snapshot content is at {:?} but its meta says {:?}",
-                state.applied, meta.last_log_id
-            )));
-        }
-        Ok(())
+        let shard = self.shard.clone();
+        let expected = meta.last_log_id;
+        // Staging and copying write the whole shard: off the runtime's threads.
+        let installed = crate::runtime::spawn_blocking(move || -> Result<(), RaftStorageError> {
+            snapshot.stage_into(&shard).map_err(write_err)?;
+            let staged = shard.staged_flushed_state().map_err(read_err)?;
+            // Checked before the shard's content is touched: a wrong snapshot changes nothing.
+            if staged.applied.map(log_id) != expected {
+                return Err(read_err(format!(
+                    "snapshot content is at {:?} but its meta says {:?}",
+                    staged.applied, expected
+                )));
+            }
+            shard.install_staged().map_err(write_err)?;
+            Ok(())
+        })
+        .await;
+        installed.map_err(|e| write_err(e.to_string()))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {

@@ -1,6 +1,6 @@
 //! `RocksEngine`: the production engine, one RocksDB per node.
 //!
-//! - Column families per shard (`s17/log`, `s17/data`, `s17/index`) plus `meta`.
+//! - Column families per shard (`s17/log`, `s17/data`, `s17/index`, `s17/stage`) plus `meta`.
 //! - One shared LRU block cache and one write-buffer manager charged to that cache, so memory
 //!   stays bounded however many shards the node hosts.
 //! - Raft log writes go through [`LogWriter`]: one thread that gathers every log write waiting
@@ -11,7 +11,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -21,7 +21,8 @@ use rocksdb::{
 };
 
 use hotlake_storage::{
-    Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp,
+    ConsistentReader, Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, SpaceKeyValue, StorageError,
+    WriteBatch, WriteOp,
 };
 
 /// Memory and tuning knobs of the RocksDB engine.
@@ -216,6 +217,17 @@ impl KvEngine for RocksEngine {
         it.status().map_err(io)
     }
 
+    fn consistent_reader(
+        &self,
+        spaces: &[Space],
+        page_bytes: usize,
+    ) -> Result<Box<dyn ConsistentReader>, StorageError> {
+        for &space in spaces {
+            cf(&self.db, space)?;
+        }
+        SnapshotReader::start(self.db.clone(), spaces.to_vec(), page_bytes.max(1))
+    }
+
     fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         if from >= to {
             return Ok(None);
@@ -296,6 +308,86 @@ impl Drop for RocksEngine {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let _ = self.db.flush_wal(true);
+    }
+}
+
+/// A page of a [`SnapshotReader`]: pairs, `None` once the spaces are read, or the read's error.
+type Page = Result<Option<Vec<SpaceKeyValue>>, StorageError>;
+
+/// [`RocksEngine`]'s consistent reader: a thread holds a RocksDB snapshot (which borrows the
+/// database, so it cannot be kept in a struct beside it) and reads one page ahead of the
+/// caller. Dropping the reader ends the thread and releases the snapshot, and with it the files
+/// it kept from compaction.
+struct SnapshotReader {
+    pages: Receiver<Page>,
+    finished: bool,
+}
+
+impl SnapshotReader {
+    fn start(db: Arc<DB>, spaces: Vec<Space>, page_bytes: usize) -> Result<Box<dyn ConsistentReader>, StorageError> {
+        let (taken_tx, taken_rx) = mpsc::sync_channel::<()>(1);
+        let (pages_tx, pages) = mpsc::sync_channel::<Page>(1);
+        std::thread::Builder::new()
+            .name("hotlake-snapshot-read".into())
+            .spawn(move || {
+                let snapshot = db.snapshot();
+                let _ = taken_tx.send(());
+                let result = Self::read(&db, &snapshot, &spaces, page_bytes, &pages_tx);
+                let _ = pages_tx.send(result.map(|()| None));
+            })
+            .map_err(|e| StorageError::Io(format!("start snapshot reader: {e}")))?;
+        // The caller's lock is held until the snapshot is taken: writes after it are not seen.
+        taken_rx.recv().map_err(|_| StorageError::Io("snapshot reader stopped before reading".into()))?;
+        Ok(Box::new(SnapshotReader { pages, finished: false }))
+    }
+
+    /// Sends the pages of every space; stops early (Ok) when the reader was dropped.
+    fn read(
+        db: &DB,
+        snapshot: &rocksdb::Snapshot<'_>,
+        spaces: &[Space],
+        page_bytes: usize,
+        pages: &SyncSender<Page>,
+    ) -> Result<(), StorageError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for &space in spaces {
+            let cf = cf(db, space)?;
+            let mut ro = ReadOptions::default();
+            ro.set_snapshot(snapshot);
+            let mut it = db.raw_iterator_cf_opt(&cf, ro);
+            it.seek_to_first();
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+                bytes += k.len() + v.len();
+                page.push((space, k.to_vec(), v.to_vec()));
+                if bytes >= page_bytes {
+                    if pages.send(Ok(Some(std::mem::take(&mut page)))).is_err() {
+                        return Ok(());
+                    }
+                    bytes = 0;
+                }
+                it.next();
+            }
+            it.status().map_err(io)?;
+        }
+        if !page.is_empty() {
+            let _ = pages.send(Ok(Some(page)));
+        }
+        Ok(())
+    }
+}
+
+impl ConsistentReader for SnapshotReader {
+    fn next_page(&mut self) -> Result<Option<Vec<SpaceKeyValue>>, StorageError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let page = self.pages.recv().map_err(|_| StorageError::Io("snapshot reader stopped".into()))?;
+        if !matches!(page, Ok(Some(_))) {
+            self.finished = true;
+        }
+        page
     }
 }
 

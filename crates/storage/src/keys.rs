@@ -139,8 +139,40 @@ pub fn is_feed_key(key: &[u8]) -> bool {
     key == FEED_START || matches!(key.first(), Some(&FEED_ENTRY) | Some(&FEED_MARK))
 }
 
+/// Prefix of a staged pair from the data space, in a shard's stage space.
+pub const STAGE_DATA: u8 = 0x00;
+/// Prefix of a staged pair from the index space, in a shard's stage space.
+pub const STAGE_INDEX: u8 = 0x01;
+/// Key, in a shard's stage space, present from the moment a complete staged snapshot starts
+/// replacing the shard's content until it has: a shard opened with it finishes the install.
+pub const STAGE_INSTALLING: &[u8] = b"\x02installing";
+
+/// Key of a staged snapshot pair: `index_space` tells which space it goes to.
+pub fn stage_key(index_space: bool, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(if index_space { STAGE_INDEX } else { STAGE_DATA });
+    k.extend_from_slice(key);
+    k
+}
+
+/// Decodes a staged pair's key into (index space?, key); `None` for the install mark.
+pub fn parse_stage_key(key: &[u8]) -> Option<(bool, &[u8])> {
+    match key.split_first() {
+        Some((&STAGE_DATA, rest)) => Some((false, rest)),
+        Some((&STAGE_INDEX, rest)) => Some((true, rest)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stage_keys_round_trip_and_the_mark_is_none() {
+        assert_eq!(parse_stage_key(&stage_key(true, FLUSHED_STATE)), Some((true, FLUSHED_STATE)));
+        assert_eq!(parse_stage_key(&stage_key(false, &block(3, 0, 9))), Some((false, &block(3, 0, 9)[..])));
+        assert_eq!(parse_stage_key(STAGE_INSTALLING), None);
+    }
+
     use super::*;
 
     #[test]

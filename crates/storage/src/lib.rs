@@ -7,9 +7,10 @@
 //!                                                 drops unsynced writes on a simulated crash)
 //! ```
 //!
-//! Every shard owns three spaces (its Raft log, its blocks and its series index) so a replica can
-//! be dropped or snapshotted alone; the node has one meta space. A [`WriteBatch`] is atomic across
-//! spaces.
+//! Every shard owns four spaces (its Raft log, its blocks, its series index and the stage a
+//! snapshot is received into) so a replica can be dropped or snapshotted alone; the node has one
+//! meta space. A [`WriteBatch`] is atomic across spaces; a [`ConsistentReader`] reads spaces as
+//! of one instant, page by page.
 //!
 //! Invariant: nothing here names `rocksdb`; the RocksDB engine is the crate `hotlake-storage-rocks`,
 //! the only crate that depends on it.
@@ -36,6 +37,8 @@ pub enum Space {
     Data(ShardId),
     /// A shard's series index, field types, last values and flushed state.
     Index(ShardId),
+    /// A snapshot of the shard being received, kept apart until it is installed whole.
+    Stage(ShardId),
 }
 
 impl Space {
@@ -47,12 +50,13 @@ impl Space {
             Space::Log(s) => format!("{s}/log"),
             Space::Data(s) => format!("{s}/data"),
             Space::Index(s) => format!("{s}/index"),
+            Space::Stage(s) => format!("{s}/stage"),
         }
     }
 
-    /// The three spaces of a shard.
-    pub fn of_shard(shard: ShardId) -> [Space; 3] {
-        [Space::Log(shard), Space::Data(shard), Space::Index(shard)]
+    /// The spaces of a shard.
+    pub fn of_shard(shard: ShardId) -> [Space; 4] {
+        [Space::Log(shard), Space::Data(shard), Space::Index(shard), Space::Stage(shard)]
     }
 }
 
@@ -158,6 +162,20 @@ pub enum StorageError {
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// One key-value pair of a space, as a [`ConsistentReader`] hands it out.
+pub type SpaceKeyValue = (Space, Vec<u8>, Vec<u8>);
+
+/// Reads whole spaces as they were at one instant, a page at a time, however the spaces change
+/// meanwhile: how a snapshot of a shard larger than memory is sent.
+pub trait ConsistentReader: Send {
+    /// The next pairs in order (spaces in the order given, keys ascending), at least one and
+    /// about `page_bytes` of keys and values; `None` once everything was read.
+    fn next_page(&mut self) -> Result<Option<Vec<SpaceKeyValue>>, StorageError>;
+}
+
+/// Keys of a space all sort below this (the widest key any space holds is shorter).
+pub const KEY_END: &[u8] = &[0xff; 32];
+
 /// Called once when a group-committed log write is durable (or failed).
 pub type LogWriteDone = Box<dyn FnOnce(Result<(), StorageError>) + Send + 'static>;
 
@@ -189,6 +207,11 @@ pub trait KvEngine: Send + Sync + 'static {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
+    /// A reader of `spaces` as they are now; later writes are not seen. Taken under the same
+    /// lock as the writes it must be consistent with, it is cheap: nothing is read until
+    /// [`ConsistentReader::next_page`].
+    fn consistent_reader(&self, spaces: &[Space], page_bytes: usize)
+        -> Result<Box<dyn ConsistentReader>, StorageError>;
     /// The greatest key in `[from, to)` and its value.
     fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError>;
     /// Approximate bytes on disk (or in memory) used by the engine.

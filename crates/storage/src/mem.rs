@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, StorageError, WriteBatch, WriteOp};
+use crate::{
+    ConsistentReader, Durability, KeyValue, KvEngine, LogWriteDone, ShardId, Space, SpaceKeyValue, StorageError,
+    WriteBatch, WriteOp,
+};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -218,6 +221,22 @@ impl KvEngine for MemEngine {
         }
     }
 
+    fn consistent_reader(
+        &self,
+        spaces: &[Space],
+        page_bytes: usize,
+    ) -> Result<Box<dyn ConsistentReader>, StorageError> {
+        // A copy of the spaces: the simulator's and tests' shards are small, and a copy is the
+        // one view that later writes cannot reach.
+        let inner = self.lock();
+        let mut pairs = Vec::new();
+        for &space in spaces {
+            let tree = inner.live.spaces.get(&space).ok_or_else(|| StorageError::NoSpace(space.name()))?;
+            pairs.extend(tree.iter().map(|(k, v)| (space, k.clone(), v.clone())));
+        }
+        Ok(Box::new(CopiedReader { pairs: pairs.into_iter(), page_bytes: page_bytes.max(1) }))
+    }
+
     fn last_in_range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         if from >= to {
             return Ok(None);
@@ -250,6 +269,25 @@ impl KvEngine for MemEngine {
     fn reclaim_range(&self, _space: Space, _from: &[u8], _to: &[u8]) -> Result<(), StorageError> {
         // No files: deleted keys are gone from memory already.
         Ok(())
+    }
+}
+
+/// [`MemEngine`]'s consistent reader: pages out of a copy taken when it was opened.
+struct CopiedReader {
+    pairs: std::vec::IntoIter<SpaceKeyValue>,
+    page_bytes: usize,
+}
+
+impl ConsistentReader for CopiedReader {
+    fn next_page(&mut self) -> Result<Option<Vec<SpaceKeyValue>>, StorageError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        while bytes < self.page_bytes {
+            let Some(pair) = self.pairs.next() else { break };
+            bytes += pair.1.len() + pair.2.len();
+            page.push(pair);
+        }
+        Ok((!page.is_empty()).then_some(page))
     }
 }
 

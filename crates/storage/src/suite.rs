@@ -160,6 +160,36 @@ pub fn reclaim_keeps_keys_outside_the_range(e: &dyn KvEngine) {
     assert_eq!(e.get(space, &keys::log_state("purged")).unwrap(), Some(b"49".to_vec()));
 }
 
+/// A consistent reader sees the spaces as they were when it was opened, in order and paged,
+/// whatever is written, overwritten or deleted while it reads.
+pub fn consistent_reader_sees_one_instant(e: &dyn KvEngine) {
+    e.create_shard(S).unwrap();
+    for i in 0..200u32 {
+        put(e, Space::Data(S), &i.to_be_bytes(), &[1; 100]);
+    }
+    put(e, Space::Index(S), b"state", b"before");
+    let mut reader = e.consistent_reader(&[Space::Data(S), Space::Index(S)], 1000).unwrap();
+    let first = reader.next_page().unwrap().expect("a first page");
+    let mut b = WriteBatch::new();
+    b.delete_range(Space::Data(S), Vec::new(), KEY_END.to_vec());
+    b.put(Space::Data(S), b"late".to_vec(), b"x".to_vec());
+    b.put(Space::Index(S), b"state".to_vec(), b"after".to_vec());
+    e.write(b, Durability::Sync).unwrap();
+    let mut pairs = first;
+    let mut pages = 1;
+    while let Some(page) = reader.next_page().unwrap() {
+        assert!(!page.is_empty(), "a page holds at least one pair");
+        pairs.extend(page);
+        pages += 1;
+    }
+    assert!(pages >= 20, "200 pairs of 104 bytes in pages of about 1000 bytes, got {pages} pages");
+    let mut expected: Vec<SpaceKeyValue> =
+        (0..200u32).map(|i| (Space::Data(S), i.to_be_bytes().to_vec(), vec![1; 100])).collect();
+    expected.push((Space::Index(S), b"state".to_vec(), b"before".to_vec()));
+    assert_eq!(pairs, expected);
+    assert!(reader.next_page().unwrap().is_none(), "a finished reader stays finished");
+}
+
 /// Runs every check of the suite against an engine: `engine_suite!(name, make)` where `make`
 /// evaluates to `(guard, Arc<engine>)` (the guard keeps, say, a temporary directory alive).
 #[macro_export]
@@ -197,6 +227,11 @@ macro_rules! engine_suite {
             fn drop_shard_removes_only_that_shard() {
                 let (_g, e) = $make;
                 $crate::suite::drop_shard_removes_only_that_shard(&*e);
+            }
+            #[test]
+            fn consistent_reader_sees_one_instant() {
+                let (_g, e) = $make;
+                $crate::suite::consistent_reader_sees_one_instant(&*e);
             }
             #[test]
             fn reclaim_keeps_keys_outside_the_range() {

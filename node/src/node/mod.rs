@@ -70,6 +70,9 @@ pub struct ShardGroup {
     /// Since when (tokio clock) the membership this replica knows has been joint, as the
     /// control loop last saw it; a change half way for long is stuck.
     joint_since: Mutex<Option<tokio::time::Instant>>,
+    /// Held while a snapshot of this shard is received and installed: the shard has one stage
+    /// space, so one stream at a time.
+    pub(crate) snapshot_receive: tokio::sync::Mutex<()>,
 }
 
 impl ShardGroup {

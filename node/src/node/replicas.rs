@@ -72,6 +72,7 @@ impl Node {
             raft,
             dirty_since: Mutex::new(None),
             joint_since: Mutex::new(None),
+            snapshot_receive: tokio::sync::Mutex::new(()),
             handing_over: AtomicBool::new(false),
             proposals_in_flight: AtomicUsize::new(0),
         });

@@ -13,10 +13,12 @@ use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Node;
+use hotlake_cluster::meta::MetaSnapshot;
 use hotlake_cluster::transport::{
     check_wire_version, decode_call, encode_reply, SnapshotHeader, SnapshotWire, KIND_APPEND, KIND_VOTE, META_GROUP,
     WIRE_VERSION,
 };
+use hotlake_engine::shard::{ShardSnapshot, SnapshotPair};
 use hotlake_storage::ShardId;
 
 /// The `Peer` service over a node.
@@ -54,14 +56,111 @@ async fn raft_rpc<C: SnapshotWire>(raft: &Raft<C>, kind: u32, payload: &[u8]) ->
     }
 }
 
-async fn install<C: SnapshotWire>(
-    raft: &Raft<C>,
+/// The incoming messages of one snapshot stream, checked: one group throughout, and an end
+/// only at the message marked `last` (a stream cut short is an error, never a smaller snapshot).
+/// A sender of the release before `last` marks no message: its stream ends where it ends.
+struct IncomingSnapshot {
+    stream: Streaming<pb::SnapshotChunk>,
+    group: u64,
+    first: Option<pb::SnapshotChunk>,
+    ended: bool,
+    unmarked: bool,
+}
+
+impl IncomingSnapshot {
+    /// Reads the first message: the group and the header.
+    async fn open(mut stream: Streaming<pb::SnapshotChunk>, node: &Node) -> Result<(Self, SnapshotHeader), Status> {
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        admit(node, first.cluster_id, first.wire_version)?;
+        let header = decode(&first.header)?;
+        let unmarked = first.last.is_none();
+        Ok((IncomingSnapshot { stream, group: first.group, first: Some(first), ended: false, unmarked }, header))
+    }
+
+    /// The next message's data; `None` after the message marked `last`.
+    async fn next_data(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        if self.ended {
+            return Ok(None);
+        }
+        let message = match self.first.take() {
+            Some(m) => m,
+            None => match self.stream.message().await? {
+                Some(m) => m,
+                None if self.unmarked => return Ok(None),
+                None => return Err(Status::aborted("the snapshot stream ended before its last chunk")),
+            },
+        };
+        if message.group != self.group {
+            return Err(Status::invalid_argument("snapshot chunks of two groups in one stream"));
+        }
+        if message.last.is_none() != self.unmarked {
+            return Err(Status::invalid_argument("snapshot chunks with and without an end mark in one stream"));
+        }
+        self.ended = message.last == Some(true);
+        Ok(Some(message.data))
+    }
+}
+
+/// Receives the meta group's snapshot (the cluster map) into memory, up to `bytes_max`.
+async fn receive_meta(
+    node: &Node,
+    mut incoming: IncomingSnapshot,
     header: SnapshotHeader,
-    chunks: Vec<Vec<u8>>,
 ) -> Result<Response<pb::Payload>, Status> {
-    let data = C::from_chunks(chunks).map_err(Status::invalid_argument)?;
-    let snapshot = Snapshot { meta: header.meta, snapshot: Box::new(data) };
-    encode(&raft.install_full_snapshot(header.vote, snapshot).await)
+    let bytes_max = node.config().storage.node_memtable_bytes_hard_max as usize;
+    let mut content = Vec::new();
+    while let Some(data) = incoming.next_data().await? {
+        if content.len() + data.len() > bytes_max {
+            return Err(Status::resource_exhausted(format!(
+                "cluster map snapshot larger than {bytes_max} bytes (storage.node_memtable_bytes_hard_max)"
+            )));
+        }
+        content.extend_from_slice(&data);
+    }
+    let snapshot = Snapshot { meta: header.meta, snapshot: Box::new(MetaSnapshot(content)) };
+    encode(&node.meta.install_full_snapshot(header.vote, snapshot).await)
+}
+
+/// Receives a shard snapshot into the shard's stage space chunk by chunk (memory holds one
+/// chunk, whatever the shard's size), syncs it, and has openraft install it.
+async fn receive_shard(
+    node: &Node,
+    mut incoming: IncomingSnapshot,
+    header: SnapshotHeader,
+) -> Result<Response<pb::Payload>, Status> {
+    let group = incoming.group;
+    let shard = u32::try_from(group).map_err(|_| Status::invalid_argument("bad group id"))?;
+    let g = node.local_group(ShardId(shard)).ok_or_else(|| not_hosted(group))?;
+    let Ok(_receiving) = g.snapshot_receive.try_lock() else {
+        return Err(Status::unavailable(format!("a snapshot of shard {shard} is being received already")));
+    };
+    let data = g.data.clone();
+    stage_blocking(move || data.clear_stage()).await?;
+    while let Some(chunk) = incoming.next_data().await? {
+        if chunk.is_empty() {
+            continue;
+        }
+        let pairs: Vec<SnapshotPair> = decode(&chunk)?;
+        let data = g.data.clone();
+        stage_blocking(move || data.stage(&pairs)).await?;
+        node.metrics().snapshot_bytes_received.add(chunk.len() as u64);
+    }
+    let data = g.data.clone();
+    stage_blocking(move || data.engine().sync()).await?;
+    node.metrics().snapshots_received.inc();
+    let snapshot = Snapshot { meta: header.meta, snapshot: Box::new(ShardSnapshot::staged()) };
+    encode(&g.raft.install_full_snapshot(header.vote, snapshot).await)
+}
+
+/// Runs a write to the stage space off the runtime's threads.
+async fn stage_blocking(
+    write: impl FnOnce() -> Result<(), hotlake_storage::StorageError> + Send + 'static,
+) -> Result<(), Status> {
+    match hotlake_raft::runtime::spawn_blocking(write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Status::internal(format!("staging a received snapshot: {e}"))),
+        Err(e) => Err(Status::internal(format!("staging a received snapshot: {e}"))),
+    }
 }
 
 /// Refuses a message in a wire format this release cannot read, before decoding it: nodes of
@@ -110,44 +209,20 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::Payload>, Status> {
-        let mut stream = request.into_inner();
-        let mut group = None;
-        let mut header: Option<SnapshotHeader> = None;
-        let mut chunks = Vec::new();
-        let mut bytes = 0usize;
-        let bytes_max = self.node.config().storage.node_memtable_bytes_hard_max as usize;
-        while let Some(chunk) = stream.message().await? {
-            if header.is_none() {
-                admit(&self.node, chunk.cluster_id, chunk.wire_version)?;
-                header = Some(decode(&chunk.header)?);
-                group = Some(chunk.group);
-            } else if Some(chunk.group) != group {
-                return Err(Status::invalid_argument("snapshot chunks of two groups in one stream"));
-            }
-            bytes += chunk.data.len();
-            if bytes > bytes_max {
-                return Err(Status::resource_exhausted(format!(
-                    "snapshot larger than {bytes_max} bytes (storage.node_memtable_bytes_hard_max)"
-                )));
-            }
-            chunks.push(chunk.data);
+        let (incoming, header) = IncomingSnapshot::open(request.into_inner(), &self.node).await?;
+        if incoming.group == META_GROUP {
+            receive_meta(&self.node, incoming, header).await
+        } else {
+            receive_shard(&self.node, incoming, header).await
         }
-        let (Some(group), Some(header)) = (group, header) else {
-            return Err(Status::invalid_argument("empty snapshot stream"));
-        };
-        if group == META_GROUP {
-            return install(&self.node.meta, header, chunks).await;
-        }
-        let shard = u32::try_from(group).map_err(|_| Status::invalid_argument("bad group id"))?;
-        let g = self.node.local_group(ShardId(shard)).ok_or_else(|| not_hosted(group))?;
-        install(&g.raft, header, chunks).await
     }
 
     async fn call(&self, request: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
         let request = request.into_inner();
         check_wire(request.wire_version)?;
         let call = decode_call(&request.payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let result = self.node.handle_call(call).await;
+        let node = self.node.clone();
+        let result = crate::runtimes::on_request_runtime(async move { node.handle_call(call).await }).await;
         Ok(Response::new(pb::Payload { payload: encode_reply(result), wire_version: WIRE_VERSION }))
     }
 }

@@ -286,12 +286,6 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut peer = internal::peer_client::PeerClient::connect(format!("http://{}", node.peer)).await.unwrap();
-        #[track_caller]
-        fn status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, reason: &str) {
-            let s = r.expect_err("a malformed peer call was accepted");
-            assert_eq!(s.code(), code, "{s:?}");
-            assert!(s.message().contains(reason), "{:?} lacks {reason:?}", s.message());
-        }
         let raft = |group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64| internal::RaftRequest {
             group,
             kind,
@@ -299,7 +293,7 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
             cluster_id,
             wire_version: 0,
         };
-        status(
+        peer_status(
             peer.call(internal::Payload { payload: vec![0xff; 9], wire_version: 0 }).await,
             Code::InvalidArgument,
             "decode",
@@ -307,35 +301,15 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
         // A sender of a wire format from a release this one cannot read: refused before decoding.
         let newer = hotlake_cluster::transport::WIRE_VERSION + 1;
         let from_newer = internal::Payload { payload: vec![0xff; 9], wire_version: newer };
-        status(peer.call(from_newer).await, Code::FailedPrecondition, "newer release: upgrade this node");
+        peer_status(peer.call(from_newer).await, Code::FailedPrecondition, "newer release: upgrade this node");
         let raft_from_newer = internal::RaftRequest { wire_version: newer, ..raft(0, 1, vec![], 0) };
-        status(peer.raft(raft_from_newer).await, Code::FailedPrecondition, &format!("wire format {newer}"));
-        status(peer.raft(raft(0, 99, vec![], 0)).await, Code::InvalidArgument, "unknown raft rpc kind 99");
-        status(peer.raft(raft(0, 1, vec![0xff; 3], 0)).await, Code::InvalidArgument, "undecodable");
-        status(peer.raft(raft(0, 1, vec![], 0xdead_beef)).await, Code::FailedPrecondition, "from cluster");
-        status(peer.raft(raft(77, 1, vec![], 0)).await, Code::Unavailable, "no replica of group 77");
-        status(peer.raft(raft(u64::MAX - 1, 1, vec![], 0)).await, Code::InvalidArgument, "bad group id");
-        let chunk = |group: u64, header: Vec<u8>| internal::SnapshotChunk {
-            group,
-            header,
-            data: vec![1, 2],
-            cluster_id: 0,
-            wire_version: 0,
-        };
-        status(peer.install_snapshot(futures::stream::iter(Vec::new())).await, Code::InvalidArgument, "empty snapshot");
-        let header = hotlake_cluster::transport::SnapshotHeader {
-            vote: openraft::Vote::new(1, 1),
-            meta: openraft::SnapshotMeta::default(),
-        };
-        let header = bincode::serialize(&header).unwrap();
-        let two_groups = vec![chunk(0, header), chunk(1, vec![])];
-        status(peer.install_snapshot(futures::stream::iter(two_groups)).await, Code::InvalidArgument, "two groups");
-        let garbage_header = vec![chunk(0, vec![0xff; 5])];
-        status(
-            peer.install_snapshot(futures::stream::iter(garbage_header)).await,
-            Code::InvalidArgument,
-            "undecodable",
-        );
+        peer_status(peer.raft(raft_from_newer).await, Code::FailedPrecondition, &format!("wire format {newer}"));
+        peer_status(peer.raft(raft(0, 99, vec![], 0)).await, Code::InvalidArgument, "unknown raft rpc kind 99");
+        peer_status(peer.raft(raft(0, 1, vec![0xff; 3], 0)).await, Code::InvalidArgument, "undecodable");
+        peer_status(peer.raft(raft(0, 1, vec![], 0xdead_beef)).await, Code::FailedPrecondition, "from cluster");
+        peer_status(peer.raft(raft(77, 1, vec![], 0)).await, Code::Unavailable, "no replica of group 77");
+        peer_status(peer.raft(raft(u64::MAX - 1, 1, vec![], 0)).await, Code::InvalidArgument, "bad group id");
+        broken_snapshot_streams_are_refused(&mut peer).await;
 
         // A forwarded write with two timestamps and one value: refused, never proposed.
         let peers = Peers::new(TransportOptions {
@@ -359,6 +333,65 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
         }
     });
     unharmed(&node, 2);
+}
+
+/// The call refused with `code`, its message naming `reason`.
+#[track_caller]
+fn peer_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: tonic::Code, reason: &str) {
+    let s = r.expect_err("a malformed peer call was accepted");
+    assert_eq!(s.code(), code, "{s:?}");
+    assert!(s.message().contains(reason), "{:?} lacks {reason:?}", s.message());
+}
+
+/// Snapshot streams the peer listener refuses, installing nothing of them: empty, two groups in
+/// one stream, cut short, marked and unmarked chunks mixed, undecodable data or header.
+async fn broken_snapshot_streams_are_refused(
+    peer: &mut hotlake_proto::internal::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) {
+    use hotlake_proto::internal::v1 as internal;
+    use tonic::Code;
+    let chunk = |group: u64, header: Vec<u8>| internal::SnapshotChunk {
+        group,
+        header,
+        data: Vec::new(),
+        cluster_id: 0,
+        wire_version: 0,
+        last: Some(false),
+    };
+    peer_status(
+        peer.install_snapshot(futures::stream::iter(Vec::new())).await,
+        Code::InvalidArgument,
+        "empty snapshot",
+    );
+    let header = hotlake_cluster::transport::SnapshotHeader {
+        vote: openraft::Vote::new(1, 1),
+        meta: openraft::SnapshotMeta::default(),
+    };
+    let header = bincode::serialize(&header).unwrap();
+    let two_groups = vec![chunk(0, header.clone()), chunk(1, vec![])];
+    peer_status(peer.install_snapshot(futures::stream::iter(two_groups)).await, Code::InvalidArgument, "two groups");
+    // A stream cut short (no message marked last) and one whose data is not pairs: nothing
+    // of either is installed.
+    let cut_short = vec![chunk(0, header.clone()), chunk(0, vec![])];
+    peer_status(peer.install_snapshot(futures::stream::iter(cut_short)).await, Code::Aborted, "before its last chunk");
+    let mixed = vec![chunk(0, header.clone()), internal::SnapshotChunk { last: None, ..chunk(0, vec![]) }];
+    peer_status(
+        peer.install_snapshot(futures::stream::iter(mixed)).await,
+        Code::InvalidArgument,
+        "without an end mark",
+    );
+    // From a release before the end mark, a stream ends where it ends: garbage data is
+    // decoded (and refused) instead of the stream being refused as cut short.
+    let unmarked = vec![internal::SnapshotChunk { data: vec![1, 2], last: None, ..chunk(0, header.clone()) }];
+    peer_status(peer.install_snapshot(futures::stream::iter(unmarked)).await, Code::InvalidArgument, "undecodable");
+    let garbage_data = vec![internal::SnapshotChunk { data: vec![1, 2], last: Some(true), ..chunk(0, header.clone()) }];
+    peer_status(peer.install_snapshot(futures::stream::iter(garbage_data)).await, Code::InvalidArgument, "undecodable");
+    let garbage_header = vec![chunk(0, vec![0xff; 5])];
+    peer_status(
+        peer.install_snapshot(futures::stream::iter(garbage_header)).await,
+        Code::InvalidArgument,
+        "undecodable",
+    );
 }
 
 /// A catalogue of malformed and unauthenticated HTTP requests, each answered with the status a

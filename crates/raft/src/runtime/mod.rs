@@ -8,6 +8,9 @@ mod tokio_rt;
 pub use floor::{set_rpc_timeout_floor, stretched};
 
 #[cfg(not(madsim))]
+pub use tokio_rt::{raft_runtime, set_raft_runtime};
+
+#[cfg(not(madsim))]
 /// openraft's runtime in production builds.
 pub type Runtime = tokio_rt::FlooredTokioRuntime;
 

@@ -1,11 +1,30 @@
-//! openraft's tokio runtime, with its timeouts raised to the floor of [`super::floor`].
+//! openraft's tokio runtime, with its timeouts raised to the floor of [`super::floor`], and its
+//! tasks on a runtime of their own when the process set one ([`set_raft_runtime`]).
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use openraft::{AsyncRuntime, OptionalSend, TokioInstant, TokioRuntime};
 
 use super::floor::stretched;
+
+/// The runtime every openraft task of this process is spawned on, once set.
+static RAFT_RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+
+/// Spawns every openraft task of this process from now on (each group's core, replication
+/// streams and state-machine worker) onto `handle`, so request work queued on another runtime
+/// never delays a heartbeat, a vote or an apply. A process runs one node: the first call wins
+/// and later ones return false. Without it, openraft runs on the runtime of whoever spawns
+/// (tests that run several nodes in one process).
+pub fn set_raft_runtime(handle: tokio::runtime::Handle) -> bool {
+    RAFT_RUNTIME.set(handle).is_ok()
+}
+
+/// The runtime Raft work runs on: the one set by [`set_raft_runtime`], else the current one.
+pub fn raft_runtime() -> tokio::runtime::Handle {
+    RAFT_RUNTIME.get().cloned().unwrap_or_else(tokio::runtime::Handle::current)
+}
 
 /// tokio for openraft, with every RPC timeout at least the configured floor.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,7 +47,10 @@ impl AsyncRuntime for FlooredTokioRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        TokioRuntime::spawn(future)
+        match RAFT_RUNTIME.get() {
+            Some(raft) => raft.spawn(future),
+            None => TokioRuntime::spawn(future),
+        }
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
