@@ -97,6 +97,10 @@ pub struct Metrics {
     /// Bytes of snapshots peers have taken from this node, copied from the transport when
     /// rendered.
     pub snapshot_bytes_sent: AtomicU64,
+    /// Raft heartbeats sent to peers, copied from the transport when rendered.
+    pub heartbeats_sent: AtomicU64,
+    /// The requests that carried them (heartbeats bound for one peer go together).
+    pub heartbeat_requests_sent: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +167,18 @@ impl Metrics {
             "hotlake_snapshot_bytes_sent_total",
             "Bytes of snapshot streams peers took from this node (progress of replicas moving off it).",
             self.snapshot_bytes_sent.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hotlake_raft_heartbeats_sent_total",
+            "Raft heartbeats sent to peers, every group's.",
+            self.heartbeats_sent.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hotlake_raft_heartbeat_requests_total",
+            "Requests that carried those heartbeats (the heartbeats bound for one peer go together).",
+            self.heartbeat_requests_sent.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -246,9 +246,12 @@ impl Admin for Node {
         Node::health(self)
     }
     fn metrics_text(&self) -> String {
-        self.metrics()
-            .snapshot_bytes_sent
-            .store(self.peers.snapshot_bytes_sent(), std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let metrics = self.metrics();
+        metrics.snapshot_bytes_sent.store(self.peers.snapshot_bytes_sent(), Relaxed);
+        let (heartbeats, requests) = self.peers.heartbeats_sent();
+        metrics.heartbeats_sent.store(heartbeats, Relaxed);
+        metrics.heartbeat_requests_sent.store(requests, Relaxed);
         let mut text = self.metrics().render();
         text.push_str(&self.consumer_lag_metrics());
         text

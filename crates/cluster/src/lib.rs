@@ -7,7 +7,8 @@
 //!        │ reports                                            ▼
 //!  control loop on every node: open placed replicas ─► shard leaders change membership
 //!                              (learner → catch up → voters replaced) ─► old replicas deleted
-//!  transport: one gRPC Peer service per node, Raft RPCs multiplexed by group id
+//!  transport: one gRPC Peer service per node, Raft RPCs multiplexed by group id, heartbeats
+//!             bound for one peer sent together
 //! ```
 //!
 //! Invariants: `map` and `placement` do no I/O; a replica is deleted only after its group's
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod consumers;
+mod heartbeats;
 pub mod leaders;
 pub mod map;
 pub mod meta;

@@ -4,6 +4,7 @@
 //! ```text
 //!  openraft (group g) ──PeerNetwork──► Peers (one lazily connected channel per address)
 //!        ──Raft{group, kind, bincode}──► peer's server::peer ──► that node's group g
+//!        ──RaftBatch{heartbeats of many groups}──► each to its group (see `heartbeats`)
 //!        ──InstallSnapshot(stream of chunks ≤ snapshot_chunk_bytes_max, read as sent, the
 //!          final one marked `last`)──► staged on the peer, installed once whole
 //! ```
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::{Channel, Endpoint};
 
+use super::heartbeats::{BatchRefused, Heartbeats, RaftAnswer, RaftSender};
 use super::map::{ClusterMap, NodeInfo};
 use super::meta::MetaTypeConfig;
 use hotlake_engine::batch::{ApplyOutcome, ShardWrite};
@@ -425,6 +427,8 @@ pub struct Peers {
     cluster_id: AtomicU64,
     /// Bytes of snapshot chunks taken by peers, for progress on long moves.
     snapshot_bytes_sent: Arc<AtomicU64>,
+    /// Heartbeats waiting to go to each peer together.
+    heartbeats: Heartbeats,
     /// Mutual TLS towards other nodes (the cluster CA and this node's certificate), when the
     /// node has TLS configured. Simulation builds have no TLS.
     #[cfg(not(madsim))]
@@ -440,7 +444,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Why a peer could not be reached or answered badly.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum TransportError {
     /// Could not connect or the connection broke.
     Unreachable(String),
@@ -477,9 +481,15 @@ impl Peers {
             options,
             cluster_id: AtomicU64::new(0),
             snapshot_bytes_sent: Arc::default(),
+            heartbeats: Heartbeats::default(),
             #[cfg(not(madsim))]
             tls: Mutex::new(None),
         }
+    }
+
+    /// Heartbeats sent to peers so far, and the requests that carried them.
+    pub fn heartbeats_sent(&self) -> (u64, u64) {
+        (self.heartbeats.sent(), self.heartbeats.requests())
     }
 
     /// Bytes of snapshot chunks peers have taken from this node so far.
@@ -546,31 +556,29 @@ impl Peers {
             .max_encoding_message_size(self.options.message_bytes_max))
     }
 
-    /// Sends one Raft RPC of `group` and decodes the peer's result.
+    /// Sends one Raft RPC of `group` and decodes the peer's result. A heartbeat goes with the
+    /// others bound for the same peer (see [`crate::heartbeats`]).
     pub async fn raft<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
-        group: u64,
-        kind: u32,
-        req: &Req,
+        rpc: RaftRpc<'_, Req>,
         timeout: Duration,
     ) -> std::result::Result<Resp, TransportError> {
-        let payload = bincode::serialize(req).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let mut client = self.client(addr)?;
-        let call = client.raft(pb::RaftRequest {
-            group,
-            kind,
+        let payload = bincode::serialize(rpc.request).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let request = pb::RaftRequest {
+            group: rpc.group,
+            kind: rpc.kind,
             payload,
             cluster_id: self.cluster_id(),
             wire_version: WIRE_VERSION,
-        });
-        let reply = match tokio::time::timeout(timeout, call).await {
-            Err(_) => return Err(TransportError::Timeout),
-            Ok(Err(s)) => return Err(status_error(s)),
-            Ok(Ok(r)) => r.into_inner(),
         };
-        check_wire_version(reply.wire_version).map_err(TransportError::Protocol)?;
-        bincode::deserialize(&reply.payload).map_err(|e| TransportError::Protocol(e.to_string()))
+        let sender = UnarySender(self.client(addr)?);
+        let answer = if rpc.heartbeat {
+            self.heartbeats.send(addr, request, timeout, sender).await?
+        } else {
+            sender.send_one(request, timeout).await?
+        };
+        bincode::deserialize(&answer).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
     /// Streams a snapshot of `group` and decodes the peer's result. Chunks are read from
@@ -649,6 +657,55 @@ impl Peers {
         check_wire_version(reply.wire_version).map_err(|e| Error::Unavailable(format!("peer {addr}: {e}")))?;
         let result: std::result::Result<PeerReply, WireError> = decode(&reply.payload)?;
         result.map_err(WireError::into_error)
+    }
+}
+
+/// One Raft RPC of a group, as [`Peers::raft`] sends it.
+pub struct RaftRpc<'a, Req> {
+    /// The group's id on the wire (a shard id, or [`META_GROUP`]).
+    pub group: u64,
+    /// [`KIND_APPEND`] or [`KIND_VOTE`].
+    pub kind: u32,
+    /// The openraft request.
+    pub request: &'a Req,
+    /// An append with no entries: it may wait a moment for the heartbeats of other groups.
+    pub heartbeat: bool,
+}
+
+/// Raft requests over one peer's gRPC channel.
+#[derive(Clone)]
+struct UnarySender(pb::peer_client::PeerClient<Channel>);
+
+impl RaftSender for UnarySender {
+    async fn send_batch(
+        &self,
+        requests: Vec<pb::RaftRequest>,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<RaftAnswer>, BatchRefused> {
+        let mut client = self.0.clone();
+        let reply = match tokio::time::timeout(timeout, client.raft_batch(pb::RaftBatchRequest { requests })).await {
+            Err(_) => return Err(BatchRefused::Failed(TransportError::Timeout)),
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => return Err(BatchRefused::Unsupported),
+            Ok(Err(s)) => return Err(BatchRefused::Failed(status_error(s))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        check_wire_version(reply.wire_version).map_err(|e| BatchRefused::Failed(TransportError::Protocol(e)))?;
+        Ok(reply
+            .replies
+            .into_iter()
+            .map(|r| if r.error.is_empty() { Ok(r.payload) } else { Err(TransportError::Unreachable(r.error)) })
+            .collect())
+    }
+
+    async fn send_one(&self, request: pb::RaftRequest, timeout: Duration) -> RaftAnswer {
+        let mut client = self.0.clone();
+        let reply = match tokio::time::timeout(timeout, client.raft(request)).await {
+            Err(_) => return Err(TransportError::Timeout),
+            Ok(Err(s)) => return Err(status_error(s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        check_wire_version(reply.wire_version).map_err(TransportError::Protocol)?;
+        Ok(reply.payload)
     }
 }
 
@@ -859,17 +916,18 @@ impl<C: SnapshotWire> PeerConnection<C> {
     async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         kind: u32,
-        req: &Req,
+        request: &Req,
+        heartbeat: bool,
         option: &RPCOption,
     ) -> std::result::Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         // openraft gives an append the heartbeat interval; the floor gives it time to finish
         // (see `hotlake_raft::runtime::stretched`).
         let deadline = hotlake_raft::runtime::stretched(option.hard_ttl());
-        let result: RaftResult<Resp> =
-            self.peers.raft(&self.addr, self.group, kind, req, deadline).await.map_err(|e| {
-                let action = if kind == KIND_VOTE { RPCTypes::Vote } else { RPCTypes::AppendEntries };
-                rpc_error(self.target, action, deadline, e)
-            })?;
+        let rpc = RaftRpc { group: self.group, kind, request, heartbeat };
+        let result: RaftResult<Resp> = self.peers.raft(&self.addr, rpc, deadline).await.map_err(|e| {
+            let action = if kind == KIND_VOTE { RPCTypes::Vote } else { RPCTypes::AppendEntries };
+            rpc_error(self.target, action, deadline, e)
+        })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -880,7 +938,8 @@ impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(KIND_APPEND, &rpc, &option).await
+        let heartbeat = rpc.entries.is_empty();
+        self.rpc(KIND_APPEND, &rpc, heartbeat, &option).await
     }
 
     async fn vote(
@@ -888,7 +947,7 @@ impl<C: SnapshotWire> RaftNetwork<C> for PeerConnection<C> {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> std::result::Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(KIND_VOTE, &rpc, &option).await
+        self.rpc(KIND_VOTE, &rpc, false, &option).await
     }
 
     async fn full_snapshot(

@@ -186,16 +186,19 @@ fn admit(node: &Node, sender_cluster: u64, wire_version: u32) -> Result<(), Stat
     Ok(())
 }
 
+/// Most requests in one `RaftBatch`: a peer sends at most `HEARTBEATS_PER_BATCH_MAX` (256), and
+/// anything far past it is not from a peer of this cluster.
+const RAFT_BATCH_REQUESTS_MAX: usize = 1024;
+
 fn not_hosted(group: u64) -> Status {
     // Unavailable, not an error reply: the sender's openraft retries, and the replica appears
     // here once this node applies the placement that creates it.
     Status::unavailable(format!("no replica of group {group} on this node"))
 }
 
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    async fn raft(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::Payload>, Status> {
-        let req = request.into_inner();
+impl PeerService {
+    /// One Raft RPC, handed to its group here.
+    async fn raft_one(&self, req: pb::RaftRequest) -> Result<Response<pb::Payload>, Status> {
         admit(&self.node, req.cluster_id, req.wire_version)?;
         if req.group == META_GROUP {
             return raft_rpc(&self.node.meta, req.kind, &req.payload).await;
@@ -203,6 +206,37 @@ impl pb::peer_server::Peer for PeerService {
         let shard = u32::try_from(req.group).map_err(|_| Status::invalid_argument("bad group id"))?;
         let group = self.node.local_group(ShardId(shard)).ok_or_else(|| not_hosted(req.group))?;
         raft_rpc(&group.raft, req.kind, &req.payload).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn raft(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::Payload>, Status> {
+        self.raft_one(request.into_inner()).await
+    }
+
+    /// Each request goes to its group at once, as if sent on its own; one that fails answers
+    /// with its reason and the others go on.
+    async fn raft_batch(&self, request: Request<pb::RaftBatchRequest>) -> Result<Response<pb::RaftBatchReply>, Status> {
+        let requests = request.into_inner().requests;
+        if requests.len() > RAFT_BATCH_REQUESTS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} requests in one Raft batch, at most {RAFT_BATCH_REQUESTS_MAX}",
+                requests.len()
+            )));
+        }
+        let answers = futures::future::join_all(requests.into_iter().map(|r| self.raft_one(r))).await;
+        let replies = answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(reply) => pb::RaftReply { payload: reply.into_inner().payload, error: String::new() },
+                Err(status) if status.message().is_empty() => {
+                    pb::RaftReply { payload: Vec::new(), error: format!("{:?}", status.code()) }
+                }
+                Err(status) => pb::RaftReply { payload: Vec::new(), error: status.message().to_string() },
+            })
+            .collect();
+        Ok(Response::new(pb::RaftBatchReply { replies, wire_version: WIRE_VERSION }))
     }
 
     async fn install_snapshot(

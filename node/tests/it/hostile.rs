@@ -310,6 +310,7 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
         peer_status(peer.raft(raft(77, 1, vec![], 0)).await, Code::Unavailable, "no replica of group 77");
         peer_status(peer.raft(raft(u64::MAX - 1, 1, vec![], 0)).await, Code::InvalidArgument, "bad group id");
         broken_snapshot_streams_are_refused(&mut peer).await;
+        malformed_raft_batches_are_answered_one_by_one(&mut peer).await;
 
         // A forwarded write with two timestamps and one value: refused, never proposed.
         let peers = Peers::new(TransportOptions {
@@ -341,6 +342,37 @@ fn peer_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: tonic::Cod
     let s = r.expect_err("a malformed peer call was accepted");
     assert_eq!(s.code(), code, "{s:?}");
     assert!(s.message().contains(reason), "{:?} lacks {reason:?}", s.message());
+}
+
+/// A batch of Raft requests is answered request by request: each malformed one with its own
+/// reason, in the order sent; a batch far past what a peer sends is refused whole.
+async fn malformed_raft_batches_are_answered_one_by_one(
+    peer: &mut hotlake_proto::internal::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) {
+    use hotlake_proto::internal::v1 as internal;
+    let raft = |group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64| internal::RaftRequest {
+        group,
+        kind,
+        payload,
+        cluster_id,
+        wire_version: 0,
+    };
+    let requests = vec![
+        raft(0, 99, vec![], 0),
+        raft(0, 1, vec![0xff; 3], 0),
+        raft(0, 1, vec![], 0xdead_beef),
+        raft(77, 1, vec![], 0),
+    ];
+    let reply = peer.raft_batch(internal::RaftBatchRequest { requests }).await.expect("a batch is answered").into_inner();
+    let reasons: Vec<&str> = reply.replies.iter().map(|r| r.error.as_str()).collect();
+    let expected = ["unknown raft rpc kind 99", "undecodable", "from cluster", "no replica of group 77"];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:?}");
+    for (reason, expected) in reasons.iter().zip(expected) {
+        assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
+    }
+    assert!(reply.replies.iter().all(|r| r.payload.is_empty()));
+    let flood = internal::RaftBatchRequest { requests: vec![raft(77, 1, vec![], 0); 1025] };
+    peer_status(peer.raft_batch(flood).await, tonic::Code::InvalidArgument, "at most 1024");
 }
 
 /// Snapshot streams the peer listener refuses, installing nothing of them: empty, two groups in
