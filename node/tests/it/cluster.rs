@@ -405,6 +405,25 @@ fn killing_shard_leaders_during_writes_loses_no_acknowledged_point() {
     for n in c.running() {
         check_acknowledged(n, &acked);
     }
+    // Each read above confirmed every shard's leader at once: those heartbeats, and periodic
+    // ones that met, went to each peer together.
+    let (sent, requests) = heartbeats_and_requests(&c);
+    eprintln!("{sent} heartbeats sent in {requests} requests");
+    assert!(sent > 0 && requests < sent, "{sent} heartbeats in {requests} requests: none went together");
+}
+
+/// Heartbeats the running nodes sent to peers, and the requests that carried them.
+fn heartbeats_and_requests(c: &Cluster) -> (u64, u64) {
+    let metric = |text: &str, name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    c.running().into_iter().fold((0, 0), |(sent, requests), n| {
+        let text = crate::support::client().get(n.url("/metrics")).send().unwrap().text().unwrap();
+        (
+            sent + metric(&text, "hotlake_raft_heartbeats_sent_total"),
+            requests + metric(&text, "hotlake_raft_heartbeat_requests_total"),
+        )
+    })
 }
 
 /// A write sent with `leader_only` to a node that does not lead its shard fails with
