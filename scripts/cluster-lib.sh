@@ -9,6 +9,10 @@
 #   cluster_leaders     "shard node" lines, from every member's report of its own replicas
 #   cluster_leader_counts   "node:count ..." of shard leaders
 #   ctl ARGS...         hotlakectl against the cluster
+#   cluster_heartbeats  "SENT REQUESTS": Raft heartbeats the running nodes have sent to peers,
+#                       and the requests that carried them (heartbeats bound for one peer go
+#                       together), from their /metrics
+#   heartbeats_between "S0 R0" "S1 R1"   "N heartbeats in M requests (K per request)"
 # The cluster is created with authentication on: node 1 writes its admin token to
 # $cluster_base/admin.token, and cluster_up exports it as HOTLAKE_TOKEN for hotlake-bench.
 
@@ -60,4 +64,18 @@ for m in s["members"]:
 }
 cluster_leader_counts() {
     cluster_leaders | awk '{c[$2]++} END {for (n in c) printf "%s:%s ", n, c[n]}'
+}
+cluster_heartbeats() {
+    local sent=0 requests=0 n text
+    for n in "${!cluster_pids[@]}"; do
+        text=$(curl -sf -H "Authorization: Token $HOTLAKE_TOKEN" "http://127.0.0.1:$((cluster_port + 80 + n))/metrics") || continue
+        sent=$((sent + $(awk '$1 == "hotlake_raft_heartbeats_sent_total" {print $2}' <<<"$text")))
+        requests=$((requests + $(awk '$1 == "hotlake_raft_heartbeat_requests_total" {print $2}' <<<"$text")))
+    done
+    echo "$sent $requests"
+}
+heartbeats_between() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); s = y[1] - x[1]; r = y[2] - x[2]
+        printf "%d heartbeats in %d requests (%.1f per request)", s, r, r > 0 ? s / r : 0 }'
 }
