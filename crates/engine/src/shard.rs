@@ -931,9 +931,7 @@ mod tests {
         let other: Engine = Arc::new(MemEngine::new());
         let replica = ShardData::open(other.clone(), ShardId(0), options.clone()).unwrap();
         replica.install(pairs.clone()).unwrap();
-        let trimmed_alike = |shard: &ShardData| {
-            matches!(shard.read_feed(0, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor }) if oldest_cursor == start - 1)
-        };
+        let trimmed_alike = |shard: &ShardData| matches!(shard.read_feed(0, &a, usize::MAX), Err(FeedError::Trimmed { oldest_cursor }) if oldest_cursor == start - 1);
         assert!(trimmed_alike(&replica));
         assert!(replica.read_feed(start - 1, &a, usize::MAX).unwrap().entries.iter().map(|e| e.index).eq(start..=12));
         replica.apply(id(13), write("a", "d", &[13])).unwrap();
@@ -943,7 +941,13 @@ mod tests {
         let reopened = ShardData::open(other, ShardId(0), options.clone()).unwrap();
         let start_now = replica.stored_feed.lock().unwrap().start;
         assert_eq!(reopened.stored_feed.lock().unwrap().start, start_now);
-        assert!(reopened.read_feed(start_now - 1, &a, usize::MAX).unwrap().entries.iter().map(|e| e.index).eq(start_now..=13));
+        assert!(reopened
+            .read_feed(start_now - 1, &a, usize::MAX)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.index)
+            .eq(start_now..=13));
         assert_eq!(reopened.read_feed(12, &a, usize::MAX).unwrap().entries[0].index, 13);
         // A snapshot without the feed (a sender of the release before) restarts it after the
         // snapshot: a cursor before it is refused, never answered with less.

@@ -363,7 +363,8 @@ async fn malformed_raft_batches_are_answered_one_by_one(
         raft(0, 1, vec![], 0xdead_beef),
         raft(77, 1, vec![], 0),
     ];
-    let reply = peer.raft_batch(internal::RaftBatchRequest { requests }).await.expect("a batch is answered").into_inner();
+    let reply =
+        peer.raft_batch(internal::RaftBatchRequest { requests }).await.expect("a batch is answered").into_inner();
     let reasons: Vec<&str> = reply.replies.iter().map(|r| r.error.as_str()).collect();
     let expected = ["unknown raft rpc kind 99", "undecodable", "from cluster", "no replica of group 77"];
     assert_eq!(reasons.len(), expected.len(), "{reasons:?}");

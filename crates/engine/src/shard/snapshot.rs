@@ -176,7 +176,11 @@ impl SnapshotReader {
                 pairs.extend(
                     page.into_iter()
                         .filter(|(space, key, _)| !(*space == Space::Index(*shard) && key == keys::FEED_START))
-                        .map(|(space, key, value)| SnapshotPair { index_space: space == Space::Index(*shard), key, value }),
+                        .map(|(space, key, value)| SnapshotPair {
+                            index_space: space == Space::Index(*shard),
+                            key,
+                            value,
+                        }),
                 );
                 // A page holding only the start record filters to nothing: read on.
                 if !pairs.is_empty() {
@@ -212,7 +216,8 @@ impl ShardData {
             None => return Err(StorageError::Io(format!("shard {} has flushed nothing to send", self.id))),
         };
         // No record means the feed was never trimmed: it holds everything from index 0.
-        let feed_start = self.engine.get(Space::Index(self.id), keys::FEED_START)?.unwrap_or_else(|| 0u64.to_be_bytes().to_vec());
+        let feed_start =
+            self.engine.get(Space::Index(self.id), keys::FEED_START)?.unwrap_or_else(|| 0u64.to_be_bytes().to_vec());
         let reader = self.engine.consistent_reader(&[Space::Data(self.id), Space::Index(self.id)], page_bytes)?;
         Ok(SnapshotReader {
             flushed,
