@@ -77,5 +77,5 @@ cluster_heartbeats() {
 heartbeats_between() {
     awk -v a="$1" -v b="$2" 'BEGIN {
         split(a, x, " "); split(b, y, " "); s = y[1] - x[1]; r = y[2] - x[2]
-        printf "%d heartbeats in %d requests (%.1f per request)", s, r, r > 0 ? s / r : 0 }'
+        printf "%d heartbeats in %d requests (%.1f per request)", s, r, (r > 0 ? s / r : 0) }'
 }
