@@ -252,16 +252,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node = Node::open(config.clone(), Arc::new(engine)).await?;
     node.start_background();
 
+    // Every listener is bound before the node is announced ready (the message below, systemd's
+    // READY=1): a client told the node is ready must find each port taking connections.
     let http_listener =
         tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("bind HTTP on {http_addr}"))?;
+    let grpc_listener = hotlake_node::server::bind(grpc_addr, "gRPC")?;
+    let peer_listener = hotlake_node::server::bind(peer_addr, "peer")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc = tokio::spawn(hotlake_node::server::serve_grpc(node.clone(), grpc_addr, wait_stop(stop_rx.clone())));
+    let grpc = tokio::spawn(hotlake_node::server::serve_grpc(node.clone(), grpc_listener, wait_stop(stop_rx.clone())));
     let peer = hotlake_node::runtimes::spawn_raft(hotlake_node::server::serve_peer(
         node.clone(),
-        peer_addr,
+        peer_listener,
         wait_stop(stop_rx.clone()),
     ));
     let http = tokio::spawn(hotlake_node::server::serve_http(node.clone(), http_listener, wait_stop(stop_rx)));

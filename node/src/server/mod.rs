@@ -25,11 +25,28 @@ use anyhow::Context;
 
 use crate::node::Node;
 
-/// Serves the public gRPC API (the data and admin services) on `addr` until `shutdown`
+/// Where a gRPC server listens: a socket the caller bound (non-blocking), so that a node is
+/// announced ready only once every listener takes connections. Simulated servers bind their
+/// address themselves (madsim-tonic serves an address, not a socket).
+#[cfg(not(madsim))]
+pub type Listener = std::net::TcpListener;
+/// Where a gRPC server listens (simulation: its address).
+#[cfg(madsim)]
+pub type Listener = SocketAddr;
+
+/// Binds `addr` for [`serve_grpc`] or [`serve_peer`]; `what` names the listener in the error.
+#[cfg(not(madsim))]
+pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<Listener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {what} on {addr}"))?;
+    listener.set_nonblocking(true).with_context(|| format!("{what} listener on {addr}"))?;
+    Ok(listener)
+}
+
+/// Serves the public gRPC API (the data and admin services) on `listener` until `shutdown`
 /// completes. It never serves `Peer`: see [`serve_peer`].
 pub async fn serve_grpc(
     node: Arc<Node>,
-    addr: SocketAddr,
+    listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // The generated server types differ between production and simulation builds; they are
@@ -40,28 +57,29 @@ pub async fn serve_grpc(
     let limits = node.config().limits.clone();
     let router = grpc_server(&limits).add_service(service).add_service(admin);
     #[cfg(madsim)]
-    let served = router.serve_with_shutdown(addr, shutdown).await;
+    let (addr, served) = (listener, router.serve_with_shutdown(listener, shutdown).await);
     #[cfg(not(madsim))]
-    let served = {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("gRPC server: bind {addr}"))?;
+    let (addr, served) = {
+        let addr = listener.local_addr().context("gRPC listener")?;
+        let listener = tokio::net::TcpListener::from_std(listener).context("gRPC listener")?;
         let tls = node.tls().map(|t| t.grpc.clone());
-        router
+        let served = router
             .serve_with_incoming_shutdown(
                 counted::connections(listener, limits.grpc_connections_max, tls, "gRPC"),
                 shutdown,
             )
-            .await
+            .await;
+        (addr, served)
     };
     served.with_context(|| format!("gRPC server on {addr}"))
 }
 
-/// Serves the node-to-node `Peer` service (Raft, snapshots, forwarded calls, joins) on `addr`
-/// until `shutdown` completes. With TLS configured, only a client presenting a certificate of
-/// the cluster's CA gets past the handshake (mutual TLS).
+/// Serves the node-to-node `Peer` service (Raft, snapshots, forwarded calls, joins) on
+/// `listener` until `shutdown` completes. With TLS configured, only a client presenting a
+/// certificate of the cluster's CA gets past the handshake (mutual TLS).
 pub async fn serve_peer(
     node: Arc<Node>,
-    addr: SocketAddr,
+    listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let peer = hotlake_proto::internal::v1::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
@@ -70,18 +88,20 @@ pub async fn serve_peer(
     let limits = node.config().limits.clone();
     let router = grpc_server(&limits).add_service(peer);
     #[cfg(madsim)]
-    let served = router.serve_with_shutdown(addr, shutdown).await;
+    let (addr, served) = (listener, router.serve_with_shutdown(listener, shutdown).await);
     #[cfg(not(madsim))]
-    let served = {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("peer server: bind {addr}"))?;
+    let (addr, served) = {
+        let addr = listener.local_addr().context("peer listener")?;
+        // Made a tokio listener here, on the runtime that serves it (the Raft one).
+        let listener = tokio::net::TcpListener::from_std(listener).context("peer listener")?;
         let tls = node.tls().map(|t| t.peer.clone());
-        router
+        let served = router
             .serve_with_incoming_shutdown(
                 counted::connections(listener, limits.grpc_connections_max, tls, "peer"),
                 shutdown,
             )
-            .await
+            .await;
+        (addr, served)
     };
     served.with_context(|| format!("peer server on {addr}"))
 }
