@@ -227,11 +227,14 @@ async fn t90_snapshot_install_during_membership_change() {
 async fn t90_purge_racing_snapshot() {
     hotlake_sim_tests::harness::init_logging();
     println!("seed {}", madsim::runtime::Handle::current().seed());
-    // Slow snapshots (one 4 KiB chunk a second) so flushes and purges happen while they stream.
+    // Slow snapshots (4 KiB chunks, 256 KiB a second) so flushes and purges happen while they
+    // stream: a shard's snapshot here carries its stored feed, every write since the start
+    // uncompressed, so it takes seconds of the test's writes (at 4 KiB a second, as before the
+    // feed travelled, the lagging replica never caught up within the settle time).
     let cluster = SimCluster::start_with(
         3,
         Arc::new(|c| {
-            c.cluster.snapshot_bytes_per_s_max = 4096;
+            c.cluster.snapshot_bytes_per_s_max = 256 << 10;
             c.cluster.snapshot_chunk_bytes_max = 4096;
         }),
     );
