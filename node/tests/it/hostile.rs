@@ -286,13 +286,7 @@ fn the_peer_listener_refuses_malformed_calls_and_changes_nothing() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut peer = internal::peer_client::PeerClient::connect(format!("http://{}", node.peer)).await.unwrap();
-        let raft = |group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64| internal::RaftRequest {
-            group,
-            kind,
-            payload,
-            cluster_id,
-            wire_version: 0,
-        };
+        let raft = raft_request;
         peer_status(
             peer.call(internal::Payload { payload: vec![0xff; 9], wire_version: 0 }).await,
             Code::InvalidArgument,
@@ -344,19 +338,18 @@ fn peer_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: tonic::Cod
     assert!(s.message().contains(reason), "{:?} lacks {reason:?}", s.message());
 }
 
+/// A Raft request of `group` as a peer of the release before wire formats sends it.
+fn raft_request(group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64) -> hotlake_proto::internal::v1::RaftRequest {
+    hotlake_proto::internal::v1::RaftRequest { group, kind, payload, cluster_id, wire_version: 0 }
+}
+
 /// A batch of Raft requests is answered request by request: each malformed one with its own
 /// reason, in the order sent; a batch far past what a peer sends is refused whole.
 async fn malformed_raft_batches_are_answered_one_by_one(
     peer: &mut hotlake_proto::internal::v1::peer_client::PeerClient<tonic::transport::Channel>,
 ) {
     use hotlake_proto::internal::v1 as internal;
-    let raft = |group: u64, kind: u32, payload: Vec<u8>, cluster_id: u64| internal::RaftRequest {
-        group,
-        kind,
-        payload,
-        cluster_id,
-        wire_version: 0,
-    };
+    let raft = raft_request;
     let requests = vec![
         raft(0, 99, vec![], 0),
         raft(0, 1, vec![0xff; 3], 0),
